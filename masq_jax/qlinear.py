@@ -15,7 +15,7 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 
-from masq_jax.quant import SPEC_BOUND, QArray, dequantize, fake_quant, quantize
+from masq_jax.quant import SPEC_BOUND, QArray, dequantize, fake_quant, quantize, validate_bits
 
 TEXT, VISION, AUDIO = 0, 1, 2
 MODALITIES = ("text", "vision", "audio")
@@ -67,6 +67,7 @@ def make_qlinear(
     ``smooth`` defaults to ones (no smoothing); missing low-rank factors mean rank 0.
     """
     out_dim, in_dim = weight.shape
+    abits = validate_bits(abits, "abits")  # fail here, not at the first call
     if smooth is None:
         smooth = jnp.ones((NUM_MODALITIES, in_dim), jnp.float32)
     if lora_l is None or lora_r is None:

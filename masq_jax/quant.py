@@ -100,11 +100,22 @@ def _params(xg: jax.Array, bits: int, symmetric: bool, bound: Bound):
     return scale, zero_point, 0, levels
 
 
+def _clip_ste(q, qmin, qmax):
+    """``clip(q, qmin, qmax)`` whose gradient is 1 on the closed range and 0 outside it.
+
+    ``jnp.clip`` splits the gradient 0.5/0.5 where ``q`` equals a bound, and rounded values sit on
+    the bound exactly (the absmax element, the asymmetric minimum): PyTorch's clamp (the reference)
+    passes the full gradient there.
+    """
+    outside = (q < qmin) | (q > qmax)
+    return jnp.where(outside, jax.lax.stop_gradient(jnp.clip(q, qmin, qmax)), q)
+
+
 def _integer_grid(xg, scale, zero_point, qmin, qmax):
     q = round_ste(xg / scale)
     if zero_point is not None:
         q = q + zero_point
-    return jnp.clip(q, qmin, qmax)
+    return _clip_ste(q, qmin, qmax)
 
 
 def _dequant_grid(q, scale, zero_point):
