@@ -1,0 +1,220 @@
+"""Functional core of the decoder (pure, jit-able functions on the params pytree; see MODEL_API.md).
+
+Layer parameters are stacked on a leading axis L; ``layer_forward`` works on one layer's slice and
+takes a ``linear`` callable, the single swap-in point for quantized linears. RoPE follows
+transformers exactly: cos/sin in float32, half-split ``rotate_half`` layout, and for the Omni Thinker
+and Qwen2.5-VL the chunked multimodal variant (frequency index chunk i of ``mrope_section`` takes its
+angle from position row i % 3 — both families share this layout in transformers 5).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from masq_jax.models.config import DecoderConfig
+from masq_jax.models.errors import InputError
+
+Params = dict[str, Any]
+LinearFn = Callable[[str, jax.Array, dict], jax.Array]
+
+LINEAR_NAMES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+# Which captured input feeds which linear (capture=True returns the four distinct inputs).
+INPUT_OF = {
+    "q_proj": "qkv", "k_proj": "qkv", "v_proj": "qkv", "o_proj": "o",
+    "gate_proj": "gate_up", "up_proj": "gate_up", "down_proj": "down",
+}
+
+
+def dense_linear(name: str, x: jax.Array, p: dict) -> jax.Array:
+    """x @ w.T (+ b) in x's dtype with float32 accumulation; ``w`` is [out, in] (HF layout)."""
+    del name
+    w = p["w"].astype(x.dtype)
+    y = jnp.einsum("...i,oi->...o", x, w, preferred_element_type=jnp.float32)
+    if p.get("b") is not None:
+        y = y + p["b"].astype(jnp.float32)
+    return y.astype(x.dtype)
+
+
+def rms_norm(x: jax.Array, w: jax.Array, eps: float) -> jax.Array:
+    """HF Qwen2/Llama RMSNorm: normalise in float32, cast back, then scale by the weight."""
+    xf = x.astype(jnp.float32)
+    xf = xf * jax.lax.rsqrt(jnp.mean(xf * xf, axis=-1, keepdims=True) + eps)
+    return w.astype(x.dtype) * xf.astype(x.dtype)
+
+
+def embed(params: Params, input_ids: jax.Array) -> jax.Array:
+    """Token embeddings [B, S, H]."""
+    return jnp.take(params["embed"], input_ids, axis=0)
+
+
+def inv_freq(cfg: DecoderConfig) -> np.ndarray:
+    """1 / theta^(2i/D) in float32, computed as transformers does (float32 pow)."""
+    d = cfg.head_dim
+    return (1.0 / (np.float32(cfg.rope_theta) ** (np.arange(0, d, 2, dtype=np.float32) / np.float32(d)))).astype(
+        np.float32
+    )
+
+
+def mrope_rows(mrope_section: tuple[int, ...]) -> np.ndarray:
+    """For each of the D/2 frequencies, the position row (0 t, 1 h, 2 w) it reads: chunk i -> i % 3."""
+    return np.concatenate([np.full(n, i % 3, np.int32) for i, n in enumerate(mrope_section)])
+
+
+def normalize_positions(cfg: DecoderConfig, position_ids: jax.Array) -> jax.Array:
+    """[B,S] stays for 1-D RoPE archs; mrope archs get [3,B,S] ([B,S] broadcast, [4,B,S] drops the
+    text-only row 0 as transformers does)."""
+    if position_ids.ndim == 3:
+        if not cfg.uses_mrope:
+            raise InputError(f"{cfg.arch} uses 1-D RoPE: position_ids must be [B, S], got {position_ids.shape}")
+        if position_ids.shape[0] == 4:
+            position_ids = position_ids[1:]
+        if position_ids.shape[0] != 3:
+            raise InputError(f"multimodal position_ids must be [3, B, S], got {position_ids.shape}")
+        return position_ids
+    if position_ids.ndim != 2:
+        raise InputError(f"position_ids must be [B, S] or [3, B, S], got shape {position_ids.shape}")
+    if cfg.uses_mrope:
+        return jnp.broadcast_to(position_ids[None], (3, *position_ids.shape))
+    return position_ids
+
+
+def rope(cfg: DecoderConfig, position_ids: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """(cos, sin), each [B, S, head_dim] float32, for [B,S] or [3,B,S] (or [4,B,S]) position ids."""
+    pos = normalize_positions(cfg, jnp.asarray(position_ids))
+    freqs = pos.astype(jnp.float32)[..., None] * jnp.asarray(inv_freq(cfg))  # [(3,) B, S, D/2]
+    if pos.ndim == 3:
+        rows = mrope_rows(cfg.mrope_section)
+        if rows.shape[0] != cfg.head_dim // 2:
+            raise InputError(f"mrope_section {cfg.mrope_section} does not sum to head_dim/2={cfg.head_dim // 2}")
+        freqs = jnp.take_along_axis(freqs, jnp.asarray(rows)[None, None, None, :], axis=0)[0]
+    emb = jnp.concatenate([freqs, freqs], axis=-1)
+    return jnp.cos(emb), jnp.sin(emb)
+
+
+def _rotate_half(x: jax.Array) -> jax.Array:
+    x1, x2 = jnp.split(x, 2, axis=-1)
+    return jnp.concatenate([-x2, x1], axis=-1)
+
+
+def apply_rope(x: jax.Array, cos: jax.Array, sin: jax.Array) -> jax.Array:
+    """x [B, S, N, D]; cos/sin [B, S, D] float32. Result in x's dtype (as transformers: cos cast to x)."""
+    c = cos[:, :, None, :].astype(x.dtype)
+    s = sin[:, :, None, :].astype(x.dtype)
+    return x * c + _rotate_half(x) * s
+
+
+def attention_bias(attention_mask: jax.Array | None, seq_len: int, dtype: Any = jnp.float32) -> jax.Array:
+    """Additive causal + padding bias [B|1, 1, S, S]: 0 where allowed, dtype's most negative value
+    elsewhere (finite, so fully masked padding rows stay NaN-free)."""
+    causal = jnp.tril(jnp.ones((seq_len, seq_len), bool))[None, None]
+    if attention_mask is not None:
+        causal = causal & (jnp.asarray(attention_mask) != 0)[:, None, None, :]
+    return jnp.where(causal, jnp.zeros((), dtype), jnp.asarray(jnp.finfo(dtype).min, dtype))
+
+
+def attention(cfg: DecoderConfig, q: jax.Array, k: jax.Array, v: jax.Array, bias: jax.Array) -> jax.Array:
+    """GQA softmax attention. q [B,S,nH,D], k/v [B,S,nKV,D] -> [B,S,nH*D]; softmax in float32."""
+    b, s, nh, d = q.shape
+    nkv = k.shape[2]
+    qg = q.reshape(b, s, nkv, nh // nkv, d)
+    scores = jnp.einsum("bsngd,btnd->bngst", qg, k, preferred_element_type=jnp.float32) * (d**-0.5)
+    scores = scores + bias.astype(jnp.float32)[:, :, None]
+    probs = jax.nn.softmax(scores, axis=-1).astype(v.dtype)
+    out = jnp.einsum("bngst,btnd->bsngd", probs, v, preferred_element_type=jnp.float32).astype(v.dtype)
+    return out.reshape(b, s, nh * d)
+
+
+def layer_forward(
+    cfg: DecoderConfig,
+    lp: Params,
+    h: jax.Array,
+    rope_cs: tuple[jax.Array, jax.Array],
+    bias: jax.Array,
+    linear: LinearFn = dense_linear,
+    capture: bool = False,
+):
+    """One pre-norm decoder layer. ``lp`` is one layer's params (no L axis). With capture=True also
+    returns the four distinct linear inputs {"qkv", "o", "gate_up", "down"}."""
+    b, s, _ = h.shape
+    cos, sin = rope_cs
+    x = rms_norm(h, lp["input_norm"], cfg.rms_norm_eps)
+    q = linear("q_proj", x, lp["q_proj"]).reshape(b, s, cfg.num_heads, cfg.head_dim)
+    k = linear("k_proj", x, lp["k_proj"]).reshape(b, s, cfg.num_kv_heads, cfg.head_dim)
+    v = linear("v_proj", x, lp["v_proj"]).reshape(b, s, cfg.num_kv_heads, cfg.head_dim)
+    q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+    a = attention(cfg, q, k, v, bias)
+    h = h + linear("o_proj", a, lp["o_proj"])
+    x2 = rms_norm(h, lp["post_attn_norm"], cfg.rms_norm_eps)
+    g = linear("gate_proj", x2, lp["gate_proj"])
+    u = linear("up_proj", x2, lp["up_proj"])
+    m = jax.nn.silu(g) * u
+    h = h + linear("down_proj", m, lp["down_proj"])
+    if capture:
+        return h, {"qkv": x, "o": a, "gate_up": x2, "down": m}
+    return h
+
+
+def layers_forward(
+    cfg: DecoderConfig,
+    layers_params: Params,
+    h: jax.Array,
+    rope_cs: tuple[jax.Array, jax.Array],
+    bias: jax.Array,
+    start: int = 0,
+    stop: int | None = None,
+    linear: LinearFn = dense_linear,
+) -> jax.Array:
+    """Run layers [start, stop) of the stacked ``layers_params`` with a lax.scan."""
+    n = jax.tree.leaves(layers_params)[0].shape[0]
+    stop = n if stop is None else stop
+    if not 0 <= start <= stop <= n:
+        raise InputError(f"layer range [{start}, {stop}) is outside 0..{n}")
+    if start == stop:
+        return h
+    sl = jax.tree.map(lambda a: a[start:stop], layers_params)
+
+    def body(carry, lp):
+        return layer_forward(cfg, lp, carry, rope_cs, bias, linear=linear), None
+
+    h, _ = jax.lax.scan(body, h, sl)
+    return h
+
+
+def head(cfg: DecoderConfig, params: Params, h: jax.Array) -> jax.Array:
+    """Final RMSNorm + lm_head (or the tied embedding). Logits are float32 [B, S, V]."""
+    x = rms_norm(h, params["final_norm"], cfg.rms_norm_eps)
+    w = params["embed"] if cfg.tie_word_embeddings or "lm_head" not in params else params["lm_head"]
+    return jnp.einsum("bsh,vh->bsv", x, w.astype(x.dtype), preferred_element_type=jnp.float32)
+
+
+def default_positions(cfg: DecoderConfig, batch: int, seq_len: int) -> jax.Array:
+    """arange positions: [B, S], or [3, B, S] for mrope archs."""
+    pos = jnp.broadcast_to(jnp.arange(seq_len, dtype=jnp.int32)[None], (batch, seq_len))
+    return jnp.broadcast_to(pos[None], (3, batch, seq_len)) if cfg.uses_mrope else pos
+
+
+def forward(
+    cfg: DecoderConfig,
+    params: Params,
+    input_ids: jax.Array | None = None,
+    inputs_embeds: jax.Array | None = None,
+    position_ids: jax.Array | None = None,
+    attention_mask: jax.Array | None = None,
+    linear: LinearFn = dense_linear,
+) -> jax.Array:
+    """Full decoder: embeddings (or given inputs_embeds) -> layers -> logits [B, S, V] float32."""
+    if (input_ids is None) == (inputs_embeds is None):
+        raise InputError("pass exactly one of input_ids or inputs_embeds")
+    h = embed(params, input_ids) if inputs_embeds is None else jnp.asarray(inputs_embeds)
+    h = h.astype(params["embed"].dtype)
+    b, s, _ = h.shape
+    if position_ids is None:
+        position_ids = default_positions(cfg, b, s)
+    cs = rope(cfg, position_ids)
+    bias = attention_bias(attention_mask, s, jnp.float32)
+    h = layers_forward(cfg, params["layers"], h, cs, bias, linear=linear)
+    return head(cfg, params, h)

@@ -1,0 +1,118 @@
+"""Load a llama/qwen2-architecture GGUF file: dequantize with the `gguf` package (NumPy, no torch)
+and undo llama.cpp's q/k row permutation for llama (as transformers' GGUF loader does)."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import jax.numpy as jnp
+import numpy as np
+
+from masq_jax.models.config import DecoderConfig, config_from_hf
+from masq_jax.models.errors import ModelLoadError, UnsupportedArchitectureError
+from masq_jax.models.params import assemble, map_keys
+
+GGUF_ARCHITECTURES = ("llama", "qwen2")
+
+_LAYER = {
+    "attn_q.weight": ("q_proj", "w"), "attn_q.bias": ("q_proj", "b"),
+    "attn_k.weight": ("k_proj", "w"), "attn_k.bias": ("k_proj", "b"),
+    "attn_v.weight": ("v_proj", "w"), "attn_v.bias": ("v_proj", "b"),
+    "attn_output.weight": ("o_proj", "w"), "ffn_gate.weight": ("gate_proj", "w"),
+    "ffn_up.weight": ("up_proj", "w"), "ffn_down.weight": ("down_proj", "w"),
+    "attn_norm.weight": ("input_norm", None), "ffn_norm.weight": ("post_attn_norm", None),
+}
+
+
+def _rules():
+    rules = [
+        (re.compile(r"blk\.(\d+)\." + re.escape(s)), lambda m, n=n, lf=lf: ("layers", n, lf, int(m.group(1))))
+        for s, (n, lf) in _LAYER.items()
+    ]
+    rules += [
+        (re.compile(r"token_embd\.weight"), lambda m: ("embed",)),
+        (re.compile(r"output_norm\.weight"), lambda m: ("final_norm",)),
+        (re.compile(r"output\.weight"), lambda m: ("lm_head",)),
+        (re.compile(r"rope_freqs\.weight"), lambda m: None),
+    ]
+    return rules
+
+
+def reverse_permute(w: np.ndarray, n_head: int) -> np.ndarray:
+    """Inverse of llama.cpp's convert permutation of q/k rows (per head: interleaved -> half-split)."""
+    dim = w.shape[0] // n_head // 2
+    return w.reshape(n_head, dim, 2, *w.shape[1:]).swapaxes(2, 1).reshape(w.shape)
+
+
+def _field(reader, key: str, default: Any = None) -> Any:
+    f = reader.fields.get(key)
+    if f is None:
+        return default
+    return f.contents()
+
+
+def gguf_hf_config(reader) -> dict:
+    """A config.json-like dict (LlamaForCausalLM / Qwen2ForCausalLM) from the GGUF header."""
+    arch = _field(reader, "general.architecture")
+    if arch not in GGUF_ARCHITECTURES:
+        raise UnsupportedArchitectureError(
+            f"GGUF architecture {arch!r} is not supported; supported GGUF architectures: {', '.join(GGUF_ARCHITECTURES)}"
+        )
+    names = {t.name for t in reader.tensors}
+    emb = next(t for t in reader.tensors if t.name == "token_embd.weight")
+    nh = int(_field(reader, f"{arch}.attention.head_count"))
+    hidden = int(_field(reader, f"{arch}.embedding_length"))
+    hd = _field(reader, f"{arch}.rope.dimension_count") or hidden // nh
+    if _field(reader, f"{arch}.rope.scaling.type") not in (None, "none"):
+        raise ModelLoadError("GGUF rope scaling is not supported")
+    return {
+        "architectures": ["LlamaForCausalLM" if arch == "llama" else "Qwen2ForCausalLM"],
+        "model_type": arch,
+        "vocab_size": int(_field(reader, f"{arch}.vocab_size") or emb.shape[1]),
+        "hidden_size": hidden,
+        "intermediate_size": int(_field(reader, f"{arch}.feed_forward_length")),
+        "num_hidden_layers": int(_field(reader, f"{arch}.block_count")),
+        "num_attention_heads": nh,
+        "num_key_value_heads": int(_field(reader, f"{arch}.attention.head_count_kv", nh)),
+        "head_dim": int(hd),
+        "rope_theta": float(_field(reader, f"{arch}.rope.freq_base", 10000.0)),
+        "rms_norm_eps": float(_field(reader, f"{arch}.attention.layer_norm_rms_epsilon", 1e-6)),
+        "max_position_embeddings": int(_field(reader, f"{arch}.context_length", 2048)),
+        "tie_word_embeddings": "output.weight" not in names,
+        "attention_bias": "blk.0.attn_q.bias" in names,
+        "hidden_act": "silu",
+        "bos_token_id": _field(reader, "tokenizer.ggml.bos_token_id"),
+        "eos_token_id": _field(reader, "tokenizer.ggml.eos_token_id"),
+    }
+
+
+def load_gguf(path: str, dtype: Any = jnp.float32) -> tuple[DecoderConfig, dict]:
+    """(config, params) from a .gguf file, weights dequantized to float32 then cast to ``dtype``."""
+    import gguf  # local: only GGUF users pay the import
+
+    try:
+        reader = gguf.GGUFReader(path)
+    except (ValueError, OSError) as e:
+        raise ModelLoadError(f"{path}: not a readable GGUF file ({e})") from None
+    hf = gguf_hf_config(reader)
+    cfg = config_from_hf(hf)
+    tensors = {t.name: t for t in reader.tensors}
+    mapped, _ = map_keys(tensors, _rules())
+    permute = hf["model_type"] == "llama"
+
+    def loader(t, p):
+        def load():
+            w = gguf.quants.dequantize(t.data, t.tensor_type).astype(np.float32, copy=False)
+            w = w.reshape(tuple(int(x) for x in reversed(t.shape)))
+            if permute and p[0] == "layers" and p[1] in ("q_proj", "k_proj"):
+                w = reverse_permute(w, cfg.num_heads if p[1] == "q_proj" else cfg.num_kv_heads)
+            return w
+
+        return load
+
+    sources = {
+        p: (k, loader(tensors[k], p), tuple(int(x) for x in reversed(tensors[k].shape))) for p, k in mapped.items()
+    }
+    params = assemble(cfg, sources, dtype, has_lm_head=not cfg.tie_word_embeddings)
+    return cfg, params
