@@ -1,0 +1,166 @@
+"""``masq``: the command line. Bad input prints one line (``masq: error: ...``) and exits 2."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+from masq_jax.settings import METHODS, PRESETS, PROPAGATIONS
+
+MODALITIES = ("text", "vision", "audio")
+
+
+def _rank(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number (a ratio <= 1 or an absolute rank)") from None
+
+
+def _methods(text: str) -> list[str]:
+    names = [m.strip() for m in text.split(",") if m.strip()]
+    bad = [m for m in names if m not in METHODS]
+    if bad or not names:
+        raise argparse.ArgumentTypeError(f"{','.join(bad) or text!r}: methods are {', '.join(METHODS)}")
+    return names
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="masq", description="MASQuant post-training quantization in JAX")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    q = sub.add_parser("quantize", help="calibrate and write a quantized artefact")
+    q.add_argument("--model", default=None,
+                   help="HF model directory or .gguf file (default: the embedded SmolLM2-135M GGUF)")
+    q.add_argument("--method", type=_methods, default=["masquant"],
+                   help=f"one of {', '.join(METHODS)}, or a comma list to compare several side by side")
+    q.add_argument("--preset", choices=sorted(PRESETS), default=None, help="bit widths (default w4a8)")
+    q.add_argument("--wbits", type=int, default=None)
+    q.add_argument("--abits", type=int, default=None)
+    q.add_argument("--group-size", type=int, default=None, help="weight group size (0 = per output channel)")
+    q.add_argument("--rank", type=_rank, default=0.02, help="CMC rank: ratio of min(in,out) if <= 1, else absolute")
+    q.add_argument("--rank-floor", type=int, default=32, help="lower bound on the CMC rank (reference: 32)")
+    q.add_argument("--loss-weights", default="text=1,vision=0.5,audio=1",
+                   help="MAS loss weights, e.g. text=1,vision=0.5,audio=1, or 'mbq' (gradient-derived)")
+    q.add_argument("--epochs", type=int, default=2)
+    q.add_argument("--lr", type=float, default=5e-2)
+    q.add_argument("--samples", type=int, default=128, help="calibration samples")
+    q.add_argument("--eval-samples", type=int, default=8, help="held-out samples for the SQNR/perplexity report")
+    q.add_argument("--seq-len", type=int, default=None, help="truncate/pad samples to this many tokens")
+    q.add_argument("--calib", default="text",
+                   help="calibration source: text, text:PATH, synthetic[:...], a .jsonl manifest or a .npz")
+    q.add_argument("--seed", type=int, default=0)
+    q.add_argument("--propagation", choices=PROPAGATIONS, default="sequential")
+    q.add_argument("--out", required=True, help="output directory (written atomically)")
+    q.add_argument("--resume", action="store_true", help="continue an interrupted run in OUT.partial")
+    q.add_argument("--overwrite", action="store_true", help="replace an existing OUT")
+    q.add_argument("--quiet", action="store_true", help="no progress bars")
+
+    e = sub.add_parser("eval", help="SQNR per layer × modality and perplexity of an artefact against FP")
+    e.add_argument("--model", required=True, help="a masq-jax artefact directory")
+    e.add_argument("--reference", default=None, help="the full-precision model (default: the artefact's source)")
+    e.add_argument("--calib", default="text", help="evaluation data source (as for quantize)")
+    e.add_argument("--samples", type=int, default=8)
+    e.add_argument("--seq-len", type=int, default=None)
+    e.add_argument("--seed", type=int, default=1234, help="data seed (differs from calibration's by default)")
+    e.add_argument("--json", default=None, help="write the results as JSON to this path")
+    e.add_argument("--plot", default=None, help="write SQNR plots (PNG) into this directory")
+    return p
+
+
+def _fmt(v, width=8, digits=2):
+    return f"{'—':>{width}}" if v is None else f"{v:>{width}.{digits}f}"
+
+
+def print_summary(name: str, rep: dict, out: str) -> None:
+    st = rep["settings"]
+    print(f"\n{name}: W{st['wbits']}A{st['abits']} → {out}")
+    m = rep["sqnr"]["mean"]
+    print("  mean SQNR (dB, " + rep.get("evaluated_on", "") + "): "
+          + "  ".join(f"{k} {_fmt(m[k], 0)}" for k in ("all",) + MODALITIES))
+    if rep.get("perplexity"):
+        pp = rep["perplexity"]
+        print(f"  perplexity: FP {pp['fp']:.3f}  quantized {pp['quantized']:.3f}  ({pp['tokens']} tokens)")
+    print(f"  time {rep['stages']['total_seconds']:.1f} s; warnings: {len(rep['warnings'])}")
+
+
+def print_table(results: dict[str, dict]) -> None:
+    """Side-by-side table of methods: mean SQNR per modality and perplexity."""
+    first = next(iter(results.values()))
+    st = first["settings"]
+    print(f"\nW{st['wbits']}A{st['abits']}, mean decoder-layer SQNR in dB on {first.get('evaluated_on')} samples")
+    head = f"{'method':<12}" + "".join(f"{k:>9}" for k in ("all",) + MODALITIES) + f"{'PPL':>10}{'time s':>9}"
+    print(head)
+    print("-" * len(head))
+    pp = first.get("perplexity")
+    if pp:
+        print(f"{'fp':<12}" + "".join(f"{'∞':>9}" for _ in range(4)) + f"{pp['fp']:>10.3f}{'':>9}")
+    for name, rep in results.items():
+        m = rep["sqnr"]["mean"]
+        ppl = rep.get("perplexity")
+        print(f"{name:<12}" + "".join(_fmt(m[k], 9) for k in ("all",) + MODALITIES)
+              + (f"{ppl['quantized']:>10.3f}" if ppl else f"{'—':>10}") + f"{rep['stages']['total_seconds']:>9.1f}")
+
+
+def cmd_quantize(a) -> int:
+    from masq_jax.api import quantize
+
+    opts = dict(preset=a.preset, wbits=a.wbits, abits=a.abits, group_size=a.group_size, rank=a.rank,
+                rank_floor=a.rank_floor, loss_weights=a.loss_weights, epochs=a.epochs, lr=a.lr, seed=a.seed,
+                propagation=a.propagation)
+    results = {}
+    for method in a.method:
+        out = a.out if len(a.method) == 1 else os.path.join(a.out, method)
+        rep = quantize(a.model, out, method=method, calib=a.calib, samples=a.samples,
+                       eval_samples=a.eval_samples, seq_len=a.seq_len, resume=a.resume, overwrite=a.overwrite,
+                       progress=not a.quiet, **opts)
+        results[method] = rep
+        print_summary(method, rep, out)
+    if len(results) > 1:
+        print_table(results)
+    return 0
+
+
+def cmd_eval(a) -> int:
+    from masq_jax.eval_artifact import evaluate_artifact
+
+    res = evaluate_artifact(a.model, reference=a.reference, calib=a.calib, samples=a.samples, seq_len=a.seq_len,
+                            seed=a.seed, plot_dir=a.plot)
+    if a.json:
+        tmp = Path(a.json).with_suffix(".tmp")
+        tmp.write_text(json.dumps(res, indent=2))
+        os.replace(tmp, a.json)
+    print(f"SQNR (dB) of {a.model} against {res['reference']}")
+    print(f"{'layer':>5}" + "".join(f"{k:>9}" for k in ("all",) + MODALITIES))
+    for i, row in enumerate(res["sqnr"]["per_layer"]):
+        print(f"{i:>5}" + "".join(_fmt(row[k], 9) for k in ("all",) + MODALITIES))
+    print(f"{'mean':>5}" + "".join(_fmt(res["sqnr"]["mean"][k], 9) for k in ("all",) + MODALITIES))
+    if res.get("perplexity"):
+        pp = res["perplexity"]
+        print(f"perplexity: FP {pp['fp']:.3f}  quantized {pp['quantized']:.3f}  ({pp['tokens']} tokens)")
+    for path in res.get("plots", []):
+        print(f"plot: {path}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    a = parser.parse_args(argv)
+    try:
+        if a.command == "quantize":
+            return cmd_quantize(a)
+        return cmd_eval(a)
+    except KeyboardInterrupt:
+        print("masq: interrupted; rerun the same command with --resume to continue", file=sys.stderr)
+        return 130
+    except (ValueError, FileNotFoundError, NotADirectoryError, PermissionError) as e:
+        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+        print(f"masq: error: {msg}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

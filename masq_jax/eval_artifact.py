@@ -1,0 +1,37 @@
+"""``masq eval``: load an artefact and its full-precision reference, measure SQNR and perplexity."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from masq_jax import artifact, evaluate
+from masq_jax.errors import MasqError
+
+
+def evaluate_artifact(model: str, *, reference: str | None = None, calib: str = "text", samples: int = 8,
+                      seq_len: int | None = None, seed: int = 1234, plot_dir: str | None = None) -> dict:
+    """SQNR table + perplexity of artefact ``model`` against ``reference`` on ``samples`` samples."""
+    from masq_jax.api import load_calibration, resolve_model
+    from masq_jax.models import load_params
+    from masq_jax.pipeline import prepare
+
+    if not Path(model).is_dir() or not artifact.is_artifact(model):
+        raise MasqError(f"--model {model} is not a masq-jax artefact directory (made by masq quantize)")
+    qmodel = artifact.read_artifact(model)
+    ref_path = resolve_model(reference or qmodel.quantization_config.get("source_model"))
+    cfg, params = load_params(ref_path)
+    if cfg.num_layers != qmodel.config.num_layers or cfg.hidden_size != qmodel.config.hidden_size:
+        raise MasqError(f"--reference {ref_path} ({cfg.num_layers} layers, hidden {cfg.hidden_size}) does not "
+                        f"match the artefact ({qmodel.config.num_layers} layers, hidden {qmodel.config.hidden_size})")
+    data_set, _ = load_calibration(calib, ref_path, cfg, samples, 0, seed, seq_len)
+    data = prepare(cfg, params, data_set, seq_len)
+    res = evaluate.evaluate(cfg, params, qmodel, data)
+    res["reference"] = ref_path
+    res["artefact"] = str(model)
+    res["settings"] = qmodel.quantization_config.get("settings")
+    if plot_dir:
+        from masq_jax.plots import plot_sqnr_per_layer
+
+        res["plots"] = [plot_sqnr_per_layer(res["sqnr"], Path(plot_dir) / "sqnr_per_layer.png",
+                                            title=f"{Path(model).name}: SQNR per layer")]
+    return res
