@@ -1,0 +1,8 @@
+"""Quantized-linear kernels: ``qmatmul`` (spec §6) with XLA and Pallas (Triton) implementations."""
+
+from masq_jax.kernels.api import IMPLEMENTATIONS, qmatmul
+from masq_jax.kernels.prepare import KernelConfigError, PreparedQLinear, prepare
+from masq_jax.kernels.qmatmul_pallas import Config, default_config
+
+__all__ = ["qmatmul", "prepare", "PreparedQLinear", "Config", "default_config", "KernelConfigError",
+           "IMPLEMENTATIONS"]

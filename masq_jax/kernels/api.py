@@ -1,0 +1,83 @@
+"""``qmatmul``: the one quantized-linear entry point (spec §6), with an ``implementation=`` switch.
+
+    y[t] = b + Q_a(x[t] / s_m) · Wqᵀ + [m ≠ text] · (x[t] / s_m) · L_m · R_m,   m = modality_ids[t]
+
+Implementations: ``"xla"`` (reference and fallback, runs everywhere), ``"pallas"`` (Triton kernel on
+GPU; Pallas interpret mode elsewhere, slow, for tests). ``None`` picks Pallas on a GPU when the
+setting has a kernel, XLA otherwise.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+
+from masq_jax.kernels.prepare import GENERIC, KernelConfigError, PreparedQLinear, prepare
+from masq_jax.kernels.qmatmul_pallas import Config, qmatmul_pallas
+from masq_jax.kernels.qmatmul_xla import qmatmul_xla_prepared, qmatmul_xla_qlinear
+from masq_jax.qlinear import QLinear
+
+IMPLEMENTATIONS = ("xla", "pallas")
+
+
+def _on_gpu() -> bool:
+    return jax.default_backend() == "gpu"
+
+
+@functools.partial(jax.jit, static_argnames=("implementation", "config", "interpret"))
+def _qmatmul_jit(x, modality_ids, qlinear, *, implementation, config, interpret):
+    if implementation == "xla":
+        if isinstance(qlinear, QLinear):
+            return qmatmul_xla_qlinear(x, modality_ids, qlinear)
+        return qmatmul_xla_prepared(x, modality_ids, qlinear)
+    p = qlinear if isinstance(qlinear, PreparedQLinear) else prepare(qlinear)
+    return qmatmul_pallas(x, modality_ids, p, config=config, interpret=interpret)
+
+
+def qmatmul(
+    x: jax.Array,
+    modality_ids: jax.Array | None,
+    qlinear: QLinear | PreparedQLinear,
+    *,
+    implementation: str | None = None,
+    config: Config | None = None,
+    interpret: bool | None = None,
+) -> jax.Array:
+    """Quantized linear ``[..., in] -> [..., out]`` with per-token modality routing (spec §6).
+
+    ``modality_ids``: int ``[...]`` matching ``x.shape[:-1]`` (0 text, 1 vision, 2 audio), or ``None``
+    when every token is text (decode): then the low-rank branch is not even traced.
+    ``qlinear``: a ``QLinear``, or its ``prepare(qlinear)`` layout (prepare once and cache it: with a
+    raw ``QLinear`` the Pallas path repacks the weight on every call).
+    ``config``: Pallas block sizes (``Config``); default from a shape heuristic.
+    ``interpret``: Pallas interpret mode; default True off GPU.
+    """
+    if implementation is not None and implementation not in IMPLEMENTATIONS:
+        raise KernelConfigError(f"implementation must be one of {IMPLEMENTATIONS} or None, got {implementation!r}")
+    if not isinstance(qlinear, (QLinear, PreparedQLinear)):
+        raise KernelConfigError(f"qlinear must be a QLinear or PreparedQLinear, got {type(qlinear).__name__}")
+    k = qlinear.in_features
+    if x.shape[-1] != k:
+        raise KernelConfigError(f"x has {x.shape[-1]} input features, the linear expects {k}")
+    if modality_ids is not None and tuple(modality_ids.shape) != tuple(x.shape[:-1]):
+        raise KernelConfigError(
+            f"modality_ids shape {tuple(modality_ids.shape)} must equal x.shape[:-1]={tuple(x.shape[:-1])}"
+        )
+    mode = qlinear.mode if isinstance(qlinear, PreparedQLinear) else None
+    if mode is None:
+        from masq_jax.kernels.prepare import mode_of
+
+        mode = mode_of(qlinear)
+    if implementation is None:
+        implementation = "pallas" if (_on_gpu() and mode != GENERIC) else "xla"
+    if implementation == "pallas" and mode == GENERIC:
+        raise KernelConfigError(
+            "the Pallas qmatmul covers symmetric per-channel weights with abits <= 8 (W8A8, W4A8, W4A6) "
+            "and weight-only settings (W4A16); use implementation='xla' for this one"
+        )
+    if interpret is None:
+        interpret = not _on_gpu()
+    return _qmatmul_jit(x, modality_ids, qlinear, implementation=implementation,
+                        config=config if implementation == "pallas" else None,
+                        interpret=bool(interpret) if implementation == "pallas" else False)

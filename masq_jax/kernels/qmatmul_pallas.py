@@ -1,0 +1,303 @@
+"""Pallas (Triton backend) low-bit GEMM with the fused low-rank epilogue and per-token routing.
+
+One kernel family over a ``PreparedQLinear`` (see ``prepare.py`` for the layout):
+
+* ``INT`` mode (W8A8, W4A8, W4A6): int8 activations (quantized per token by the fused XLA pre-pass,
+  which also computes the folded low-rank down-projection) times int8 weights — 4-bit weights are
+  unpacked in registers from the half-split bytes by two shifts — accumulated in int32, scaled by
+  ``s_a[t] · s_w[n]`` in the epilogue.
+* ``FLOAT`` mode (W4A16 and other weight-only settings): bf16 smoothed activations times weights
+  dequantized in the kernel (``q · scale + shift``, one group per K block), float32 accumulation.
+
+The epilogue adds the bias and, per M tile, ``d_vision · R_vision`` only if the tile holds a vision
+token and ``d_audio · R_audio`` only if it holds an audio token (``lax.cond``): in a modality-sorted
+layout text tiles pay nothing for the branch, mixed tiles pay one small dot of rank ``rp``.
+
+``split_k > 1`` (decode) splits the K loop over a third grid axis and writes partial accumulators;
+the XLA epilogue then sums them (exactly, in int32) and applies scales, bias and the branch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+
+import jax
+import jax.numpy as jnp
+from jax.experimental import pallas as pl
+
+try:  # jax 0.10 and 0.11 both ship it (deprecated in 0.11 in favour of Mosaic GPU, still present).
+    from jax.experimental.pallas import triton as pltriton
+except ImportError:  # pragma: no cover - depends on the jax build
+    pltriton = None
+
+from masq_jax.kernels.prepare import FLOAT, INT, KernelConfigError, PreparedQLinear, _round_up
+from masq_jax.kernels.qmatmul_xla import (
+    _flatten,
+    epilogue_xla,
+    lowrank_down,
+    quantize_activations,
+    smoothed,
+)
+from masq_jax.qlinear import AUDIO, VISION
+
+_SQUEEZED = pl.Squeezed() if hasattr(pl, "Squeezed") else None
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """Block sizes and Triton launch parameters of the GEMM.
+
+    ``block_k`` counts K rows of the weight per loop step: int8 elements for 8-bit weights, packed
+    bytes (covering ``2 · block_k`` elements) for 4-bit ones. Every size is a power of two >= 16;
+    the kernel shrinks ``block_n``/``block_k`` to the largest power of two dividing the padded dims.
+    """
+
+    block_m: int = 128
+    block_n: int = 128
+    block_k: int = 128
+    split_k: int = 1
+    num_warps: int = 4
+    num_stages: int = 3
+
+    def __post_init__(self):
+        for name in ("block_m", "block_n", "block_k"):
+            v = getattr(self, name)
+            if v < 16 or v & (v - 1):
+                raise KernelConfigError(f"Config.{name}={v} must be a power of two >= 16")
+        if self.split_k < 1:
+            raise KernelConfigError(f"Config.split_k={self.split_k} must be >= 1")
+
+
+NUM_SMS_HINT = 132  # H100 SXM; only used to size decode split-K
+
+
+def _largest_pow2_divisor(n: int, cap: int) -> int:
+    b = cap
+    while b > 16 and n % b:
+        b //= 2
+    return b
+
+
+def default_config(m: int, p: PreparedQLinear) -> Config:
+    """Heuristic block sizes: decode (m <= 16) splits K to fill the GPU; prefill uses 128x128 tiles
+    and smaller ones when the grid would leave SMs idle."""
+    np_ = p.n_pad
+    kw = p.k_pad // 2 if p.packed else p.k_pad
+    if m <= 16:
+        bn = _largest_pow2_divisor(np_, 128)
+        bk = _largest_pow2_divisor(kw, 256 if p.mode == INT else 128)
+        nk = kw // bk
+        tiles = np_ // bn
+        split = max(1, min(nk, -(-2 * NUM_SMS_HINT // tiles)))
+        return Config(block_m=16, block_n=bn, block_k=bk, split_k=split, num_warps=4, num_stages=3)
+    bm = 128 if m >= 128 else (64 if m > 32 else 32)
+    bn = _largest_pow2_divisor(np_, 128)
+    while bm > 64 and (-(-m // bm)) * (np_ // bn) < NUM_SMS_HINT:
+        bm //= 2
+    while bn > 64 and (-(-m // bm)) * (np_ // bn) < NUM_SMS_HINT:
+        bn //= 2
+    if p.mode == INT:
+        bk = _largest_pow2_divisor(kw, 64 if p.packed else 128)
+        return Config(block_m=bm, block_n=bn, block_k=bk, num_warps=4, num_stages=4)
+    bk = _largest_pow2_divisor(kw, 64)
+    return Config(block_m=bm, block_n=bn, block_k=bk, num_warps=4, num_stages=3)
+
+
+def _gemm_kernel(*refs, mode, packed, signed, nk, bk, kh, group, has_shift, has_bias, lora_rp,
+                 n_split):
+    it = iter(refs)
+    a_ref = next(it)
+    sa_ref = next(it) if mode == INT else None
+    w_ref = next(it)
+    ws_ref = next(it)
+    wsh_ref = next(it) if has_shift else None
+    b_ref = next(it) if has_bias else None
+    if lora_rp:
+        mid_ref, d_ref, r_ref = next(it), next(it), next(it)
+    o_ref = next(it)
+
+    bm = a_ref.shape[0]
+    bn = w_ref.shape[1]
+    acc_dtype = jnp.int32 if mode == INT else jnp.float32
+    if n_split > 1:
+        s = pl.program_id(2)
+        k_lo = s * nk // n_split
+        k_hi = (s + 1) * nk // n_split
+    else:
+        k_lo, k_hi = 0, nk
+
+    def unpack(pw):
+        if signed:  # sign-extending nibbles
+            lo = jax.lax.shift_right_arithmetic(jax.lax.shift_left(pw, jnp.int8(4)), jnp.int8(4))
+            hi = jax.lax.shift_right_arithmetic(pw, jnp.int8(4))
+        else:
+            lo = jax.lax.bitwise_and(pw, jnp.uint8(15))
+            hi = jax.lax.shift_right_logical(pw, jnp.uint8(4))
+        return lo, hi
+
+    def deq(qv, k0):
+        g = 0 if group is None else jax.lax.div(k0, group)
+        w = qv.astype(jnp.float32) * ws_ref[pl.ds(g, 1), :]
+        if has_shift:
+            w = w + wsh_ref[pl.ds(g, 1), :]
+        return w.astype(jnp.bfloat16)
+
+    def body(kb, acc):
+        k0 = kb * bk
+        if mode == INT:
+            if packed:
+                lo, hi = unpack(w_ref[pl.ds(k0, bk), :])
+                acc = acc + jnp.dot(a_ref[:, pl.ds(k0, bk)], lo, preferred_element_type=jnp.int32)
+                acc = acc + jnp.dot(a_ref[:, pl.ds(kh + k0, bk)], hi, preferred_element_type=jnp.int32)
+            else:
+                acc = acc + jnp.dot(a_ref[:, pl.ds(k0, bk)], w_ref[pl.ds(k0, bk), :],
+                                    preferred_element_type=jnp.int32)
+            return acc
+        if packed:
+            lo, hi = unpack(w_ref[pl.ds(k0, bk), :])
+            acc = acc + jnp.dot(a_ref[:, pl.ds(k0, bk)], deq(lo, k0),
+                                preferred_element_type=jnp.float32)
+            acc = acc + jnp.dot(a_ref[:, pl.ds(kh + k0, bk)], deq(hi, kh + k0),
+                                preferred_element_type=jnp.float32)
+        else:
+            acc = acc + jnp.dot(a_ref[:, pl.ds(k0, bk)], deq(w_ref[pl.ds(k0, bk), :], k0),
+                                preferred_element_type=jnp.float32)
+        return acc
+
+    acc = jax.lax.fori_loop(k_lo, k_hi, body, jnp.zeros((bm, bn), acc_dtype))
+    if n_split > 1:
+        o_ref[...] = acc
+        return
+    y = acc.astype(jnp.float32)
+    if mode == INT:
+        y = y * sa_ref[...] * ws_ref[...]
+    if has_bias:
+        y = y + b_ref[...]
+    if lora_rp:
+        mid = mid_ref[...]
+        for j, m in enumerate((VISION, AUDIO)):
+            present = jnp.max(jnp.where(mid == m, 1, 0)) > 0
+
+            def add(y, j=j):
+                d = d_ref[:, pl.ds(j * lora_rp, lora_rp)]
+                r = r_ref[pl.ds(j * lora_rp, lora_rp), :]
+                return y + jnp.dot(d, r, preferred_element_type=jnp.float32)
+
+            y = jax.lax.cond(present, add, lambda y: y, y)
+    o_ref[...] = y.astype(o_ref.dtype)
+
+
+def gemm(a, sa, p: PreparedQLinear, cfg: Config, *, mid=None, d=None, out_dtype=jnp.float32,
+         interpret: bool = False):
+    """Run the kernel on padded operands: ``a`` ``[Mp, Kp]`` (int8 or bf16), ``sa`` ``[Mp, 1]``
+    (INT mode), ``mid`` ``[Mp]`` int32 and ``d`` ``[Mp, 2·rp]`` bf16 (low-rank branch, optional).
+
+    Returns ``[Mp, Np]`` in ``out_dtype``, or with ``cfg.split_k > 1`` the raw partial accumulators
+    ``[split, Mp, Np]`` (int32 in INT mode, float32 otherwise) for ``epilogue_xla``.
+    """
+    if p.mode not in (INT, FLOAT):
+        raise KernelConfigError(
+            f"the Pallas qmatmul has no kernel for wbits={p.wbits} symmetric={p.w_symmetric} "
+            f"group_size={p.group_size} abits={p.abits}; use implementation='xla'"
+        )
+    mp, kp = a.shape
+    np_ = p.n_pad
+    bm = cfg.block_m
+    if mp % bm:
+        raise KernelConfigError(f"a has {mp} rows, not a multiple of block_m={bm}")
+    kw = kp // 2 if p.packed else kp
+    cap = cfg.block_k if p.group_size is None else min(cfg.block_k, p.group_size)
+    bk = _largest_pow2_divisor(kw, cap)
+    if p.group_size is not None and p.group_size % bk:
+        raise KernelConfigError(f"group_size={p.group_size} is not a multiple of a power-of-two block")
+    bn = _largest_pow2_divisor(np_, cfg.block_n)
+    nk = kw // bk
+    n_split = min(cfg.split_k, nk)
+    grid = (mp // bm, np_ // bn, n_split)
+    lora_rp = p.rank_pad if d is not None else 0
+
+    args = [a]
+    specs = [pl.BlockSpec((bm, kp), lambda i, j, s: (i, 0))]
+    if p.mode == INT:
+        args.append(sa)
+        specs.append(pl.BlockSpec((bm, 1), lambda i, j, s: (i, 0)))
+    args += [p.w, p.wscale]
+    specs += [pl.BlockSpec((p.w.shape[0], bn), lambda i, j, s: (0, j)),
+              pl.BlockSpec((p.wscale.shape[0], bn), lambda i, j, s: (0, j))]
+    if p.wshift is not None:
+        args.append(p.wshift)
+        specs.append(pl.BlockSpec((p.wshift.shape[0], bn), lambda i, j, s: (0, j)))
+    has_bias = p.bias is not None and n_split == 1
+    if has_bias:
+        args.append(p.bias)
+        specs.append(pl.BlockSpec((1, bn), lambda i, j, s: (0, j)))
+    if lora_rp and n_split == 1:
+        args += [mid, d, p.lora_r]
+        specs += [pl.BlockSpec((bm,), lambda i, j, s: (i,)),
+                  pl.BlockSpec((bm, 2 * lora_rp), lambda i, j, s: (i, 0)),
+                  pl.BlockSpec((2 * lora_rp, bn), lambda i, j, s: (0, j))]
+    else:
+        lora_rp = 0
+    if n_split > 1:
+        acc_dtype = jnp.int32 if p.mode == INT else jnp.float32
+        out_shape = jax.ShapeDtypeStruct((n_split, mp, np_), acc_dtype)
+        out_spec = pl.BlockSpec((_SQUEEZED, bm, bn), lambda i, j, s: (s, i, j))
+    else:
+        out_shape = jax.ShapeDtypeStruct((mp, np_), out_dtype)
+        out_spec = pl.BlockSpec((bm, bn), lambda i, j, s: (i, j))
+    kernel = functools.partial(
+        _gemm_kernel, mode=p.mode, packed=p.packed, signed=p.w_symmetric, nk=nk, bk=bk,
+        kh=kp // 2, group=p.group_size, has_shift=p.wshift is not None, has_bias=has_bias,
+        lora_rp=lora_rp, n_split=n_split,
+    )
+    compiler_params = None
+    if not interpret:
+        if pltriton is None:
+            raise KernelConfigError("this jax has no Pallas Triton backend; use implementation='xla'")
+        compiler_params = pltriton.CompilerParams(num_warps=cfg.num_warps, num_stages=cfg.num_stages)
+    return pl.pallas_call(
+        kernel,
+        out_shape=out_shape,
+        grid=grid,
+        in_specs=specs,
+        out_specs=out_spec,
+        compiler_params=compiler_params,
+        interpret=interpret,
+        name=f"qmatmul_{p.mode}_w{p.wbits}a{p.abits}",
+    )(*args)
+
+
+def prepass(x2, mid, p: PreparedQLinear, mp: int):
+    """Fused activation pre-pass (one XLA fusion region): ``x / s_m``, per-token quantization (INT) or
+    bf16 cast (FLOAT), the folded low-rank down-projection, and padding to ``[Mp, Kp]``."""
+    m, k = x2.shape
+    xs = smoothed(x2, p.smooth, mid)
+    pad = ((0, mp - m), (0, p.k_pad - k))
+    sa = None
+    if p.mode == INT:
+        q, sa = quantize_activations(xs, p.abits, p.act_bound)
+        a = jnp.pad(q, pad)
+        sa = jnp.pad(sa, ((0, mp - m), (0, 0)), constant_values=1.0)
+    else:
+        a = jnp.pad(xs.astype(jnp.bfloat16), pad)
+    d = mid_p = None
+    if p.rank and mid is not None:
+        d = jnp.pad(lowrank_down(x2, mid, p).astype(jnp.bfloat16), ((0, mp - m), (0, 0)))
+        mid_p = jnp.pad(mid, (0, mp - m))
+    return a, sa, mid_p, d
+
+
+def qmatmul_pallas(x: jax.Array, modality_ids: jax.Array | None, p: PreparedQLinear, *,
+                   config: Config | None = None, interpret: bool = False) -> jax.Array:
+    """Spec §6 through the Pallas kernel (call under ``jax.jit``; ``qmatmul`` does)."""
+    lead = x.shape[:-1]
+    x2, mid = _flatten(x, modality_ids)
+    m = x2.shape[0]
+    cfg = config or default_config(m, p)
+    mp = _round_up(max(m, 1), cfg.block_m)
+    a, sa, mid_p, d = prepass(x2, mid, p, mp)
+    out = gemm(a, sa, p, cfg, mid=mid_p, d=d, out_dtype=x.dtype, interpret=interpret)
+    if out.ndim == 3:  # split-K partials: exact int32 (or f32) sum, then the epilogue in XLA
+        out = epilogue_xla(out.sum(axis=0), sa, p, d)
+    return out[:m, : p.out_features].reshape(*lead, p.out_features).astype(x.dtype)

@@ -1,0 +1,147 @@
+"""XLA implementation of ``qmatmul`` (spec §6) and the activation pre-pass shared with the kernels.
+
+The integer settings (abits <= 8, symmetric per-channel weights) run a real integer GEMM:
+``lax.dot_general(int8, int8, preferred_element_type=int32)`` then ``acc · s_a[t] · s_w[n]``, which
+is exact on the integer accumulation and equals ``qlinear_reference`` up to float32 rounding. The
+other settings dequantize and multiply in the input's precision (float32 at HIGHEST for float32
+input, so it equals the reference; bf16 operands with float32 accumulation for bf16 input).
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from masq_jax.kernels.prepare import INT, PreparedQLinear, mode_of, weight_int_kn
+from masq_jax.qlinear import AUDIO, TEXT, VISION, QLinear
+from masq_jax.quant import SCALE_MAX, SCALE_MIN, dequantize, int_values, symmetric_range
+
+HIGHEST = jax.lax.Precision.HIGHEST
+
+
+def select_smooth(smooth: jax.Array, mid: jax.Array | None) -> jax.Array:
+    """Per-token smoothing rows ``[T, K]`` (``[1, K]`` when every token is text, ``mid is None``)."""
+    s = smooth.astype(jnp.float32)
+    if mid is None:
+        return s[TEXT][None, :]
+    m = mid[:, None]
+    return jnp.where(m == TEXT, s[TEXT][None], jnp.where(m == VISION, s[VISION][None], s[AUDIO][None]))
+
+
+def smoothed(x2: jax.Array, smooth: jax.Array, mid: jax.Array | None) -> jax.Array:
+    """``x / s_m`` in float32, with the reference's exact arithmetic (a division, not a reciprocal)."""
+    return x2.astype(jnp.float32) / select_smooth(smooth, mid)
+
+
+def quantize_activations(xs: jax.Array, abits: int, bound: str) -> tuple[jax.Array, jax.Array]:
+    """Dynamic per-token symmetric quantization (spec §1): int8 values ``[T, K]`` and scale ``[T, 1]``.
+
+    Same operations as ``masq_jax.quant.fake_quant``, so the integers are identical to the reference's.
+    """
+    divisor, qmin, qmax = symmetric_range(abits, bound)
+    absmax = jnp.max(jnp.abs(xs), axis=-1, keepdims=True)
+    scale = jnp.clip(absmax / divisor, SCALE_MIN, SCALE_MAX)
+    q = jnp.clip(jnp.round(xs / scale), qmin, qmax).astype(jnp.int8)
+    return q, scale
+
+
+def _compute_dtype(dtype):
+    return jnp.float32 if jnp.dtype(dtype) == jnp.float32 else jnp.bfloat16
+
+
+def _fdot(a: jax.Array, b: jax.Array, cd) -> jax.Array:
+    """``a @ b`` in compute dtype ``cd`` with float32 accumulation (HIGHEST when ``cd`` is float32)."""
+    prec = HIGHEST if cd == jnp.float32 else None
+    return jnp.dot(a.astype(cd), b.astype(cd), precision=prec, preferred_element_type=jnp.float32)
+
+
+def _int_dot(q: jax.Array, w: jax.Array, w_contract: int) -> jax.Array:
+    dims = (((1,), (w_contract,)), ((), ()))
+    return jax.lax.dot_general(q, w, dims, preferred_element_type=jnp.int32)
+
+
+def _flatten(x: jax.Array, modality_ids: jax.Array | None):
+    x2 = x.reshape(-1, x.shape[-1])
+    mid = None if modality_ids is None else modality_ids.reshape(-1).astype(jnp.int32)
+    return x2, mid
+
+
+def qmatmul_xla_qlinear(x: jax.Array, modality_ids: jax.Array | None, ql: QLinear) -> jax.Array:
+    """Spec §6 on a ``QLinear`` (the XLA reference path). ``modality_ids=None`` means all text."""
+    lead = x.shape[:-1]
+    x2, mid = _flatten(x, modality_ids)
+    cd = _compute_dtype(x.dtype)
+    xs = smoothed(x2, ql.smooth, mid)
+    if mode_of(ql) == INT:
+        q, sa = quantize_activations(xs, ql.abits, ql.act_bound)
+        acc = _int_dot(q, int_values(ql.weight).astype(jnp.int8), 1)  # [T, N]
+        y = acc.astype(jnp.float32) * sa * ql.weight.scale[:, 0, 0].astype(jnp.float32)[None, :]
+    else:
+        xa = xs
+        if ql.abits < 16:
+            q, sa = quantize_activations(xs, ql.abits, ql.act_bound)
+            xa = q.astype(jnp.float32) * sa
+        y = _fdot(xa, dequantize(ql.weight, jnp.float32).T, cd)
+    if ql.rank and mid is not None:
+        for m in (VISION, AUDIO):
+            up = _fdot(_fdot(xs, ql.lora_l[m], cd), ql.lora_r[m], cd)
+            y = y + jnp.where((mid == m)[:, None], up, 0.0)
+    if ql.bias is not None:
+        y = y + ql.bias.astype(jnp.float32)
+    return y.reshape(*lead, -1).astype(x.dtype)
+
+
+def lowrank_down(x2: jax.Array, mid: jax.Array, p: PreparedQLinear) -> jax.Array:
+    """Folded down-projection ``x · diag(1/s_m) L_m`` for both non-text modalities, ``[T, 2·rp]``
+    float32, zero outside each token's own modality (so the up-projection needs no gather)."""
+    d = jnp.dot(x2.astype(p.lora_l.dtype), p.lora_l, preferred_element_type=jnp.float32)
+    rp = p.rank_pad
+    col_mod = jnp.where(jnp.arange(2 * rp) < rp, VISION, AUDIO)
+    return jnp.where(mid[:, None] == col_mod[None, :], d, 0.0)
+
+
+def dequantized_kn(p: PreparedQLinear) -> jax.Array:
+    """Float32 weight ``[K, N]`` (unpadded) from the prepared layout."""
+    q = weight_int_kn(p).astype(jnp.float32)  # [Kp, Np]
+    if p.group_size is None:
+        sc, sh = p.wscale, p.wshift
+    else:
+        sc = jnp.repeat(p.wscale, p.group_size, axis=0)
+        sh = None if p.wshift is None else jnp.repeat(p.wshift, p.group_size, axis=0)
+    w = q * sc if sh is None else q * sc + sh
+    return w[: p.in_features, : p.out_features]
+
+
+def epilogue_xla(y, sa, p: PreparedQLinear, d):
+    """Scale (integer mode), bias and low-rank up-projection on a ``[T, Np]`` accumulator."""
+    y = y.astype(jnp.float32)
+    if sa is not None:
+        y = y * sa * p.wscale[0][None, :]
+    if p.bias is not None:
+        y = y + p.bias
+    if d is not None:
+        y = y + jnp.dot(d.astype(p.lora_r.dtype), p.lora_r, preferred_element_type=jnp.float32)
+    return y
+
+
+def qmatmul_xla_prepared(x: jax.Array, modality_ids: jax.Array | None, p: PreparedQLinear) -> jax.Array:
+    """Spec §6 on a ``PreparedQLinear`` in plain XLA (the fallback when no kernel applies)."""
+    lead = x.shape[:-1]
+    x2, mid = _flatten(x, modality_ids)
+    k, n = p.in_features, p.out_features
+    cd = _compute_dtype(x.dtype)
+    xs = smoothed(x2, p.smooth, mid)
+    sa = None
+    if p.mode == INT:
+        q, sa = quantize_activations(xs, p.abits, p.act_bound)
+        w = weight_int_kn(p)[:k].astype(jnp.int8)  # [K, Np]
+        y = _int_dot(q, w, 0)
+    else:
+        xa = xs
+        if p.abits < 16:
+            q, s = quantize_activations(xs, p.abits, p.act_bound)
+            xa = q.astype(jnp.float32) * s
+        y = jnp.pad(_fdot(xa, dequantized_kn(p), cd), ((0, 0), (0, p.n_pad - n)))
+    d = lowrank_down(x2, mid, p) if (p.rank and mid is not None) else None
+    y = epilogue_xla(y, sa, p, d)[:, :n]
+    return y.reshape(*lead, n).astype(x.dtype)
