@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# One-command GPU session for the kernels: install, GPU tests, benchmarks; logs under $OUT (or ./out).
+#   bash benchmarks/gpu_session.sh [stage...]   stages: test quick sweep full prefill (default: test quick)
+set -u
+OUT=${OUT:-out}; mkdir -p "$OUT"
+export XLA_PYTHON_CLIENT_PREALLOCATE=false PYTHONUNBUFFERED=1
+python3 -m pip install --no-deps --no-build-isolation -e . -q > "$OUT/pip.log" 2>&1 || tail -5 "$OUT/pip.log"
+nvidia-smi --query-gpu=name,memory.total,clocks.max.sm --format=csv > "$OUT/gpu.txt" 2>&1; cat "$OUT/gpu.txt"
+stages=${*:-test quick}
+for st in $stages; do
+  echo "=== $st $(date -u +%T)"
+  case $st in
+    test)   timeout 180 python3 -m pytest tests/kernels -q -m gpu -p no:cacheprovider --tb=short > "$OUT/test_gpu.log" 2>&1; grep -E "^(FAILED|ERROR)|passed|failed" "$OUT/test_gpu.log" | cut -c1-400 | tail -30;;
+    quick)  timeout 170 python3 benchmarks/qmatmul.py --quick --gemm-only --json "$OUT/quick.json" 2>&1 | grep -v Warning > "$OUT/quick.log"; cat "$OUT/quick.log";;
+    sweep)  timeout 190 python3 benchmarks/qmatmul.py --sweep --models 3b --linears q,gate/up --m 2048,1 --reps 3 --json "$OUT/sweep.json" 2>&1 > "$OUT/sweep.log"; cat "$OUT/sweep.log";;
+    full)   timeout 420 python3 benchmarks/qmatmul.py --gemm-only --json "$OUT/full.json" 2>&1 | grep -v Warning > "$OUT/full.log"; cat "$OUT/full.log";;
+    prefill) timeout 240 python3 benchmarks/thinker_prefill.py 2>&1 | grep -v Warning > "$OUT/prefill.log"; cat "$OUT/prefill.log";;
+  esac
+done
+echo "=== done $(date -u +%T)"

@@ -1,0 +1,229 @@
+"""Benchmark qmatmul against bf16 on the Qwen2.5-Omni Thinker linear shapes (run on a GPU).
+
+    python benchmarks/qmatmul.py --quick            # 3B q/gate/down, M in {2048, 1}
+    python benchmarks/qmatmul.py                    # 3B + 7B, all shapes, M in {512,2048,8192,1,8,16}
+    python benchmarks/qmatmul.py --sweep            # also try several block configs per shape
+
+Each figure is the median over ``--reps`` runs of one jitted call that applies the op to ``--rotate``
+different (input, weight) pairs back to back (distinct buffers, so L2 never holds the next weight
+and no dispatch gap is timed), divided by the number of pairs. Prefill rows report TFLOP/s
+(2·M·K·N / t); decode rows (M <= 16) report GB/s of weight+activation traffic and the HBM limit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from masq_jax.kernels import Config, prepare, qmatmul
+from masq_jax.kernels.qmatmul_pallas import gemm, prepass
+from masq_jax.qlinear import make_qlinear
+from masq_jax.quant import dequantize
+
+MODELS = {
+    "3b": dict(hidden=2048, inter=11008, heads=16, kv=2, hd=128),
+    "7b": dict(hidden=3584, inter=18944, heads=28, kv=4, hd=128),
+    "tiny": dict(hidden=256, inter=384, heads=2, kv=1, hd=128),  # CPU smoke test only
+}
+HBM_BYTES_PER_S = 3.35e12  # H100 SXM HBM3 peak
+
+
+def shapes(model: str) -> dict[str, tuple[int, int]]:
+    """Unique (K, N) of the seven linears (k = v, gate = up)."""
+    c = MODELS[model]
+    h, i = c["hidden"], c["inter"]
+    return {"q": (h, c["heads"] * c["hd"]), "k/v": (h, c["kv"] * c["hd"]),
+            "o": (c["heads"] * c["hd"], h), "gate/up": (h, i), "down": (i, h)}
+
+
+def _copies(tree, n):
+    return [jax.tree.map(lambda a: None if a is None else jnp.array(a, copy=True), tree) for _ in range(n)]
+
+
+def time_op(fn, pairs, reps: int) -> float:
+    """Median seconds per application of ``fn(x, w)`` over the rotated ``pairs``."""
+    run = jax.jit(lambda ps: [fn(x, w) for x, w in ps])
+    jax.block_until_ready(run(pairs))
+    jax.block_until_ready(run(pairs))
+    ts = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        jax.block_until_ready(run(pairs))
+        ts.append(time.perf_counter() - t0)
+    return statistics.median(ts) / len(pairs)
+
+
+def make_inputs(m, k, rotate, key):
+    keys = jax.random.split(key, rotate)
+    return [jax.random.normal(kk, (m, k), jnp.bfloat16) for kk in keys]
+
+
+def vision_third(m):
+    """A contiguous third of the tokens are vision (as an image's placeholder run), the rest text."""
+    mid = np.zeros(m, np.int32)
+    mid[m // 3: 2 * m // 3] = 1
+    return jnp.asarray(mid)
+
+
+def build(k, n, setting, rank=0, key=0):
+    rng = np.random.default_rng(key)
+    w = jnp.asarray(rng.normal(size=(n, k)) * 0.02, jnp.float32)
+    kw = dict(w8a8=dict(wbits=8, abits=8), w4a8=dict(wbits=4, abits=8),
+              w4a16=dict(wbits=4, abits=16, w_symmetric=False, group_size=128))[setting]
+    lora = {}
+    if rank:
+        lora = dict(lora_l=jnp.asarray(rng.normal(size=(3, k, rank)) * 0.02, jnp.float32),
+                    lora_r=jnp.asarray(rng.normal(size=(3, rank, n)) * 0.02, jnp.float32))
+    smooth = jnp.asarray(rng.uniform(0.5, 2, size=(3, k)), jnp.float32)
+    return w, make_qlinear(w, None, smooth=smooth, **lora, **kw)
+
+
+def bench_shape(model, name, k, n, ms, args, out_rows):
+    rot = args.rotate
+    w, ql8 = build(k, n, "w8a8")
+    _, ql4 = build(k, n, "w4a8")
+    _, ql16 = build(k, n, "w4a16")
+    wt = [jnp.asarray(w.T, jnp.bfloat16)] * 1
+    wts = _copies(wt[0], rot)
+    variants = {}
+    variants["bf16"] = (lambda x, wt_: jnp.dot(x, wt_, preferred_element_type=jnp.float32).astype(x.dtype),
+                        wts, 2 * k * n)
+    qa16 = _copies(ql16.weight, rot)
+    variants["xla_deq_w4a16"] = (lambda x, qa: jnp.dot(x, dequantize(qa, jnp.bfloat16).T), qa16, k * n // 2)
+    p8, p4, p16 = prepare(ql8), prepare(ql4), prepare(ql16)
+    p8s, p4s, p16s = _copies(p8, rot), _copies(p4, rot), _copies(p16, rot)
+    variants["xla_w8a8"] = (lambda x, p: qmatmul(x, None, p, implementation="xla"), p8s, k * n)
+    variants["pallas_w8a8"] = (lambda x, p: qmatmul(x, None, p, implementation="pallas"), p8s, k * n)
+    variants["pallas_w4a8"] = (lambda x, p: qmatmul(x, None, p, implementation="pallas"), p4s, k * n // 2)
+    variants["pallas_w4a16"] = (lambda x, p: qmatmul(x, None, p, implementation="pallas"), p16s, k * n // 2)
+    for r in args.ranks:
+        _, qlr = build(k, n, "w4a8", rank=r)
+        prs = _copies(prepare(qlr), rot)
+        variants[f"pallas_w4a8_lr{r}"] = ("lowrank", prs, k * n // 2)
+    for m in ms:
+        decode = m <= 16
+        xs = make_inputs(m, k, rot, jax.random.PRNGKey(m))
+        mid = vision_third(m)
+        base = None
+        for vname, (fn, ws, wbytes) in variants.items():
+            if args.only and not any(o in vname for o in args.only) and vname != "bf16":
+                continue
+            if fn == "lowrank":
+                if decode:
+                    continue  # decode tokens are text: the branch is not even traced
+                fn = lambda x, p: qmatmul(x, mid, p, implementation="pallas")  # noqa: E731
+            try:
+                t = time_op(fn, list(zip(xs, ws)), args.reps)
+            except Exception as e:  # report and go on: one failing variant must not hide the rest
+                print(f"# {model} {name} M={m} {vname}: FAILED {type(e).__name__}: {str(e)[:300]}",
+                      flush=True)
+                continue
+            if vname == "bf16":
+                base = t
+            row = dict(model=model, linear=name, M=m, K=k, N=n, variant=vname, us=t * 1e6,
+                       speedup_vs_bf16=(base / t) if base else None)
+            if decode:
+                nbytes = wbytes + m * k * 2 + m * n * 2
+                row["GB_s"] = nbytes / t / 1e9
+                row["hbm_limit_us"] = nbytes / HBM_BYTES_PER_S * 1e6
+            else:
+                row["TFLOP_s"] = 2 * m * k * n / t / 1e12
+            out_rows.append(row)
+            extra = (f"{row['GB_s']:8.1f} GB/s  limit {row['hbm_limit_us']:7.1f} us" if decode
+                     else f"{row['TFLOP_s']:7.1f} TFLOP/s")
+            sp = f"{row['speedup_vs_bf16']:.2f}x" if row["speedup_vs_bf16"] else "-"
+            print(f"{model:3s} {name:8s} M={m:5d} K={k:5d} N={n:5d} {vname:18s} {t * 1e6:9.1f} us  "
+                  f"{extra}  {sp} vs bf16", flush=True)
+        if args.gemm_only and not decode:
+            for vname, p in (("gemm_only_w8a8", p8), ("gemm_only_w4a8", p4)):
+                a, sa, _, _ = prepass(xs[0], None, p, m)
+                cfg = None
+                from masq_jax.kernels.qmatmul_pallas import default_config
+                cfg = default_config(m, p)
+                fn = lambda a_, p_, sa=sa, cfg=cfg: gemm(a_, sa, p_, cfg, out_dtype=jnp.bfloat16,  # noqa: E731
+                                                            interpret=jax.default_backend() != "gpu")
+                t = time_op(fn, [(a, pp) for pp in _copies(p, rot)], args.reps)
+                out_rows.append(dict(model=model, linear=name, M=m, K=k, N=n, variant=vname, us=t * 1e6,
+                                     TFLOP_s=2 * m * k * n / t / 1e12, speedup_vs_bf16=base / t))
+                print(f"{model:3s} {name:8s} M={m:5d} K={k:5d} N={n:5d} {vname:18s} {t * 1e6:9.1f} us  "
+                      f"{2 * m * k * n / t / 1e12:7.1f} TFLOP/s  {base / t:.2f}x vs bf16 (kernel only)",
+                      flush=True)
+
+
+SWEEP = {
+    "prefill": [Config(block_m=bm, block_n=bn, block_k=bk, num_warps=nw, num_stages=ns)
+                for bm, bn, bk, nw, ns in [(128, 128, 64, 4, 4), (128, 128, 128, 4, 3), (128, 128, 128, 8, 3),
+                                           (128, 256, 64, 8, 3), (64, 128, 128, 4, 4), (128, 64, 128, 4, 4),
+                                           (256, 128, 64, 8, 3), (128, 128, 256, 8, 2)]],
+    "decode": [Config(block_m=16, block_n=bn, block_k=bk, split_k=s, num_warps=nw, num_stages=ns)
+               for bn, bk, s, nw, ns in [(128, 128, 4, 4, 3), (64, 256, 4, 4, 3), (128, 256, 8, 4, 3),
+                                         (64, 128, 8, 2, 3), (256, 128, 4, 4, 3), (128, 128, 1, 4, 3),
+                                         (32, 256, 8, 2, 4), (64, 512, 4, 4, 2)]],
+}
+
+
+def sweep(model, name, k, n, m, args, out_rows):
+    rot = args.rotate
+    xs = make_inputs(m, k, rot, jax.random.PRNGKey(1))
+    for setting in args.sweep_settings:
+        _, ql = build(k, n, setting)
+        ps = _copies(prepare(ql), rot)
+        for cfg in SWEEP["decode" if m <= 16 else "prefill"]:
+            fn = lambda x, p, cfg=cfg: qmatmul(x, None, p, implementation="pallas", config=cfg)  # noqa: E731
+            try:
+                t = time_op(fn, list(zip(xs, ps)), args.reps)
+            except Exception as e:
+                print(f"# sweep {setting} {cfg}: FAILED {type(e).__name__}: {str(e)[:200]}", flush=True)
+                continue
+            out_rows.append(dict(model=model, linear=name, M=m, K=k, N=n, variant=f"sweep_{setting}",
+                                 config=str(cfg), us=t * 1e6))
+            print(f"sweep {model} {name} M={m} {setting} {t * 1e6:9.1f} us  {cfg}", flush=True)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="3B q/gate/down at M in {2048, 1}")
+    ap.add_argument("--models", default="3b,7b")
+    ap.add_argument("--linears", default=None, help="comma list among q,k/v,o,gate/up,down")
+    ap.add_argument("--m", default="512,2048,8192,1,8,16")
+    ap.add_argument("--ranks", default="32,64")
+    ap.add_argument("--only", default=None, help="comma list of variant substrings to run (bf16 always)")
+    ap.add_argument("--rotate", type=int, default=8)
+    ap.add_argument("--reps", type=int, default=5)
+    ap.add_argument("--gemm-only", action="store_true", help="also time the kernel on pre-quantized input")
+    ap.add_argument("--sweep", action="store_true", help="time several block configs instead")
+    ap.add_argument("--sweep-settings", default="w4a8,w8a8,w4a16")
+    ap.add_argument("--json", default=None, help="write all rows to this JSON file")
+    args = ap.parse_args(argv)
+    if args.quick:
+        args.models, args.linears, args.m = "3b", "q,gate/up,down", "2048,1"
+    args.ranks = [int(r) for r in args.ranks.split(",") if r]
+    args.only = args.only.split(",") if args.only else None
+    args.sweep_settings = args.sweep_settings.split(",")
+    ms = [int(v) for v in args.m.split(",")]
+    print(f"# device: {jax.devices()[0].device_kind}  jax {jax.__version__}", flush=True)
+    rows: list[dict] = []
+    for model in args.models.split(","):
+        for name, (k, n) in shapes(model).items():
+            if args.linears and name not in args.linears.split(","):
+                continue
+            if args.sweep:
+                for m in ms:
+                    sweep(model, name, k, n, m, args, rows)
+            else:
+                bench_shape(model, name, k, n, ms, args, rows)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(dict(device=jax.devices()[0].device_kind, argv=sys.argv, rows=rows), f, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
