@@ -111,8 +111,8 @@ def whitening(cov: jax.Array, *, eig_floor: float | None = None, damping: float 
     n = cov.shape[-1]
     c = cov.astype(dt)
     c = 0.5 * (c + c.T)
-    if damping:
-        c = c + (damping * jnp.trace(c) / n) * jnp.eye(n, dtype=dt)
+    if not (isinstance(damping, (int, float)) and damping == 0):  # may be a traced scalar
+        c = c + (jnp.asarray(damping, dt) * jnp.trace(c) / n) * jnp.eye(n, dtype=dt)
     s, u = jnp.linalg.eigh(c)
     rtol = n * float(jnp.finfo(dt).eps) if eig_floor is None else float(eig_floor)
     s = jnp.maximum(s, rtol * jnp.max(s))

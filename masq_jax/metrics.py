@@ -56,12 +56,18 @@ def sqnr_by_modality(ref: jax.Array, approx: jax.Array, modality_ids: jax.Array,
     return jnp.stack(out)
 
 
+@jax.jit
+def _sqnr_all_and_by_modality(ref, approx, modality_ids, valid):
+    return sqnr(ref, approx, valid), sqnr_by_modality(ref, approx, modality_ids, valid)
+
+
 def sqnr_table(ref, approx, modality_ids, valid=None) -> dict[str, float | None]:
     """``{"all": dB, "text": dB, "vision": dB, "audio": dB}`` as Python floats, ``None`` when absent."""
-    per = jax.device_get(sqnr_by_modality(jnp.asarray(ref), jnp.asarray(approx), jnp.asarray(modality_ids),
-                                          None if valid is None else jnp.asarray(valid)))
-    allv = float(jax.device_get(sqnr(jnp.asarray(ref), jnp.asarray(approx), None if valid is None else jnp.asarray(valid))))
-    out = {"all": None if allv != allv else allv}
+    ref, approx, mid = jnp.asarray(ref), jnp.asarray(approx), jnp.asarray(modality_ids)
+    check_tokens(ref, mid, valid)
+    valid = jnp.ones(mid.shape, bool) if valid is None else jnp.asarray(valid, bool)
+    allv, per = jax.device_get(_sqnr_all_and_by_modality(ref, approx, mid, valid))
+    out = {"all": None if allv != allv else float(allv)}
     for name, v in zip(MODALITY_NAMES, per):
         out[name] = None if v != v else float(v)
     return out

@@ -15,6 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from masq_jax.errors import MasqError
 from masq_jax.quant import SPEC_BOUND, Bound, fake_quant, validate_bits
 
 NUM_MODALITIES = 3
@@ -27,8 +28,8 @@ AWQ_SCALE_FLOOR = 1e-4  # AWQ: mean|x|^alpha floored here before normalisation
 HIGHEST = jax.lax.Precision.HIGHEST
 
 
-class CoreInputError(ValueError):
-    """An array of the wrong rank/shape or an argument outside its accepted values."""
+class CoreInputError(MasqError):
+    """An array of the wrong rank/shape or an argument outside its accepted values (a ValueError)."""
 
 
 # ----------------------------------------------------------------------------------------------
