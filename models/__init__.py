@@ -30,6 +30,7 @@ from masq_jax.models.errors import (
     UnsupportedArchitectureError,
 )
 from masq_jax.models.model import Model, load_params, load_pretrained, register_quantized_loader
+from masq_jax.models.rope_index import get_rope_index, omni_rope_index, vl_rope_index
 
 __all__ = [
     "ARCHS", "SUPPORTED_HF_ARCHITECTURES", "DecoderConfig", "config_from_hf",
@@ -38,4 +39,5 @@ __all__ = [
     "CheckpointNotFoundError", "ConfigError", "InputError", "MissingTensorsError", "ModelLoadError",
     "ShapeMismatchError", "UnsupportedArchitectureError",
     "Model", "load_params", "load_pretrained", "register_quantized_loader",
+    "get_rope_index", "omni_rope_index", "vl_rope_index",
 ]

@@ -68,6 +68,18 @@ def build(kind: str, path: str, dtype=None):
             vision_start_token_id=MM_IDS["vision_start_token_id"], vision_end_token_id=MM_IDS["vision_end_token_id"],
         )
         m = tf.Qwen2_5_VLForConditionalGeneration(cfg)
+    elif kind == "omni_full":
+        talker = dict(vocab_size=64, embedding_size=64, hidden_size=32, intermediate_size=48, num_hidden_layers=1,
+                      num_attention_heads=2, num_key_value_heads=1, head_dim=16, rope_parameters=MROPE)
+        dit = dict(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, head_dim=16, emb_dim=16, enc_emb_dim=16,
+                   enc_dim=16, enc_channels=[16, 16, 16, 16, 48], enc_attention_channels=8, enc_se_channels=8,
+                   num_embeds=64, look_ahead_layers=[0], look_backward_layers=[0], mel_dim=8)
+        big = dict(mel_dim=8, upsample_initial_channel=16, upsample_rates=[2, 2], upsample_kernel_sizes=[4, 4])
+        cfg = tf.Qwen2_5OmniConfig(
+            thinker_config=dict(text_config={**TEXT, "rope_parameters": MROPE}, audio_config=AUDIO, vision_config=VISION),
+            talker_config=talker, token2wav_config=dict(dit_config=dit, bigvgan_config=big),
+        )
+        m = tf.Qwen2_5OmniForConditionalGeneration(cfg)
     else:
         raise ValueError(kind)
     _randomize(m)
@@ -86,7 +98,10 @@ def torch_logits(kind: str, model, inputs_embeds, position_ids=None, attention_m
     if position_ids is not None:
         kw["position_ids"] = torch.tensor(np.array(position_ids))
     with torch.no_grad():
-        if kind in ("omni_thinker", "vl"):
+        if kind == "omni_full":
+            h = model.thinker.model.language_model(**kw).last_hidden_state
+            out = model.thinker.lm_head(h)
+        elif kind in ("omni_thinker", "vl"):
             h = model.model.language_model(**kw).last_hidden_state
             out = model.lm_head(h)
         else:
