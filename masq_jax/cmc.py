@@ -122,9 +122,31 @@ def whitening(cov: jax.Array, *, eig_floor: float | None = None, damping: float 
     return sq[:, None] * u.T, u * inv[None, :]
 
 
-def _truncated_svd(a, rank: int):
-    u, s, vt = jnp.linalg.svd(a, full_matrices=False)
-    return u[:, :rank], s[:rank, None] * vt[:rank]
+def _check_svd(svd: str) -> None:
+    if svd not in ("svd", "gram"):
+        raise CoreInputError(f"svd must be 'svd' (exact) or 'gram' (eigh of the smaller Gram matrix), got {svd!r}")
+
+
+def _truncated_svd(a, rank: int, svd: str = "svd"):
+    """Rank-``rank`` factors ``(U_r, Σ_r V_rᵀ)`` of ``a`` [m, n].
+
+    ``svd="gram"`` replaces the SVD by ``eigh`` of the smaller Gram matrix (much faster on GPU, where
+    dense SVD is slow): ``L R`` is then the projection of ``a`` on the top-r singular subspace, exact
+    in the product even where small singular values are inaccurate (they cancel).
+    """
+    if svd == "svd":
+        u, s, vt = jnp.linalg.svd(a, full_matrices=False)
+        return u[:, :rank], s[:rank, None] * vt[:rank]
+    m, n = a.shape
+    if m <= n:
+        _, u = jnp.linalg.eigh(jnp.dot(a, a.T, precision=HIGHEST))
+        u = u[:, ::-1][:, :rank]
+        return u, jnp.dot(u.T, a, precision=HIGHEST)
+    ev, v = jnp.linalg.eigh(jnp.dot(a.T, a, precision=HIGHEST))
+    v = v[:, ::-1][:, :rank]
+    sig = jnp.sqrt(jnp.maximum(ev[::-1][:rank], 0.0))
+    inv = jnp.where(sig > 0, 1.0 / jnp.where(sig > 0, sig, 1.0), 0.0)
+    return jnp.dot(a, v, precision=HIGHEST) * inv[None, :], sig[:, None] * v.T
 
 
 def _xnorm2(e, c):
@@ -140,14 +162,17 @@ def low_rank_compensation(
     eig_floor: float | None = None,
     damping: float = 0.0,
     method: Method = "auto",
+    svd: str = "svd",
 ) -> tuple[jax.Array, jax.Array]:
     """``(L [in, r], R [r, out])`` minimising ``‖X (ΔWᵀ − L R)‖_F`` with ``cov = XᵀX`` (spec §5).
 
     ``delta_w`` [out, in]; ``cov`` [in, in]; ``rank`` a static int in 0..min(in, out). ``method``:
     "whitened" (spec §5 with a floored/damped spectrum), "plain" (truncated SVD of ΔWᵀ), or "auto"
-    (both, keep the smaller true residual). Returned in the compute dtype (float32 / float64 with x64).
+    (both, keep the smaller true residual). ``svd``: "svd" (exact) or "gram" (see ``_truncated_svd``).
+    Returned in the compute dtype (float32 / float64 with x64).
     """
     _check_method(method)
+    _check_svd(svd)
     if delta_w.ndim != 2:
         raise CoreInputError(f"delta_w must be [out, in], got shape {tuple(delta_w.shape)}")
     out_dim, in_dim = delta_w.shape
@@ -158,13 +183,13 @@ def low_rank_compensation(
     if rank == 0:
         return jnp.zeros((in_dim, 0), dt), jnp.zeros((0, out_dim), dt)
     if method == "plain":
-        return _truncated_svd(a, rank)
+        return _truncated_svd(a, rank, svd)
     t, t_pinv = whitening(cov, eig_floor=eig_floor, damping=damping)
-    u2, r_w = _truncated_svd(jnp.dot(t, a, precision=HIGHEST), rank)
+    u2, r_w = _truncated_svd(jnp.dot(t, a, precision=HIGHEST), rank, svd)
     l_w = jnp.dot(t_pinv, u2, precision=HIGHEST)
     if method == "whitened":
         return l_w, r_w
-    l_p, r_p = _truncated_svd(a, rank)
+    l_p, r_p = _truncated_svd(a, rank, svd)
     c = cov.astype(dt)
     c = 0.5 * (c + c.T)
     res_w = _xnorm2(a - jnp.dot(l_w, r_w, precision=HIGHEST), c)
@@ -281,6 +306,7 @@ def cmc_factors(
     eig_floor: float | None = None,
     damping: float = 0.0,
     method: Method = "auto",
+    svd: str = "svd",
 ) -> tuple[jax.Array, jax.Array]:
     """Per-modality factors ``(L [3, in, r], R [3, r, out])`` float32 with text's set to zero."""
     out_dim, in_dim = _weight_in(weight)
@@ -296,7 +322,7 @@ def cmc_factors(
     rs = [jnp.zeros((rank, out_dim), jnp.float32)]
     for m in range(1, NUM_MODALITIES):
         dw = cmc_residual(weight, s3[m], s3[TEXT], wq, quantize_m=quantize_m, wbits=wbits, **qkw)
-        l, r = low_rank_compensation(dw, covs[m], rank, eig_floor=eig_floor, damping=damping, method=method)
+        l, r = low_rank_compensation(dw, covs[m], rank, eig_floor=eig_floor, damping=damping, method=method, svd=svd)
         ls.append(l.astype(jnp.float32))
         rs.append(r.astype(jnp.float32))
     return jnp.stack(ls), jnp.stack(rs)
@@ -318,6 +344,7 @@ def build_cmc_qlinear(
     eig_floor: float | None = None,
     damping: float = 0.0,
     method: Method = "auto",
+    svd: str = "svd",
 ) -> QLinear:
     """The full CMC ``QLinear`` (spec §5-§6): ``Wq = Q_w(W·diag(s_text))`` stored as integers, the
     three smoothing vectors, ``L_m, R_m`` for vision/audio (zeros for text). Evaluate it with
@@ -325,6 +352,7 @@ def build_cmc_qlinear(
     out_dim, in_dim = _weight_in(weight)
     s3 = _smooth3(smooth, in_dim).astype(jnp.float32)
     l, r = cmc_factors(weight, s3, covs, rank, wbits=wbits, w_symmetric=w_symmetric, group_size=group_size,
-                       bound=bound, quantize_m=quantize_m, eig_floor=eig_floor, damping=damping, method=method)
+                       bound=bound, quantize_m=quantize_m, eig_floor=eig_floor, damping=damping, method=method,
+                       svd=svd)
     return make_qlinear(weight, bias, wbits=wbits, abits=abits, smooth=s3, lora_l=l, lora_r=r,
                         w_symmetric=w_symmetric, group_size=group_size, bound=bound)

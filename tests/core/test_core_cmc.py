@@ -246,3 +246,25 @@ def test_bad_input():
         cmc.modality_covariance(jnp.ones((4, 16)), jnp.zeros(4, jnp.int32), jnp.ones((3, 15)))
     with pytest.raises(CoreInputError, match=r"rank=20 is larger"):
         cmc.cmc_factors(dw, jnp.ones((3, 16)), jnp.zeros((3, 16, 16)), 20, wbits=4)
+
+
+@pytest.mark.parametrize("din,dout", [(48, 40), (40, 48)])
+@pytest.mark.parametrize("kind,tokens", [("normal", 400), ("normal", 20), ("dead", 400), ("huge", 400)])
+def test_gram_svd_option_matches_exact(din, dout, kind, tokens):
+    x, dw = _problem(8, tokens=tokens, din=din, dout=dout, kind=kind)
+    c = _cov(x)
+    scale = np.trace(c) * (dw.astype(np.float64) ** 2).sum()
+    for r in (3, 12, min(din, dout)):
+        lg, rg = cmc.low_rank_compensation(jnp.asarray(dw), jnp.asarray(c, jnp.float32), r, svd="gram")
+        ls, rs = cmc.low_rank_compensation(jnp.asarray(dw), jnp.asarray(c, jnp.float32), r)
+        assert lg.shape == (din, r) and rg.shape == (r, dout)
+        res_g, res_s = np_xnorm_residual(dw, c, lg, rg), np_xnorm_residual(dw, c, ls, rs)
+        assert res_g <= res_s * (1 + 1e-3) + 1e-7 * scale, (r, res_g, res_s)
+        lp, rp = np_plain_lowrank(dw, r)
+        assert res_g <= np_xnorm_residual(dw, c, lp, rp) * (1 + 1e-3) + 1e-7 * scale
+    # at full rank the product reproduces ΔWᵀ
+    r = min(din, dout)
+    lg, rg = cmc.low_rank_compensation(jnp.asarray(dw), jnp.asarray(c, jnp.float32), r, svd="gram", method="plain")
+    np.testing.assert_allclose(np.asarray(lg) @ np.asarray(rg), dw.T, atol=1e-4 * np.abs(dw).max())
+    with pytest.raises(CoreInputError, match="svd must be"):
+        cmc.low_rank_compensation(jnp.asarray(dw), jnp.asarray(c, jnp.float32), 2, svd="qr")
