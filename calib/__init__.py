@@ -31,6 +31,8 @@ from .errors import (
 )
 from .io import arrays_to_calibset, load_npz, save_npz
 from .load import SOURCE_FORMS, load_calib
+from .manifest import ManifestEntry, read_manifest
+from .multimodal import HFFrontEnd, manifest_calibset
 from .synthetic import SyntheticSpec, synthetic_calibset
 from .text import default_corpus, load_tokenizer, smollm2_gguf_path, text_calibset
 
@@ -41,6 +43,7 @@ __all__ = [
     "MissingModalityError", "NonFiniteError", "TokenizerError",
     "arrays_to_calibset", "load_npz", "save_npz",
     "SOURCE_FORMS", "load_calib",
+    "ManifestEntry", "read_manifest", "HFFrontEnd", "manifest_calibset",
     "SyntheticSpec", "synthetic_calibset",
     "default_corpus", "load_tokenizer", "smollm2_gguf_path", "text_calibset",
 ]

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from .calibset import CalibSet
-from .errors import CalibSourceError
+from .errors import CalibSourceError, TokenizerError
 from .text import DEFAULT_TEXT_SEQ_LEN, read_text_files, text_calibset
 
 SOURCE_FORMS = "PATH.npz, PATH.jsonl, 'text', 'text:PATH[,PATH...]' or 'synthetic[:key=value,...]'"
@@ -155,9 +155,19 @@ def load_calib(
         paths = [p for p in src[5:].split(",") if p] if src.startswith("text:") else []
         texts = read_text_files(paths) if paths else None
         tok = tokenizer if tokenizer is not None else _default_tokenizer(model_dir)
+        vocab = config_get(cfg, "vocab_size")
+        if tok is None and vocab is not None:
+            # Falling back to the package tokenizer (SmolLM2) is right only for a model with its vocab.
+            from .text import load_tokenizer
+
+            tok = load_tokenizer(None)
+            if len(tok) != vocab:
+                raise TokenizerError(
+                    f"{model_dir or 'the model'} has no tokenizer files and the default tokenizer (SmolLM2, "
+                    f"{len(tok)} tokens) does not match its vocab_size {vocab}; pass tokenizer=PATH"
+                )
         cs = text_calibset(tok, texts, samples=samples, seq_len=seq_len or DEFAULT_TEXT_SEQ_LEN, seed=seed,
                            rope_ndim=rope_ndim or 1, source=src)
-        vocab = config_get(cfg, "vocab_size")
         if vocab is not None:
             top = max(int(s.input_ids.max()) for s in cs)
             if top >= vocab:

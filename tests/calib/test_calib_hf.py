@@ -1,0 +1,308 @@
+"""The real multimodal path end to end on tiny random Qwen2.5-Omni Thinker and Qwen2.5-VL checkpoints.
+
+Reference: the full PyTorch model (all decoder layers) called on the processor's outputs, with a
+pre-hook on its language model capturing the inputs_embeds / position_ids it feeds its decoder, and
+the model's own get_rope_index called directly.
+"""
+
+import json
+import os
+import shutil
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+torch = pytest.importorskip("torch")
+pytest.importorskip("torchvision")
+pytest.importorskip("PIL")
+
+import calib_hf_fixtures as F  # noqa: E402
+
+from masq_jax.calib import (  # noqa: E402
+    AUDIO, TEXT, VISION, CalibSourceError, ManifestError, NonFiniteError, load_calib,
+)
+from masq_jax.calib import multimodal  # noqa: E402
+from masq_jax.calib.multimodal import manifest_calibset  # noqa: E402
+
+
+def _write_manifest(path: Path, lines: list) -> Path:
+    path.write_text("\n".join(json.dumps(x) if not isinstance(x, str) else x for x in lines) + "\n")
+    return path
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+    root = tmp_path_factory.mktemp("hfcalib")
+    omni, vl = root / "omni", root / "vl"
+    omni_ids = F.build_omni_thinker(omni)
+    vl_ids = F.build_qwen2_5_vl(vl)
+    media = root / "media"
+    media.mkdir()
+    F.write_png(media / "i1.png", 60, 90, 0)
+    F.write_png(media / "i2.png", 112, 56, 1)
+    F.write_wav(media / "a1.wav", 1.3)
+    F.write_wav(media / "a2.wav", 0.7, rate=22050, channels=2)  # resampled to 16 kHz, downmixed
+    F.write_frames(media / "clip", 4, 56, 56, 10)
+    omni_lines = [
+        {"text": "the cat sees a picture", "images": ["media/i1.png"]},
+        {"text": "what is in this picture? a cat and a dog.", "images": ["media/i1.png", "media/i2.png"],
+         "audios": ["media/a1.wav"], "answer": "a cat"},
+        {"text": "describe what you hear", "audios": ["media/a2.wav"]},
+        {"text": "the <|vision_bos|><|IMAGE|><|vision_eos|> quick <|audio_bos|><|AUDIO|><|audio_eos|> fox",
+         "images": ["media/i2.png"], "audios": ["media/a1.wav"]},  # verbatim placeholders
+        {"text": "the quick brown fox"},
+    ]
+    vl_lines = [
+        {"text": "the cat sees a picture", "images": ["media/i1.png"]},
+        {"text": "what is in this picture?", "images": ["media/i1.png", "media/i2.png"]},
+        {"text": "describe the clip", "videos": ["media/clip"]},
+        {"text": "the quick brown fox"},
+    ]
+    return {
+        "root": root, "omni": omni, "vl": vl, "omni_ids": omni_ids, "vl_ids": vl_ids,
+        "omni_manifest": _write_manifest(root / "omni.jsonl", omni_lines),
+        "vl_manifest": _write_manifest(root / "vl.jsonl", vl_lines),
+        "omni_lines": omni_lines, "vl_lines": vl_lines,
+    }
+
+
+@pytest.fixture(scope="module")
+def omni_set(env):
+    return manifest_calibset(env["omni_manifest"], env["omni"], cache_dir=env["root"] / "cache")
+
+
+@pytest.fixture(scope="module")
+def vl_set(env):
+    return manifest_calibset(env["vl_manifest"], env["vl"], cache_dir=env["root"] / "cache")
+
+
+def _reference(model_dir, kind, manifest, entry_prompt, entry):
+    """Processor outputs + the full PyTorch model's decoder inputs, captured by a hook."""
+    from transformers import (AutoProcessor, Qwen2_5_VLForConditionalGeneration,
+                              Qwen2_5OmniThinkerForConditionalGeneration)
+    from PIL import Image
+
+    proc = AutoProcessor.from_pretrained(model_dir)
+    cls = Qwen2_5OmniThinkerForConditionalGeneration if kind == "omni" else Qwen2_5_VLForConditionalGeneration
+    model = cls.from_pretrained(model_dir, dtype=torch.float32).eval()
+    base = manifest.parent
+    kw = {"text": [entry_prompt], "return_tensors": "pt"}
+    if entry.get("images"):
+        kw["images"] = [Image.open(base / p).convert("RGB") for p in entry["images"]]
+    if entry.get("audios"):
+        kw["audio"] = [_wav16k(base / p) for p in entry["audios"]]
+    if entry.get("videos"):
+        kw["videos"] = [np.stack([np.asarray(Image.open(f).convert("RGB")) for f in sorted((base / v).iterdir())])
+                        for v in entry["videos"]]
+    inputs = dict(proc(**kw))
+    cap = {}
+    h = model.model.language_model.register_forward_pre_hook(lambda m, a, k: cap.update(k), with_kwargs=True)
+    with torch.no_grad():
+        model(**inputs)
+    h.remove()
+    return model, proc, inputs, cap
+
+
+def _wav16k(path):
+    """Independent WAV reader + resampler (float64 scipy) for the reference."""
+    import wave
+
+    from scipy.signal import resample_poly
+
+    with wave.open(str(path)) as w:
+        ch, rate = w.getnchannels(), w.getframerate()
+        x = np.frombuffer(w.readframes(w.getnframes()), "<i2").reshape(-1, ch).mean(axis=1) / 32768.0
+    if rate != 16000:
+        g = np.gcd(rate, 16000)
+        x = resample_poly(x, 16000 // g, rate // g)
+    return x.astype(np.float32)
+
+
+def _omni_prompt(proc, entry):
+    if "<|IMAGE|>" in entry["text"]:
+        return entry["text"]
+    content = ([{"type": "image"}] * len(entry.get("images", [])) + [{"type": "audio"}] * len(entry.get("audios", []))
+               + [{"type": "text", "text": entry["text"]}])
+    conv = [{"role": "user", "content": content}]
+    if "answer" in entry:
+        conv.append({"role": "assistant", "content": [{"type": "text", "text": entry["answer"]}]})
+    return proc.apply_chat_template(conv, tokenize=False, add_generation_prompt="answer" not in entry)
+
+
+def _vl_prompt(entry):  # no chat template in the tiny VL processor: placeholders first, then text
+    p = "<|vision_start|><|image_pad|><|vision_end|>" * len(entry.get("images", []))
+    p += "<|vision_start|><|video_pad|><|vision_end|>" * len(entry.get("videos", []))
+    return p + entry["text"]
+
+
+def test_omni_decoder_inputs_match_pytorch_thinker(env, omni_set):
+    from transformers import AutoProcessor
+
+    proc = AutoProcessor.from_pretrained(env["omni"])
+    ids = env["omni_ids"]
+    assert len(omni_set) == len(env["omni_lines"]) and omni_set.rope_ndim == 3
+    counts = omni_set.token_counts()
+    assert counts["vision"] > 0 and counts["audio"] > 0
+    for s, entry in zip(omni_set, env["omni_lines"]):
+        model, _, inputs, cap = _reference(env["omni"], "omni", env["omni_manifest"], _omni_prompt(proc, entry), entry)
+        input_ids = inputs["input_ids"][0].numpy()
+        # decoder inputs equal what the PyTorch Thinker feeds its own decoder
+        np.testing.assert_allclose(s.inputs_embeds, cap["inputs_embeds"][0].numpy(), rtol=0, atol=1e-6)
+        np.testing.assert_array_equal(s.position_ids, cap["position_ids"][:, 0].numpy())
+        # positions equal transformers' get_rope_index called directly
+        fam = inputs.get("feature_attention_mask")
+        pos, _ = model.model.get_rope_index(
+            inputs["input_ids"], inputs.get("image_grid_thw"), None, inputs["attention_mask"], False,
+            fam.sum(-1) if fam is not None else None, None)
+        np.testing.assert_array_equal(s.position_ids, pos[:, 0].numpy())
+        # modality ids: exactly the placeholder tokens; delimiters and template are text
+        np.testing.assert_array_equal(s.modality_ids == VISION, input_ids == ids["<|IMAGE|>"])
+        np.testing.assert_array_equal(s.modality_ids == AUDIO, input_ids == ids["<|AUDIO|>"])
+        for d in ("<|vision_bos|>", "<|vision_eos|>", "<|audio_bos|>", "<|audio_eos|>", "<|im_start|>", "<|im_end|>"):
+            assert (s.modality_ids[input_ids == ids[d]] == TEXT).all()
+        # vision token count = sum over images of t*h*w / merge^2
+        grid = inputs.get("image_grid_thw")
+        n_vis = int((grid.prod(-1) // 4).sum()) if grid is not None else 0
+        assert int((s.modality_ids == VISION).sum()) == n_vis == 6 * ("media/i1.png" in entry.get("images", [])) + 8 * ("media/i2.png" in entry.get("images", []))
+        # audio token count from the waveform length: mel frames = samples // 160, then the two convs
+        n_aud = 0
+        for a in entry.get("audios", []):
+            frames = len(_wav16k(env["omni_manifest"].parent / a)) // 160
+            n_aud += ((frames - 1) // 2 + 1 - 2) // 2 + 1
+        assert int((s.modality_ids == AUDIO).sum()) == n_aud
+
+
+def test_vl_decoder_inputs_match_pytorch_model(env, vl_set):
+    ids = env["vl_ids"]
+    assert vl_set.token_counts()["audio"] == 0
+    for s, entry in zip(vl_set, env["vl_lines"]):
+        model, _, inputs, cap = _reference(env["vl"], "vl", env["vl_manifest"], _vl_prompt(entry), entry)
+        input_ids = inputs["input_ids"][0].numpy()
+        np.testing.assert_allclose(s.inputs_embeds, cap["inputs_embeds"][0].numpy(), rtol=0, atol=1e-6)
+        ref_pos = cap["position_ids"]
+        if ref_pos is None:  # text-only: the text model counts positions itself
+            ref = np.broadcast_to(np.arange(len(input_ids)), (3, len(input_ids)))
+        else:
+            ref = ref_pos[:, 0].numpy()
+            if inputs.get("image_grid_thw") is not None or inputs.get("video_grid_thw") is not None:
+                pos, _ = model.model.get_rope_index(
+                    inputs["input_ids"], inputs["mm_token_type_ids"], image_grid_thw=inputs.get("image_grid_thw"),
+                    video_grid_thw=inputs.get("video_grid_thw"), second_per_grid_ts=inputs.get("second_per_grid_ts"),
+                    attention_mask=inputs["attention_mask"])
+                np.testing.assert_array_equal(s.position_ids, pos[:, 0].numpy())
+        np.testing.assert_array_equal(s.position_ids, ref)
+        np.testing.assert_array_equal(s.modality_ids == VISION, input_ids == ids["<|image_pad|>"])
+        # video placeholders are text by default (reference behaviour, spec §0)
+        if entry.get("videos"):
+            assert (input_ids == ids["<|video_pad|>"]).sum() > 0
+            assert (s.modality_ids[input_ids == ids["<|video_pad|>"]] == TEXT).all()
+
+
+def test_video_as_vision_option(env, vl_set):
+    cs = manifest_calibset(env["vl_manifest"], env["vl"], cache_dir=env["root"] / "cache", video_as_vision=True)
+    base_counts, v_counts = vl_set.token_counts(), cs.token_counts()
+    n_video = v_counts["vision"] - base_counts["vision"]
+    assert n_video > 0 and v_counts["text"] == base_counts["text"] - n_video
+    np.testing.assert_array_equal(cs[2].inputs_embeds, vl_set[2].inputs_embeds)
+
+
+def test_cache_determinism_and_keys(env, omni_set, monkeypatch):
+    cache = env["root"] / "cache"
+    # same inputs, no cache -> bit-identical set
+    fresh = manifest_calibset(env["omni_manifest"], env["omni"], use_cache=False)
+    assert fresh.fingerprint() == omni_set.fingerprint()
+
+    # a cache hit must not load the model
+    def no_model(*a, **k):
+        raise AssertionError("the front end was rebuilt on a cache hit")
+
+    monkeypatch.setattr(multimodal, "HFFrontEnd", no_model)
+    hit = manifest_calibset(env["omni_manifest"], env["omni"], cache_dir=cache)
+    assert hit.fingerprint() == omni_set.fingerprint()
+    monkeypatch.undo()
+
+    # a different manifest (one line fewer) -> a different entry; a changed image -> a different entry
+    entries_before = set(os.listdir(cache))
+    m2 = _write_manifest(env["root"] / "omni2.jsonl", env["omni_lines"][:2])
+    cs2 = manifest_calibset(m2, env["omni"], cache_dir=cache)
+    new = set(os.listdir(cache)) - entries_before
+    assert len(new) == 1 and len(cs2) == 2
+    assert cs2[1].inputs_embeds.shape == omni_set[1].inputs_embeds.shape
+    np.testing.assert_array_equal(cs2[0].inputs_embeds, omni_set[0].inputs_embeds)
+    media2 = env["root"] / "m3"
+    shutil.copytree(env["root"] / "media", media2 / "media")
+    F.write_png(media2 / "media" / "i1.png", 60, 90, 99)
+    m3 = _write_manifest(media2 / "omni.jsonl", env["omni_lines"][:2])
+    before = set(os.listdir(cache))
+    cs3 = manifest_calibset(m3, env["omni"], cache_dir=cache)
+    assert len(set(os.listdir(cache)) - before) == 1
+    assert not np.array_equal(cs3[0].inputs_embeds, cs2[0].inputs_embeds)
+
+    # a corrupt entry is rebuilt with a warning, never used
+    (cache / sorted(new)[0]).write_bytes(b"garbage")
+    with pytest.warns(UserWarning, match="unreadable.*rebuilding"):
+        again = manifest_calibset(m2, env["omni"], cache_dir=cache)
+    assert again.fingerprint() == cs2.fingerprint()
+    assert manifest_calibset(m2, env["omni"], cache_dir=cache).fingerprint() == cs2.fingerprint()
+
+
+def test_subsample_and_front_door(env, omni_set):
+    cs = load_calib(str(env["omni_manifest"]), model_dir=env["omni"], samples=2, seed=5,
+                    cache_dir=env["root"] / "cache")
+    lines = cs.meta["manifest_lines"]
+    assert len(cs) == 2 and lines == sorted(lines)
+    for s, ln in zip(cs, lines):
+        np.testing.assert_array_equal(s.inputs_embeds, omni_set[ln - 1].inputs_embeds)
+    # vision statistics need vision tokens: a text-only manifest fails require_modalities clearly
+    from masq_jax.calib import MissingModalityError, require_modalities
+
+    m = _write_manifest(env["root"] / "textonly.jsonl", [{"text": "the quick brown fox"}])
+    t = load_calib(str(m), model_dir=env["omni"], cache_dir=env["root"] / "cache")
+    with pytest.raises(MissingModalityError, match="needs vision tokens"):
+        require_modalities(t, ["text", "vision"])
+
+
+def test_manifest_errors(env):
+    root, omni = env["root"], env["omni"]
+    bad = root / "bad"
+    bad.mkdir(exist_ok=True)
+    (bad / "broken.png").write_bytes(b"\x89PNG not really")
+    (bad / "broken.wav").write_bytes(b"RIFF....WAVEjunk")
+    cases = [
+        (['{"text": "ok"}', '{"text": "x", "images": ["nope.png"]}'], ManifestError, r"bad.jsonl:2: image file not found: .*nope.png"),
+        (['{"text": "ok"}', '', '{"text": "x" "images": []}'], ManifestError, r"bad.jsonl:3: malformed JSON"),
+        (['{"text": 3}'], ManifestError, r"bad.jsonl:1: 'text' must be a string"),
+        (['{"text": "a", "imgs": []}'], ManifestError, r"bad.jsonl:1: unknown key"),
+        (['{"text": "a", "audios": [1]}'], ManifestError, r"bad.jsonl:1: 'audios' must be a list of file paths"),
+        (['{"text": "ok"}', '{"text": "x", "images": ["broken.png"]}'], ManifestError, r"bad.jsonl:2: cannot read image .*broken.png"),
+        (['{"text": "x", "audios": ["broken.wav"]}'], ManifestError, r"bad.jsonl:1: cannot read audio .*broken.wav"),
+        (['{"text": "a <|IMAGE|> <|IMAGE|>", "images": ["../media/i1.png"]}'], ManifestError, r"bad.jsonl:1: text has 2 <\|IMAGE\|> placeholder"),
+        (['{"text": "x", "videos": ["../media/i1.png"]}'], ManifestError, r"bad.jsonl:1: cannot read video .*folder of frame"),
+        (['# only a comment', ''], ManifestError, r"no samples"),
+    ]
+    for lines, exc, pattern in cases:
+        m = _write_manifest(bad / "bad.jsonl", lines)
+        with pytest.raises(exc, match=pattern) as ei:
+            manifest_calibset(m, omni, use_cache=False)
+        assert "\n" not in str(ei.value)
+    with pytest.raises(ManifestError, match="manifest not found"):
+        manifest_calibset(bad / "missing.jsonl", omni)
+    m = _write_manifest(bad / "vlaudio.jsonl", ['{"text": "x", "audios": ["../media/a1.wav"]}'])
+    with pytest.raises(ManifestError, match=r"vlaudio.jsonl:1: this model \(qwen2_5_vl\) takes no audio"):
+        manifest_calibset(m, env["vl"], use_cache=False)
+    with pytest.raises(CalibSourceError, match="model_type 'qwen2'"):
+        d = root / "qwen2"
+        d.mkdir(exist_ok=True)
+        (d / "config.json").write_text('{"model_type": "qwen2"}')
+        manifest_calibset(env["omni_manifest"], d, use_cache=False)
+
+
+def test_nan_encoder_output_names_the_sample(env):
+    nan_dir = F.corrupt_encoder_copy(env["omni"], env["root"] / "omni_nan")
+    m = _write_manifest(env["root"] / "nan.jsonl", [{"text": "the quick brown fox"},
+                                                     {"text": "a picture", "images": ["media/i1.png"]}])
+    with pytest.raises(NonFiniteError, match=r"nan.jsonl:2: sample 1 has NaN/Inf .*vision"):
+        manifest_calibset(m, nan_dir, use_cache=False)
