@@ -130,7 +130,7 @@ def read_artifact(path: str | os.PathLike, dtype=None):
     qc = hf.pop("quantization_config")
     if qc.get("quant_method") != FORMAT:
         raise MasqError(f"{path}: quantization_config.quant_method is {qc.get('quant_method')!r}, not {FORMAT!r}")
-    cfg = config_from_hf(hf)
+    cfg = _decoder_config(qc, hf) if "decoder_config" in qc else config_from_hf(hf)
     params: dict = {"layers": {}}
     for key, value in flat.items():
         if not key.startswith("layers."):
@@ -156,6 +156,22 @@ def read_artifact(path: str | os.PathLike, dtype=None):
             raise MasqError(f"{path}: layers.{name} holds {g('qvalue').shape[0]} layers, config says {n_layers}")
     hf["quantization_config"] = qc
     return QuantizedModel(config=cfg, params=params, quantization_config=qc)
+
+
+def decoder_config_json(cfg) -> dict:
+    """The DecoderConfig fields (without ``hf_config``), stored so the artefact reloads exactly."""
+    import dataclasses
+
+    return {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg) if f.name != "hf_config"}
+
+
+def _decoder_config(qc: dict, hf: dict):
+    from masq_jax.models.config import DecoderConfig
+
+    fields = dict(qc["decoder_config"])
+    if fields.get("mrope_section") is not None:
+        fields["mrope_section"] = tuple(fields["mrope_section"])
+    return DecoderConfig(**fields, hf_config=hf)
 
 
 def is_artifact(path: str | os.PathLike) -> bool:

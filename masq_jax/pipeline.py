@@ -172,8 +172,13 @@ def _loss_weights(st: QuantSettings, cfg, params, prep: Prepared, report: dict) 
     return jnp.asarray(st.loss_weights, jnp.float32)
 
 
+MULTIMODAL_ARCHS = ("qwen2_5_omni_thinker", "qwen2_5_vl")
+
+
 def _modality_warnings(cfg, counts: dict[str, int], st: QuantSettings) -> list[str]:
     out = []
+    if cfg.arch not in MULTIMODAL_ARCHS and counts["vision"] + counts["audio"] == 0:
+        return out  # a text-only model: nothing to warn about
     for name in MODALITY_NAMES[1:]:
         n = counts[name]
         if n == 0:
@@ -186,11 +191,13 @@ def _modality_warnings(cfg, counts: dict[str, int], st: QuantSettings) -> list[s
     return out
 
 
-def run_quantize(model_path: str, calibset, out: str, st: QuantSettings, *, eval_set=None,
+def run_quantize(model, calibset, out: str, st: QuantSettings, *, eval_set=None,
                  seq_len: int | None = None, resume: bool = False, overwrite: bool = False,
                  progress: bool = True, dtype=jnp.float32, stop_after_layer: int | None = None,
                  log=print) -> dict[str, Any]:
     """Calibrate, write the artefact into ``out`` and return the report (see module docstring).
+
+    ``model`` is a checkpoint path (HF directory or .gguf) or an in-memory ``(DecoderConfig, params)``.
 
     ``stop_after_layer`` (tests) simulates an interruption after that layer: the run returns early
     leaving ``OUT.partial`` for ``--resume``.
@@ -198,9 +205,11 @@ def run_quantize(model_path: str, calibset, out: str, st: QuantSettings, *, eval
     from masq_jax.models import load_params
 
     timer = StageTimer()
-    report: dict[str, Any] = {"settings": st.to_json(), "model": str(model_path), "warnings": []}
+    in_memory = isinstance(model, tuple)
+    model_path = "<in-memory>" if in_memory else str(model)
+    report: dict[str, Any] = {"settings": st.to_json(), "model": model_path, "warnings": []}
     with timer("load_model"):
-        cfg, params = load_params(model_path, dtype)
+        cfg, params = model if in_memory else load_params(model, dtype)
     with timer("prepare_calibration"):
         prep = prepare(cfg, params, calibset, seq_len)
         prep_eval = prepare(cfg, params, eval_set, seq_len) if eval_set is not None else None
@@ -216,13 +225,18 @@ def run_quantize(model_path: str, calibset, out: str, st: QuantSettings, *, eval
     with timer("loss_weights"):
         weights = _loss_weights(st, cfg, params, prep, report)
     ranks = calibrate.layer_ranks(cfg, st)
-    factors, loras, layer_reports = _calibrate_layers(cfg, params, prep, st, weights, ranks, run, timer,
-                                                      progress, stop_after_layer, report)
+    if st.propagation == "independent" and st.learns:
+        factors, loras, layer_reports = _calibrate_independent(cfg, params, prep, st, weights, ranks, run, timer,
+                                                               progress)
+    else:
+        factors, loras, layer_reports = _calibrate_layers(cfg, params, prep, st, weights, ranks, run, timer,
+                                                          progress, stop_after_layer, report)
     if factors is None:
         return report
     with timer("export"):
         qparams = artifact.build_quantized_params(params, factors, loras, st)
-        qconfig = artifact.quantization_config(st, ranks, {"source_model": str(Path(model_path).absolute())})
+        qconfig = artifact.quantization_config(st, ranks, {"source_model": model_path if in_memory else str(Path(model_path).absolute()),
+                                                    "decoder_config": artifact.decoder_config_json(cfg)})
         artifact.write_artifact(run.partial, cfg.hf_config, qparams, qconfig)
     report["layers"] = layer_reports
     with timer("evaluate"):
@@ -319,3 +333,61 @@ def _state_template(cfg, st, ranks):
 
 def _lora_from_state(state):
     return {n: (jnp.asarray(v["l"]), jnp.asarray(v["r"])) for n, v in state.get("lora", {}).items()}
+
+
+def _calibrate_independent(cfg, params, prep, st, weights, ranks, run, timer, progress, layer_chunk: int = 4):
+    """All layers trained from full-precision inputs (no quantized propagation), vmapped over chunks
+    of ``layer_chunk`` layers: faster, but layer i never sees the error of layers < i."""
+    from tqdm.auto import tqdm
+
+    n_layers = cfg.num_layers
+    need_gram = st.method == "masquant"
+    done = set(run.finished_layers())
+    key = jax.random.PRNGKey(st.seed)
+    inputs, targets, stats_all, inits = [], [], [], []
+    h = prep.h0
+    with timer("fp_pass"):
+        for i in range(n_layers):
+            lp = _layer(params, i)
+            y, stats, sample = calibrate.fp_layer_pass(cfg, lp, h, prep.cos, prep.sin, prep.valid,
+                                                       prep.modality_ids, with_gram=need_gram)
+            inputs.append(h)
+            targets.append(y)
+            stats_all.append(stats)
+            inits.append(calibrate.init_layer_factors(cfg, lp, stats, sample, st, weights)[0])
+            h = y
+    factors, loras, reports = [None] * n_layers, [None] * n_layers, []
+    vtrain = jax.vmap(calibrate.train_layer, in_axes=(None, None, 0, 0, 0, 0, None, None, None, None, None, 0))
+    bar = tqdm(range(0, n_layers, layer_chunk), desc=f"{st.method} independent", unit="chunk",
+               disable=not progress, dynamic_ncols=True)
+    for start in bar:
+        idx = [i for i in range(start, min(start + layer_chunk, n_layers))]
+        if all(i in done for i in idx):
+            for i in idx:
+                state = run.load_layer(i, _state_template(cfg, st, ranks))
+                factors[i], loras[i] = state["factors"], _lora_from_state(state)
+                reports.append({"index": i, "loss_per_epoch": [float(x) for x in np.asarray(state["info"]["loss"])]})
+            continue
+        stack = lambda xs: jax.tree_util.tree_map(lambda *a: jnp.stack(a), *xs)  # noqa: E731
+        lps = jax.tree_util.tree_map(lambda a: a[start:start + len(idx)], params["layers"])
+        with timer("train"):
+            f_chunk, losses = vtrain(cfg, st, lps, stack([inits[i] for i in idx]), stack([inputs[i] for i in idx]),
+                                     stack([targets[i] for i in idx]), prep.cos, prep.sin, prep.valid,
+                                     prep.modality_ids, weights, jnp.stack([jax.random.fold_in(key, i) for i in idx]))
+        for j, i in enumerate(idx):
+            f = jax.tree_util.tree_map(lambda a: a[j], f_chunk)
+            lora = {}
+            if st.method == "masquant":
+                with timer("cmc"):
+                    lora = calibrate.cmc_layer(_layer(params, i), f, stats_all[i], st, ranks)
+            info = {"loss": np.asarray(losses[j], np.float32),
+                    "alpha": np.full((len(calibrate.LINEARS),), np.nan, np.float32)}
+            state = {"factors": f, "info": info}
+            if lora and any(ranks.values()):
+                state["lora"] = {n: {"l": v[0], "r": v[1]} for n, v in lora.items()}
+            run.save_layer(i, state)
+            factors[i], loras[i] = f, lora
+            reports.append({"index": i, "loss_per_epoch": [float(x) for x in np.asarray(losses[j])]})
+        bar.set_postfix(loss=f"{float(np.asarray(losses)[:, -1].mean()):.4g}")
+    bar.close()
+    return factors, loras, reports

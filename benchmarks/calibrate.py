@@ -1,0 +1,129 @@
+"""Calibration speed: full MASQuant (MAS training + CMC + export + eval) on random weights of a real size.
+
+    python benchmarks/calibrate.py                      # Omni-3B Thinker dims, 128 x 512 tokens, 2 epochs (GPU)
+    python benchmarks/calibrate.py --config omni7b      # Omni-7B Thinker dims
+    python benchmarks/calibrate.py --small              # scaled-down config for a CPU
+    python benchmarks/calibrate.py --modes sequential,independent
+
+Prints per-stage wall time, peak memory and mean SQNR for each propagation mode, in one process.
+The reference (PyTorch, bf16) needs 45–90 min for Qwen2.5-Omni-3B (spec §7); target here ≤ 10 min.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+
+
+from masq_jax.calib.synthetic import SyntheticSpec, synthetic_calibset
+from masq_jax.models.config import DecoderConfig
+from masq_jax.pipeline import run_quantize
+from masq_jax.settings import QuantSettings
+
+CONFIGS = {
+    # Qwen2.5-Omni-3B / 7B Thinker text decoders.
+    "omni3b": dict(vocab_size=151936, hidden_size=2048, intermediate_size=11008, num_layers=36, num_heads=16,
+                   num_kv_heads=2, head_dim=128),
+    "omni7b": dict(vocab_size=152064, hidden_size=3584, intermediate_size=18944, num_layers=28, num_heads=28,
+                   num_kv_heads=4, head_dim=128),
+    "small": dict(vocab_size=1024, hidden_size=256, intermediate_size=704, num_layers=4, num_heads=4,
+                  num_kv_heads=2, head_dim=64),
+}
+
+
+def make_config(name: str) -> DecoderConfig:
+    return DecoderConfig(arch="qwen2_5_omni_thinker", rope_theta=1e6, rms_norm_eps=1e-6,
+                         mrope_section=(16, 24, 24) if CONFIGS[name]["head_dim"] == 128 else (8, 12, 12),
+                         tie_word_embeddings=False, attention_bias=True,
+                         hf_config={"architectures": ["Qwen2_5OmniThinkerForConditionalGeneration"]},
+                         **CONFIGS[name])
+
+
+def random_params(cfg: DecoderConfig, seed: int = 0, dtype=jnp.float32) -> dict:
+    """Random weights with the stacked layout of masq_jax.models (std 0.02, RMSNorm weights ~1)."""
+    keys = iter(jax.random.split(jax.random.PRNGKey(seed), 32))
+    L, H, I = cfg.num_layers, cfg.hidden_size, cfg.intermediate_size
+    q, kv = cfg.num_heads * cfg.head_dim, cfg.num_kv_heads * cfg.head_dim
+
+    def w(*shape):
+        return (0.02 * jax.random.normal(next(keys), shape, jnp.float32)).astype(dtype)
+
+    layers = {
+        "input_norm": (1.0 + 0.1 * jax.random.normal(next(keys), (L, H))).astype(dtype),
+        "post_attn_norm": (1.0 + 0.1 * jax.random.normal(next(keys), (L, H))).astype(dtype),
+        "q_proj": {"w": w(L, q, H), "b": w(L, q)}, "k_proj": {"w": w(L, kv, H), "b": w(L, kv)},
+        "v_proj": {"w": w(L, kv, H), "b": w(L, kv)}, "o_proj": {"w": w(L, H, q)},
+        "gate_proj": {"w": w(L, I, H)}, "up_proj": {"w": w(L, I, H)}, "down_proj": {"w": w(L, H, I)},
+    }
+    return {"embed": w(cfg.vocab_size, H), "layers": layers, "final_norm": jnp.ones((H,), dtype),
+            "lm_head": w(cfg.vocab_size, H)}
+
+
+def calib_spec(hidden: int, samples: int, seq_len: int, seed: int) -> SyntheticSpec:
+    """Synthetic Omni-layout samples of exactly ``seq_len`` tokens (3 text runs, image, audio)."""
+    side = max(2, int((seq_len * 0.3) ** 0.5))
+    audio = max(2, int(seq_len * 0.15))
+    text = max(2, (seq_len - side * side - audio) // 3)
+    return SyntheticSpec(hidden_size=hidden, samples=samples, text_len=text, image_h=side, image_w=side,
+                         audio_len=audio, vary=False, seed=seed)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--config", choices=sorted(CONFIGS), default="omni3b")
+    ap.add_argument("--small", action="store_true", help="alias of --config small with fewer samples")
+    ap.add_argument("--samples", type=int, default=None)
+    ap.add_argument("--seq-len", type=int, default=None)
+    ap.add_argument("--epochs", type=int, default=2)
+    ap.add_argument("--method", default="masquant")
+    ap.add_argument("--modes", default="sequential")
+    ap.add_argument("--json", default=None)
+    a = ap.parse_args()
+    name = "small" if a.small else a.config
+    samples = a.samples or (16 if name == "small" else 128)
+    seq_len = a.seq_len or (128 if name == "small" else 512)
+    cfg = make_config(name)
+    params = random_params(cfg)
+    spec = calib_spec(cfg.hidden_size, samples + 8, seq_len, seed=0)
+    cs = synthetic_calibset(spec)
+    train, held = cs.split(8, seed=0)
+    print(f"device: {jax.devices()[0].device_kind}; config {name}: {cfg.num_layers} layers, hidden "
+          f"{cfg.hidden_size}, intermediate {cfg.intermediate_size}; {len(train)} samples x {train.max_len} "
+          f"tokens ({train.token_counts()}), {a.epochs} epochs, method {a.method}")
+    rows = {}
+    for mode in a.modes.split(","):
+        st = QuantSettings(method=a.method, wbits=4, abits=8, epochs=a.epochs, samples=samples, propagation=mode)
+        with tempfile.TemporaryDirectory() as tmp:
+            t0 = time.perf_counter()
+            rep = run_quantize((cfg, params), train, str(Path(tmp) / "out"), st, eval_set=held, progress=False)
+            rep["wall_seconds"] = time.perf_counter() - t0
+        rows[mode] = rep
+    print(f"\n{'stage (s)':<22}" + "".join(f"{m:>14}" for m in rows))
+    stages = sorted({k for r in rows.values() for k in r["stages"] if k != "total_seconds"})
+    for s in stages + ["total_seconds"]:
+        vals = [r["stages"].get(s) for r in rows.values()]
+        print(f"{s:<22}" + "".join(f"{(v['seconds'] if isinstance(v, dict) else v or 0):>14.1f}" for v in vals))
+    for key in ("peak_host_bytes", "peak_device_bytes"):
+        vals = [max((v.get(key, 0) for v in r["stages"].values() if isinstance(v, dict)), default=0)
+                for r in rows.values()]
+        print(f"{key.replace('_bytes', ' (GiB)'):<22}" + "".join(f"{v / 2**30:>14.2f}" for v in vals))
+    for mod in ("all", "text", "vision", "audio"):
+        vals = [r["sqnr"]["mean"][mod] for r in rows.values()]
+        print(f"{'SQNR ' + mod + ' (dB)':<22}" + "".join(f"{'—' if v is None else f'{v:.2f}':>14}" for v in vals))
+    if len(rows) > 1:
+        base = next(iter(rows.values()))["stages"]["total_seconds"]
+        print(f"{'speed vs first':<22}" + "".join(f"{base / r['stages']['total_seconds']:>13.2f}x" for r in rows.values()))
+    if a.json:
+        Path(a.json).write_text(json.dumps({m: {k: r[k] for k in ("stages", "sqnr", "settings")}
+                                            for m, r in rows.items()}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
