@@ -8,6 +8,7 @@ the helpers (Pillow PNGs, 16-bit PCM WAVs via the stdlib ``wave`` module).
 
 from __future__ import annotations
 
+import json
 import os
 import wave
 from pathlib import Path
@@ -103,6 +104,36 @@ def build_omni_thinker(out: Path, seed: int = 0, chat_template: bool = True) -> 
     model = Qwen2_5OmniThinkerForConditionalGeneration(cfg).eval()
     model.save_pretrained(out)
     proc.save_pretrained(out)
+    return ids
+
+
+def build_omni_full(out: Path, seed: int = 0) -> dict:
+    """Save a tiny *full* Qwen2.5-Omni (Thinker + Talker + Token2Wav; keys ``thinker.*``) + processor."""
+    import torch
+    from transformers import AutoProcessor, Qwen2_5OmniConfig, Qwen2_5OmniForConditionalGeneration
+
+    thinker_dir = out.parent / (out.name + "_thinker_tmp")
+    ids = build_omni_thinker(thinker_dir, seed=seed)
+    proc = AutoProcessor.from_pretrained(thinker_dir)
+    thinker_cfg = json.loads((thinker_dir / "config.json").read_text())
+    mrope = {"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [2, 3, 3]}
+    talker = dict(vocab_size=64, embedding_size=HIDDEN, hidden_size=32, intermediate_size=48, num_hidden_layers=1,
+                  num_attention_heads=2, num_key_value_heads=1, head_dim=16, rope_parameters=mrope)
+    dit = dict(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, head_dim=16, emb_dim=16, enc_emb_dim=16,
+               enc_dim=16, enc_channels=[16, 16, 16, 16, 48], enc_attention_channels=8, enc_se_channels=8,
+               num_embeds=64, look_ahead_layers=[0], look_backward_layers=[0], mel_dim=8)
+    big = dict(mel_dim=8, upsample_initial_channel=16, upsample_rates=[2, 2], upsample_kernel_sizes=[4, 4])
+    for k in ("architectures", "transformers_version", "dtype", "torch_dtype"):
+        thinker_cfg.pop(k, None)
+    cfg = Qwen2_5OmniConfig(thinker_config=thinker_cfg, talker_config=talker,
+                            token2wav_config=dict(dit_config=dit, bigvgan_config=big))
+    cfg.thinker_config.vision_start_token_id = ids["<|vision_bos|>"]
+    cfg.thinker_config.vision_end_token_id = ids["<|vision_eos|>"]
+    torch.manual_seed(seed + 1)
+    model = Qwen2_5OmniForConditionalGeneration(cfg).eval()
+    model.save_pretrained(out)
+    proc.save_pretrained(out)
+    torch.save({}, out / "spk_dict.pt")  # the full model's from_pretrained insists on speaker data
     return ids
 
 

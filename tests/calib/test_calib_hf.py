@@ -306,3 +306,48 @@ def test_nan_encoder_output_names_the_sample(env):
                                                      {"text": "a picture", "images": ["media/i1.png"]}])
     with pytest.raises(NonFiniteError, match=r"nan.jsonl:2: sample 1 has NaN/Inf .*vision"):
         manifest_calibset(m, nan_dir, use_cache=False)
+
+
+def test_full_omni_checkpoint_uses_its_thinker(env):
+    """A full Qwen2.5-Omni checkpoint (thinker.* keys beside talker/token2wav): the Thinker's inputs."""
+    from safetensors import safe_open
+    from transformers import AutoProcessor, Qwen2_5OmniForConditionalGeneration
+    from PIL import Image
+
+    full = env["root"] / "omni_full"
+    F.build_omni_full(full)
+    lines = env["omni_lines"][:2]
+    m = _write_manifest(env["root"] / "full.jsonl", lines)
+    cs = manifest_calibset(m, full, use_cache=False)
+    fe = multimodal.HFFrontEnd(full)
+    with safe_open(str(full / "model.safetensors"), "pt") as f:  # weights really come from thinker.*
+        np.testing.assert_array_equal(fe.model.model.visual.patch_embed.proj.weight.detach().numpy(),
+                                      f.get_tensor("thinker.visual.patch_embed.proj.weight").numpy())
+        np.testing.assert_array_equal(fe.model.model.get_input_embeddings().weight.detach().numpy(),
+                                      f.get_tensor("thinker.model.embed_tokens.weight").numpy())
+    model = Qwen2_5OmniForConditionalGeneration.from_pretrained(full, dtype=torch.float32).eval()
+    proc = AutoProcessor.from_pretrained(full)
+    for s, entry in zip(cs, lines):
+        kw = {"text": [_omni_prompt(proc, entry)], "return_tensors": "pt",
+              "images": [Image.open(env["root"] / p).convert("RGB") for p in entry["images"]]}
+        if entry.get("audios"):
+            kw["audio"] = [_wav16k(env["root"] / p) for p in entry["audios"]]
+        inputs = dict(proc(**kw))
+        cap = {}
+        h = model.thinker.model.language_model.register_forward_pre_hook(lambda mm, a, k: cap.update(k), with_kwargs=True)
+        with torch.no_grad():
+            model.thinker(**inputs)
+        h.remove()
+        np.testing.assert_allclose(s.inputs_embeds, cap["inputs_embeds"][0].numpy(), rtol=0, atol=1e-6)
+        np.testing.assert_array_equal(s.position_ids, cap["position_ids"][:, 0].numpy())
+
+
+def test_text_source_with_multimodal_checkpoint_tokenizer(env):
+    cs = load_calib("text", model_dir=env["omni"], samples=3, seq_len=16)
+    assert cs.rope_ndim == 3 and cs.kind == "ids" and len(cs) == 3
+    vocab = json.loads((env["omni"] / "config.json").read_text())["text_config"]["vocab_size"]
+    assert max(int(s.input_ids.max()) for s in cs) < vocab
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(env["omni"])
+    assert cs.meta["tokenizer"].startswith(type(tok).__name__)
