@@ -2,9 +2,10 @@
 
 What changes relative to ``QLinear`` (whose layout follows the spec, ``[out, in]`` weights):
 
-* weights are transposed to ``[K, N]`` and zero-padded to ``[Kp, Np]`` (``Kp`` a multiple of 256 for
-  large K, ``Np`` a multiple of 64), so every in-kernel load has a power-of-two shape;
-* 4-bit weights are repacked "half split": byte ``j`` of a column holds element ``j`` in its low nibble
+* weights stay K-major ``[N, K]`` (what Hopper's 8-bit tensor-core instructions need for the B
+  operand) and are zero-padded to ``[Np, Kp]`` (``Kp`` a multiple of 256 for large K, ``Np`` a multiple
+  of 64), so every in-kernel load has a power-of-two shape;
+* 4-bit weights are repacked "half split": byte ``j`` of a row holds element ``j`` in its low nibble
   and element ``j + Kp/2`` in its high nibble. The kernel then multiplies the low nibbles with the
   activation columns ``[0, Kp/2)`` and the high nibbles with ``[Kp/2, Kp)`` — two contiguous slices,
   no interleaving in the kernel and no even/odd split of the activations;
@@ -80,7 +81,7 @@ def mode_of(ql: QLinear) -> str:
 class PreparedQLinear:
     """A QLinear in the layout the kernels read (see module docstring).
 
-    ``w``: ``[Kp, Np]`` (8-bit) or ``[Kp/2, Np]`` (4-bit, half split), int8 when symmetric, uint8 when
+    ``w``: ``[Np, Kp]`` (8-bit) or ``[Np, Kp/2]`` (4-bit, half split), int8 when symmetric, uint8 when
     asymmetric. ``wscale``/``wshift``: float32 ``[G, Np]`` (``wshift`` only when asymmetric).
     ``smooth``: float32 ``[3, K]`` (unpadded; the activation pre-pass divides by it exactly like the
     reference). ``lora_l``: ``[K, 2·rp]``; ``lora_r``: ``[2·rp, Np]``. ``bias``: float32 ``[1, Np]``.
@@ -112,17 +113,17 @@ class PreparedQLinear:
 
 
 def pack_half_split(q: jax.Array, signed: bool) -> jax.Array:
-    """Pack ``[Kp, N]`` integers (Kp even) as ``[Kp/2, N]`` bytes: low nibble row j, high row j+Kp/2."""
-    kh = q.shape[0] // 2
+    """Pack ``[..., Kp]`` integers (Kp even) as ``[..., Kp/2]`` bytes: low nibble j, high j + Kp/2."""
+    kh = q.shape[-1] // 2
     q = q.astype(jnp.int32)
-    byte = (q[:kh] & 0xF) | ((q[kh:] & 0xF) << 4)
+    byte = (q[..., :kh] & 0xF) | ((q[..., kh:] & 0xF) << 4)
     if signed:
         return jnp.where(byte >= 128, byte - 256, byte).astype(jnp.int8)
     return byte.astype(jnp.uint8)
 
 
 def unpack_half_split(p: jax.Array, signed: bool) -> jax.Array:
-    """Inverse of ``pack_half_split``: ``[Kp, N]`` int32 values."""
+    """Inverse of ``pack_half_split``: ``[..., Kp]`` int32 values."""
     p = p.astype(jnp.int32)
     if signed:
         p = jnp.where(p < 0, p + 256, p)
@@ -130,11 +131,11 @@ def unpack_half_split(p: jax.Array, signed: bool) -> jax.Array:
     if signed:
         lo = jnp.where(lo >= 8, lo - 16, lo)
         hi = jnp.where(hi >= 8, hi - 16, hi)
-    return jnp.concatenate([lo, hi], axis=0)
+    return jnp.concatenate([lo, hi], axis=-1)
 
 
-def weight_int_kn(p: PreparedQLinear) -> jax.Array:
-    """The prepared weight's integer values as ``[Kp, Np]`` int32 (padding included)."""
+def weight_int_nk(p: PreparedQLinear) -> jax.Array:
+    """The prepared weight's integer values as ``[Np, Kp]`` int32 (padding included)."""
     if p.packed:
         return unpack_half_split(p.w, p.w_symmetric)
     return p.w.astype(jnp.int32)
@@ -148,8 +149,8 @@ def prepare(ql: QLinear, *, lora_dtype=jnp.bfloat16) -> PreparedQLinear:
     n, k = qa.shape
     g = qa.group_size
     kp, np_ = padded_k(k, g), padded_n(n)
-    q = int_values(qa).astype(jnp.int32).T  # [K, N]
-    q = jnp.pad(q, ((0, kp - k), (0, np_ - n)))
+    q = int_values(qa).astype(jnp.int32)  # [N, K]
+    q = jnp.pad(q, ((0, np_ - n), (0, kp - k)))
     if qa.bits <= 4:
         w = pack_half_split(q, qa.symmetric)
     else:

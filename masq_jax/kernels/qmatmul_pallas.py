@@ -118,7 +118,7 @@ def _gemm_kernel(*refs, mode, packed, signed, nk, bk, kh, group, has_shift, has_
     o_ref = next(it)
 
     bm = a_ref.shape[0]
-    bn = w_ref.shape[1]
+    bn = w_ref.shape[0]
     acc_dtype = jnp.int32 if mode == INT else jnp.float32
     if n_split > 1:
         s = pl.program_id(2)
@@ -136,33 +136,32 @@ def _gemm_kernel(*refs, mode, packed, signed, nk, bk, kh, group, has_shift, has_
             hi = jax.lax.shift_right_logical(pw, jnp.uint8(4))
         return lo, hi
 
-    def deq(qv, k0):
+    def deq(qv, k0):  # [bn, bk] integers -> bf16 weights; the block lies inside one group
         g = 0 if group is None else jax.lax.div(k0, group)
-        w = qv.astype(jnp.float32) * ws_ref[pl.ds(g, 1), :]
+        w = qv.astype(jnp.float32) * ws_ref[pl.ds(g, 1), :].T
         if has_shift:
-            w = w + wsh_ref[pl.ds(g, 1), :]
+            w = w + wsh_ref[pl.ds(g, 1), :].T
         return w.astype(jnp.bfloat16)
+
+    def dot_nt(a, w, acc_t):  # a [bm, bk] . w [bn, bk]^T: both operands K-major
+        return jax.lax.dot_general(a, w, (((1,), (1,)), ((), ())), preferred_element_type=acc_t)
 
     def body(kb, acc):
         k0 = kb * bk
         if mode == INT:
             if packed:
-                lo, hi = unpack(w_ref[pl.ds(k0, bk), :])
-                acc = acc + jnp.dot(a_ref[:, pl.ds(k0, bk)], lo, preferred_element_type=jnp.int32)
-                acc = acc + jnp.dot(a_ref[:, pl.ds(kh + k0, bk)], hi, preferred_element_type=jnp.int32)
+                lo, hi = unpack(w_ref[:, pl.ds(k0, bk)])
+                acc = acc + dot_nt(a_ref[:, pl.ds(k0, bk)], lo, jnp.int32)
+                acc = acc + dot_nt(a_ref[:, pl.ds(kh + k0, bk)], hi, jnp.int32)
             else:
-                acc = acc + jnp.dot(a_ref[:, pl.ds(k0, bk)], w_ref[pl.ds(k0, bk), :],
-                                    preferred_element_type=jnp.int32)
+                acc = acc + dot_nt(a_ref[:, pl.ds(k0, bk)], w_ref[:, pl.ds(k0, bk)], jnp.int32)
             return acc
         if packed:
-            lo, hi = unpack(w_ref[pl.ds(k0, bk), :])
-            acc = acc + jnp.dot(a_ref[:, pl.ds(k0, bk)], deq(lo, k0),
-                                preferred_element_type=jnp.float32)
-            acc = acc + jnp.dot(a_ref[:, pl.ds(kh + k0, bk)], deq(hi, kh + k0),
-                                preferred_element_type=jnp.float32)
+            lo, hi = unpack(w_ref[:, pl.ds(k0, bk)])
+            acc = acc + dot_nt(a_ref[:, pl.ds(k0, bk)], deq(lo, k0), jnp.float32)
+            acc = acc + dot_nt(a_ref[:, pl.ds(kh + k0, bk)], deq(hi, kh + k0), jnp.float32)
         else:
-            acc = acc + jnp.dot(a_ref[:, pl.ds(k0, bk)], deq(w_ref[pl.ds(k0, bk), :], k0),
-                                preferred_element_type=jnp.float32)
+            acc = acc + dot_nt(a_ref[:, pl.ds(k0, bk)], deq(w_ref[:, pl.ds(k0, bk)], k0), jnp.float32)
         return acc
 
     acc = jax.lax.fori_loop(k_lo, k_hi, body, jnp.zeros((bm, bn), acc_dtype))
@@ -223,7 +222,7 @@ def gemm(a, sa, p: PreparedQLinear, cfg: Config, *, mid=None, d=None, out_dtype=
         args.append(sa)
         specs.append(pl.BlockSpec((bm, 1), lambda i, j, s: (i, 0)))
     args += [p.w, p.wscale]
-    specs += [pl.BlockSpec((p.w.shape[0], bn), lambda i, j, s: (0, j)),
+    specs += [pl.BlockSpec((bn, p.w.shape[1]), lambda i, j, s: (j, 0)),
               pl.BlockSpec((p.wscale.shape[0], bn), lambda i, j, s: (0, j))]
     if p.wshift is not None:
         args.append(p.wshift)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from masq_jax.kernels.prepare import INT, PreparedQLinear, mode_of, weight_int_kn
+from masq_jax.kernels.prepare import INT, PreparedQLinear, mode_of, weight_int_nk
 from masq_jax.qlinear import AUDIO, TEXT, VISION, QLinear
 from masq_jax.quant import SCALE_MAX, SCALE_MIN, dequantize, int_values, symmetric_range
 
@@ -102,7 +102,7 @@ def lowrank_down(x2: jax.Array, mid: jax.Array, p: PreparedQLinear) -> jax.Array
 
 def dequantized_kn(p: PreparedQLinear) -> jax.Array:
     """Float32 weight ``[K, N]`` (unpadded) from the prepared layout."""
-    q = weight_int_kn(p).astype(jnp.float32)  # [Kp, Np]
+    q = weight_int_nk(p).astype(jnp.float32).T  # [Kp, Np]
     if p.group_size is None:
         sc, sh = p.wscale, p.wshift
     else:
@@ -134,8 +134,8 @@ def qmatmul_xla_prepared(x: jax.Array, modality_ids: jax.Array | None, p: Prepar
     sa = None
     if p.mode == INT:
         q, sa = quantize_activations(xs, p.abits, p.act_bound)
-        w = weight_int_kn(p)[:k].astype(jnp.int8)  # [K, Np]
-        y = _int_dot(q, w, 0)
+        w = weight_int_nk(p)[:, :k].astype(jnp.int8)  # [Np, K]
+        y = _int_dot(q, w, 1)
     else:
         xa = xs
         if p.abits < 16:

@@ -251,13 +251,13 @@ class TestPallasGPU(TestPallasInterpret):
 @pytest.mark.parametrize("signed", [True, False])
 def test_half_split_pack_roundtrip(signed):
     rng = np.random.default_rng(1)
-    q = rng.integers(-8, 8, size=(64, 12)) if signed else rng.integers(0, 16, size=(64, 12))
+    q = rng.integers(-8, 8, size=(12, 64)) if signed else rng.integers(0, 16, size=(12, 64))
     p = pack_half_split(jnp.asarray(q), signed)
-    assert p.shape == (32, 12) and p.dtype == (jnp.int8 if signed else jnp.uint8)
+    assert p.shape == (12, 32) and p.dtype == (jnp.int8 if signed else jnp.uint8)
     np.testing.assert_array_equal(np.asarray(unpack_half_split(p, signed)), q)
-    lo = np.asarray(p).astype(np.int64) & 0xF
-    want_lo = q[:32] & 0xF
-    np.testing.assert_array_equal(lo, want_lo)
+    byte = np.asarray(p).astype(np.int64) & 0xFF
+    np.testing.assert_array_equal(byte & 0xF, q[:, :32] & 0xF)
+    np.testing.assert_array_equal(byte >> 4, q[:, 32:] & 0xF)
 
 
 @pytest.mark.parametrize("setting", list(SETTINGS))
