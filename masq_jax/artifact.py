@@ -12,6 +12,7 @@ Directory layout (``--out``):
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 from pathlib import Path
@@ -35,6 +36,7 @@ def _stack(trees):
     return jax.tree_util.tree_map(lambda *xs: jnp.stack(xs), *trees)
 
 
+@functools.partial(jax.jit, static_argnames=("st", "per_modality"))
 def build_qlinear(p: dict, s: jax.Array, lora, st: QuantSettings, per_modality: bool):
     """One layer's QLinear for a linear (``p`` = {"w", "b"?}); per_modality -> stacked over m."""
     w = p["w"].astype(jnp.float32)

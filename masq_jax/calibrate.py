@@ -276,29 +276,32 @@ def propagate(cfg, st, regime, lp, factors, lora, h, cos, sin, valid, mid, chunk
 
 
 def cmc_layer(lp, factors, stats, st: QuantSettings, ranks: dict[str, int]) -> dict:
-    """Low-rank factors ``{linear: (L [3,in,r], R [3,r,out])}`` for one layer (text slot zero)."""
+    """Jitted ``_cmc_layer`` (ranks are static)."""
+    return _cmc_layer_jit(lp, factors, stats, st, tuple(sorted(ranks.items())))
+
+
+@functools.partial(jax.jit, static_argnames=("st", "ranks"))
+def _cmc_layer_jit(lp, factors, stats, st, ranks):
+    return _cmc_layer(lp, factors, stats, st, dict(ranks))
+
+
+def _cmc_layer(lp, factors, stats, st: QuantSettings, ranks: dict[str, int]) -> dict:
+    """Low-rank factors ``{linear: (L [3,in,r], R [3,r,out])}`` for one layer (text slot zero).
+
+    The whitening covariance of modality m is ``diag(1/s_m) · XᵀX_m · diag(1/s_m)`` from the FP
+    layer's Gram statistics, so each linear uses its own trained vectors.
+    """
     from masq_jax import cmc
 
     lora = {}
     for name in LINEARS:
-        r = ranks[name]
-        w = _weight(lp, name)
         s = factors[name]
-        g = stats[LINEAR_INPUT[name]]
-        wq = fake_quant(w * s[0][None, :], st.wbits, symmetric=st.w_symmetric, group_size=st.group_size)
-        ls, rs = [jnp.zeros((w.shape[1], r), jnp.float32)], [jnp.zeros((r, w.shape[0]), jnp.float32)]
-        for m in (1, 2):
-            if float(g["count"][m]) == 0 or r == 0:
-                ls.append(jnp.zeros((w.shape[1], r), jnp.float32))
-                rs.append(jnp.zeros((r, w.shape[0]), jnp.float32))
-                continue
-            delta = w * s[m][None, :] - wq
-            inv = 1.0 / s[m]
-            cov = g["gram"][m] * inv[:, None] * inv[None, :]
-            l, rr = cmc.low_rank_compensation(delta, cov, r, damping=st.cov_damping)
-            ls.append(l)
-            rs.append(rr)
-        lora[name] = (jnp.stack(ls), jnp.stack(rs))
+        inv = 1.0 / s  # [3, in]
+        covs = stats[LINEAR_INPUT[name]]["gram"] * inv[:, :, None] * inv[:, None, :]
+        # (Gram statistics are passed whole; only the three matrices of this input are used.)
+        lora[name] = cmc.cmc_factors(lp[name]["w"], s, covs, ranks[name], wbits=st.wbits,
+                                     w_symmetric=st.w_symmetric, group_size=st.group_size,
+                                     damping=st.cov_damping)
     return lora
 
 
