@@ -104,6 +104,7 @@ def load_calib(
     seed: int = 0,
     cache_dir: str | os.PathLike | None = None,
     video_as_vision: bool = False,
+    encoder_dtype: str = "float32",
 ) -> CalibSet:
     """Build the calibration set named by ``source`` (see ``SOURCE_FORMS``).
 
@@ -114,6 +115,8 @@ def load_calib(
       and the hidden size of synthetic data. Read from ``model_dir/config.json`` when not given.
     - ``cache_dir``: where processed manifests are cached (default ``~/.cache/masq_jax/calib``).
     - ``video_as_vision``: label video placeholder tokens vision (default: text, as the reference).
+    - ``encoder_dtype``: dtype the PyTorch encoders run in for a manifest ("float32", "bfloat16",
+      "float16"); the stored embeddings are float32 either way.
     """
     if not isinstance(source, (str, os.PathLike)):
         raise CalibSourceError(f"calibration source must be a string, got {type(source).__name__}; use {SOURCE_FORMS}")
@@ -146,7 +149,7 @@ def load_calib(
         from .multimodal import manifest_calibset
 
         cs = manifest_calibset(src, model_dir, samples=samples, seed=seed, cache_dir=cache_dir,
-                               video_as_vision=video_as_vision)
+                               video_as_vision=video_as_vision, dtype=encoder_dtype)
         if seq_len is not None:
             cs = cs.truncate(seq_len)
         return cs
@@ -160,14 +163,14 @@ def load_calib(
             # Falling back to the package tokenizer (SmolLM2) is right only for a model with its vocab.
             from .text import load_tokenizer
 
-            tok = load_tokenizer(None)
+            tok = load_tokenizer(None, cache_dir)
             if len(tok) != vocab:
                 raise TokenizerError(
                     f"{model_dir or 'the model'} has no tokenizer files and the default tokenizer (SmolLM2, "
                     f"{len(tok)} tokens) does not match its vocab_size {vocab}; pass tokenizer=PATH"
                 )
         cs = text_calibset(tok, texts, samples=samples, seq_len=seq_len or DEFAULT_TEXT_SEQ_LEN, seed=seed,
-                           rope_ndim=rope_ndim or 1, source=src)
+                           rope_ndim=rope_ndim or 1, source=src, cache_dir=cache_dir)
         if vocab is not None:
             top = max(int(s.input_ids.max()) for s in cs)
             if top >= vocab:

