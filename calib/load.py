@@ -150,6 +150,12 @@ def load_calib(
 
         cs = manifest_calibset(src, model_dir, samples=samples, seed=seed, cache_dir=cache_dir,
                                video_as_vision=video_as_vision, dtype=encoder_dtype)
+        hidden = config_get(config, "hidden_size") if config is not None else None
+        if hidden is not None and cs.hidden_size != hidden:
+            raise CalibSourceError(
+                f"{src}: the encoders of {model_dir} produce width {cs.hidden_size} but the model's hidden size "
+                f"is {hidden}; model_dir must be the checkpoint being quantized"
+            )
         if seq_len is not None:
             cs = cs.truncate(seq_len)
         return cs

@@ -121,8 +121,10 @@ class HFFrontEnd:
                 f"{self.model_dir}: encoder weights missing from the checkpoint ({len(missing)} tensors, e.g. {missing[0]}); "
                 "is this the right checkpoint?"
             )
+        model.lm_head = None  # never used: the forward stops at the language model's input
         self.model = model.eval()
         inner = model.model
+        self.inner = inner
         self.language_model = inner.language_model
         self.language_model.register_forward_pre_hook(self._hook, with_kwargs=True)
         self._captured: dict[str, Any] = {}
@@ -239,9 +241,11 @@ class HFFrontEnd:
         for k in ("pixel_values", "pixel_values_videos", "input_features"):
             if k in inputs and torch.is_tensor(inputs[k]) and inputs[k].is_floating_point():
                 inputs[k] = inputs[k].to(fdt)
+        if hasattr(self.inner, "rope_deltas"):
+            self.inner.rope_deltas = None  # no state carried from the previous sample
         try:
             with torch.no_grad():
-                self.model(**inputs, use_cache=False)
+                self.inner(**inputs, use_cache=False)
         except _Captured:
             pass
         except Exception as ex:

@@ -262,6 +262,9 @@ def test_subsample_and_front_door(env, omni_set):
     # vision statistics need vision tokens: a text-only manifest fails require_modalities clearly
     from masq_jax.calib import MissingModalityError, require_modalities
 
+    with pytest.raises(CalibSourceError, match="produce width 64 but the model's hidden size is 128"):
+        load_calib(str(env["omni_manifest"]), model_dir=env["omni"], config={"hidden_size": 128},
+                   cache_dir=env["root"] / "cache")
     m = _write_manifest(env["root"] / "textonly.jsonl", [{"text": "the quick brown fox"}])
     t = load_calib(str(m), model_dir=env["omni"], cache_dir=env["root"] / "cache")
     with pytest.raises(MissingModalityError, match="needs vision tokens"):
