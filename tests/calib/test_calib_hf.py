@@ -357,3 +357,30 @@ def test_text_source_with_multimodal_checkpoint_tokenizer(env):
 
     tok = AutoTokenizer.from_pretrained(env["omni"])
     assert cs.meta["tokenizer"].startswith(type(tok).__name__)
+
+
+def test_positions_agree_with_models_numpy_rope_index(env, omni_set, vl_set):
+    """The JAX side's NumPy get_rope_index (masq_jax.models) gives the positions calib stores."""
+    rope = pytest.importorskip("masq_jax.models.rope_index")
+    from masq_jax.models.config import config_from_hf
+    from masq_jax.calib.manifest import read_manifest
+
+    for kind, cs in (("omni", omni_set), ("vl", vl_set)):
+        cfg = config_from_hf(json.loads((env[kind] / "config.json").read_text()))
+        fe = multimodal.HFFrontEnd(env[kind])
+        manifest = env[f"{kind}_manifest"]
+        for s, e in zip(cs, read_manifest(manifest)):
+            inp = fe.processor_inputs(e, e.where(manifest))
+            if kind == "vl" and inp.get("image_grid_thw") is None and inp.get("video_grid_thw") is None:
+                continue  # text only: the model counts positions itself (checked elsewhere)
+            np_ = {k: v.numpy() for k, v in inp.items() if hasattr(v, "numpy")}
+            kw = dict(image_grid_thw=np_.get("image_grid_thw"), video_grid_thw=np_.get("video_grid_thw"),
+                      attention_mask=np_["attention_mask"])
+            if kind == "omni":
+                fam = np_.get("feature_attention_mask")
+                kw.update(audio_seqlens=None if fam is None else fam.sum(-1).tolist(),
+                          second_per_grids=inp.get("video_second_per_grid"))
+            else:
+                kw.update(mm_token_type_ids=np_.get("mm_token_type_ids"), second_per_grid_ts=inp.get("second_per_grid_ts"))
+            pos, _ = rope.get_rope_index(cfg, np_["input_ids"], **kw)
+            np.testing.assert_array_equal(s.position_ids, np.asarray(pos)[:, 0])
