@@ -10,14 +10,14 @@ stages=${*:-test quick}
 for st in $stages; do
   echo "=== $st $(date -u +%T)"
   case $st in
-    test)   timeout 180 python3 -m pytest tests/kernels -q -m gpu -p no:cacheprovider --tb=short > "$OUT/test_gpu.log" 2>&1; grep -E "^(FAILED|ERROR)|passed|failed" "$OUT/test_gpu.log" | cut -c1-400 | tail -30;;
+    test)   timeout 100 python3 -m pytest tests/kernels -q -m gpu -p no:cacheprovider --tb=short > "$OUT/test_gpu.log" 2>&1; grep -E "^(FAILED|ERROR)|passed|failed" "$OUT/test_gpu.log" | cut -c1-400 | tail -30;;
     quick)  timeout 170 python3 benchmarks/qmatmul.py --quick --gemm-only --json "$OUT/quick.json" 2>&1 | grep -v Warning > "$OUT/quick.log"; cat "$OUT/quick.log";;
     sweep)  timeout 200 python3 benchmarks/qmatmul.py --sweep --models 3b --linears q,gate/up --m 2048 --reps 3 --json "$OUT/sweep.json" 2>&1 > "$OUT/sweep.log"; cat "$OUT/sweep.log";;
     sweepdec) timeout 120 python3 benchmarks/qmatmul.py --sweep --models 7b --linears gate/up --m 1 --reps 3 --json "$OUT/sweepdec.json" > "$OUT/sweepdec.log" 2>&1; grep -v Warning "$OUT/sweepdec.log";;
-    full3b) timeout 300 python3 benchmarks/qmatmul.py --models 3b --gemm-only --json "$OUT/full3b.json" 2>&1 | grep -v Warning > "$OUT/full3b.log"; cat "$OUT/full3b.log";;
-    full7b) timeout 300 python3 benchmarks/qmatmul.py --models 7b --gemm-only --json "$OUT/full7b.json" 2>&1 | grep -v Warning > "$OUT/full7b.log"; cat "$OUT/full7b.log";;
+    full3b) timeout 170 python3 benchmarks/qmatmul.py --models 3b --m 2048,1,8192,512,16 --gemm-only --json "$OUT/full3b.json" 2>&1 | grep -v Warning > "$OUT/full3b.log"; cat "$OUT/full3b.log";;
+    full7b) timeout 150 python3 benchmarks/qmatmul.py --models 7b --m 2048,1,8192,16 --ranks 64 --json "$OUT/full7b.json" 2>&1 | grep -v Warning > "$OUT/full7b.log"; cat "$OUT/full7b.log";;
     full)   timeout 420 python3 benchmarks/qmatmul.py --gemm-only --json "$OUT/full.json" 2>&1 | grep -v Warning > "$OUT/full.log"; cat "$OUT/full.log";;
-    prefill) timeout 240 python3 benchmarks/thinker_prefill.py 2>&1 | grep -v Warning > "$OUT/prefill.log"; cat "$OUT/prefill.log";;
+    prefill) timeout 120 python3 benchmarks/thinker_prefill.py --layers 12 --reps 3 --variants bf16,w8a8,w4a8,w4a8_lr32,w4a16 2>&1 | grep -v Warning > "$OUT/prefill.log"; cat "$OUT/prefill.log";;
   esac
 done
 echo "=== done $(date -u +%T)"

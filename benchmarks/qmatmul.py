@@ -13,9 +13,15 @@ and no dispatch gap is timed), divided by the number of pairs. Prefill rows repo
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import glob
+import gzip
 import json
+import os
+import shutil
 import statistics
 import sys
+import tempfile
 import time
 
 import jax
@@ -47,18 +53,70 @@ def _copies(tree, n):
     return [jax.tree.map(lambda a: None if a is None else jnp.array(a, copy=True), tree) for _ in range(n)]
 
 
-def time_op(fn, xs, ws, reps: int, calls: int = 4) -> float:
+_DIAG = {"printed": False}
+
+
+def device_busy_seconds(trace_root: str) -> float | None:
+    """Union of GPU kernel intervals in a ``jax.profiler`` perfetto trace (None if it has none)."""
+    files = sorted(glob.glob(os.path.join(trace_root, "**", "perfetto_trace.json.gz"), recursive=True))
+    if not files:
+        return None
+    with gzip.open(files[-1]) as f:
+        data = json.load(f)
+    evs = data["traceEvents"] if isinstance(data, dict) else data
+    procs = {e["pid"]: e.get("args", {}).get("name", "") for e in evs
+             if e.get("ph") == "M" and e.get("name") == "process_name"}
+    threads = {(e["pid"], e.get("tid")): e.get("args", {}).get("name", "") for e in evs
+               if e.get("ph") == "M" and e.get("name") == "thread_name"}
+    gpu = {pid for pid, n in procs.items() if "GPU" in n}
+    xs = [e for e in evs if e.get("ph") == "X" and e.get("pid") in gpu and "dur" in e]
+    stream = [e for e in xs if "Stream" in threads.get((e["pid"], e.get("tid")), "")]
+    if not _DIAG["printed"]:
+        _DIAG["printed"] = True
+        names = sorted({threads.get((e["pid"], e.get("tid")), "?") for e in xs})
+        print(f"# profiler: gpu processes {sorted(procs[p] for p in gpu)}; threads {names[:8]}", flush=True)
+    use = stream or [e for e in xs if not any(
+        w in threads.get((e["pid"], e.get("tid")), "") for w in ("Module", "XLA Ops", "Step"))]
+    if not use:
+        return None
+    ivs = sorted((float(e["ts"]), float(e["ts"]) + float(e["dur"])) for e in use)
+    busy, cur_s, cur_e = 0.0, ivs[0][0], ivs[0][1]
+    for a, b in ivs[1:]:
+        if a > cur_e:
+            busy += cur_e - cur_s
+            cur_s, cur_e = a, b
+        else:
+            cur_e = max(cur_e, b)
+    return (busy + cur_e - cur_s) * 1e-6
+
+
+def time_op(fn, xs, ws, reps: int, calls: int = 4, timer: str = "profile") -> float:
     """Median seconds per application of ``fn(x, w)``.
 
     One jitted call applies ``fn`` to every distinct (x, w) pair (weights rotate fastest, so no
-    weight is reused from L2 by the next op); ``calls`` calls are queued back to back before one
-    block, so Python dispatch overlaps the device work of the previous call.
+    weight is reused from L2 by the next op). ``timer="profile"``: GPU busy time of one call from a
+    profiler trace (kernels only: no Python dispatch, which would dominate decode shapes), falling
+    back to wall time; ``"wall"``: ``calls`` calls queued back to back, then one block.
     """
     pairs = [(x, w) for x in xs for w in ws]
     run = jax.jit(lambda ps: [fn(x, w) for x, w in ps])
     jax.block_until_ready(run(pairs))
     jax.block_until_ready(run(pairs))
     ts = []
+    if timer == "profile" and jax.default_backend() == "gpu":
+        for _ in range(2):
+            d = tempfile.mkdtemp(prefix="qmm_trace_")
+            try:
+                with jax.profiler.trace(d, create_perfetto_trace=True):
+                    jax.block_until_ready(run(pairs))
+                busy = device_busy_seconds(d)
+            finally:
+                shutil.rmtree(d, ignore_errors=True)
+            if busy is None:
+                break
+            ts.append(busy / len(pairs))
+        if ts:
+            return statistics.median(ts)
     for _ in range(reps):
         t0 = time.perf_counter()
         for _ in range(calls):
@@ -107,14 +165,16 @@ def bench_shape(model, name, k, n, ms, args, out_rows):
     variants["xla_deq_w4a16"] = (lambda x, qa: jnp.dot(x, dequantize(qa, jnp.bfloat16).T), qa16, k * n // 2)
     p8, p4, p16 = prepare(ql8), prepare(ql4), prepare(ql16)
     p8s, p4s, p16s = _copies(p8, rot), _copies(p4, rot), _copies(p16, rot)
-    variants["xla_w8a8"] = (lambda x, p: qmatmul(x, None, p, implementation="xla"), p8s, k * n)
-    variants["pallas_w8a8"] = (lambda x, p: qmatmul(x, None, p, implementation="pallas"), p8s, k * n)
-    variants["pallas_w4a8"] = (lambda x, p: qmatmul(x, None, p, implementation="pallas"), p4s, k * n // 2)
-    variants["pallas_w4a16"] = (lambda x, p: qmatmul(x, None, p, implementation="pallas"), p16s, k * n // 2)
+    if args.xla_int:
+        variants["xla_w8a8"] = (lambda x, p: qmatmul(x, None, p, implementation="xla"), p8s, k * n)
+    impl = args.impl
+    variants["w8a8"] = (lambda x, p: qmatmul(x, None, p, implementation=impl), p8s, k * n)
+    variants["w4a8"] = (lambda x, p: qmatmul(x, None, p, implementation=impl), p4s, k * n // 2)
+    variants["w4a16"] = (lambda x, p: qmatmul(x, None, p, implementation=impl), p16s, k * n // 2)
     for r in args.ranks:
         _, qlr = build(k, n, "w4a8", rank=r)
         prs = _copies(prepare(qlr), rot)
-        variants[f"pallas_w4a8_lr{r}"] = ("lowrank", prs, k * n // 2)
+        variants[f"w4a8_lr{r}"] = ("lowrank", prs, k * n // 2)
     for m in ms:
         decode = m <= 16
         xs = make_inputs(m, k, 8 if decode else 2, jax.random.PRNGKey(m))
@@ -126,9 +186,9 @@ def bench_shape(model, name, k, n, ms, args, out_rows):
             if fn == "lowrank":
                 if decode:
                     continue  # decode tokens are text: the branch is not even traced
-                fn = lambda x, p: qmatmul(x, mid, p, implementation="pallas")  # noqa: E731
+                fn = lambda x, p: qmatmul(x, mid, p, implementation=impl)  # noqa: E731
             try:
-                t = time_op(fn, xs, ws, args.reps)
+                t = time_op(fn, xs, ws, args.reps, timer=args.timer)
             except Exception as e:  # report and go on: one failing variant must not hide the rest
                 print(f"# {model} {name} M={m} {vname}: FAILED {type(e).__name__}: {str(e)[:300]}",
                       flush=True)
@@ -154,10 +214,12 @@ def bench_shape(model, name, k, n, ms, args, out_rows):
                 a, sa, _, _ = prepass(xs[0], None, p, m)
                 cfg = None
                 from masq_jax.kernels.qmatmul_pallas import default_config
-                cfg = default_config(m, p)
+                cfg = dataclasses.replace(default_config(m, p), weight_prepass=False)
+                if p.packed:  # time the in-kernel unpack, not the int8 pre-pass route
+                    cfg = dataclasses.replace(cfg, block_k=64, num_stages=4)
                 fn = lambda a_, p_, sa=sa, cfg=cfg: gemm(a_, sa, p_, cfg, out_dtype=jnp.bfloat16,  # noqa: E731
                                                             interpret=jax.default_backend() != "gpu")
-                t = time_op(fn, [a], _copies(p, rot), args.reps)
+                t = time_op(fn, [a], _copies(p, rot), args.reps, timer=args.timer)
                 out_rows.append(dict(model=model, linear=name, M=m, K=k, N=n, variant=vname, us=t * 1e6,
                                      TFLOP_s=2 * m * k * n / t / 1e12, speedup_vs_bf16=base / t))
                 print(f"{model:3s} {name:8s} M={m:5d} K={k:5d} N={n:5d} {vname:18s} {t * 1e6:9.1f} us  "
@@ -186,7 +248,7 @@ def sweep(model, name, k, n, m, args, out_rows):
         for cfg in SWEEP["decode" if m <= 16 else "prefill"]:
             fn = lambda x, p, cfg=cfg: qmatmul(x, None, p, implementation="pallas", config=cfg)  # noqa: E731
             try:
-                t = time_op(fn, xs, ps, args.reps)
+                t = time_op(fn, xs, ps, args.reps, timer=args.timer)
             except Exception as e:
                 print(f"# sweep {setting} {cfg}: FAILED {type(e).__name__}: {str(e)[:200]}", flush=True)
                 continue
@@ -205,9 +267,14 @@ def main(argv=None) -> int:
     ap.add_argument("--only", default=None, help="comma list of variant substrings to run (bf16 always)")
     ap.add_argument("--rotate", type=int, default=4, help="distinct weight copies per op")
     ap.add_argument("--reps", type=int, default=5)
+    ap.add_argument("--impl", default=None, help="qmatmul implementation for the quantized rows "
+                    "(default None = what a model gets: Pallas, or XLA for W4A16 above 64 tokens)")
+    ap.add_argument("--xla-int", action="store_true", help="also time the XLA int8 dot_general path")
     ap.add_argument("--gemm-only", action="store_true", help="also time the kernel on pre-quantized input")
     ap.add_argument("--sweep", action="store_true", help="time several block configs instead")
     ap.add_argument("--sweep-settings", default="w4a8,w8a8,w4a16")
+    ap.add_argument("--timer", choices=("profile", "wall"), default="profile",
+                    help="profile: GPU kernel busy time from a jax.profiler trace; wall: queued wall time")
     ap.add_argument("--json", default=None, help="write all rows to this JSON file")
     args = ap.parse_args(argv)
     if args.quick:
@@ -216,7 +283,8 @@ def main(argv=None) -> int:
     args.only = args.only.split(",") if args.only else None
     args.sweep_settings = args.sweep_settings.split(",")
     ms = [int(v) for v in args.m.split(",")]
-    print(f"# device: {jax.devices()[0].device_kind}  jax {jax.__version__}", flush=True)
+    print(f"# device: {jax.devices()[0].device_kind}  jax {jax.__version__}  timer={args.timer}  "
+          f"impl={args.impl}", flush=True)
     rows: list[dict] = []
     for model in args.models.split(","):
         for name, (k, n) in shapes(model).items():

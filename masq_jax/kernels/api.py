@@ -4,7 +4,8 @@
 
 Implementations: ``"xla"`` (reference and fallback, runs everywhere), ``"pallas"`` (Triton kernel on
 GPU; Pallas interpret mode elsewhere, slow, for tests). ``None`` picks Pallas on a GPU when the
-setting has a kernel, XLA otherwise.
+setting has a kernel, XLA otherwise (and for weight-only settings above 64 tokens, where a fused
+dequantize + cuBLAS bf16 GEMM wins; measured in docs/kernels.md).
 """
 
 from __future__ import annotations
@@ -13,12 +14,13 @@ import functools
 
 import jax
 
-from masq_jax.kernels.prepare import GENERIC, KernelConfigError, PreparedQLinear, prepare
+from masq_jax.kernels.prepare import FLOAT, GENERIC, KernelConfigError, PreparedQLinear, prepare
 from masq_jax.kernels.qmatmul_pallas import Config, qmatmul_pallas
 from masq_jax.kernels.qmatmul_xla import qmatmul_xla_prepared, qmatmul_xla_qlinear
 from masq_jax.qlinear import QLinear
 
 IMPLEMENTATIONS = ("xla", "pallas")
+FLOAT_KERNEL_MAX_TOKENS = 64  # implementation=None: W4A16 above this many tokens goes to XLA
 
 
 def _on_gpu() -> bool:
@@ -70,7 +72,11 @@ def qmatmul(
 
         mode = mode_of(qlinear)
     if implementation is None:
-        implementation = "pallas" if (_on_gpu() and mode != GENERIC) else "xla"
+        tokens = x.size // max(k, 1)
+        # Weight-only settings are compute-bound above a few dozen tokens: there the bf16 GEMM of
+        # XLA (cuBLAS) after a fused dequantize beats a kernel that dequantizes per tile.
+        big_float = mode == FLOAT and tokens > FLOAT_KERNEL_MAX_TOKENS
+        implementation = "pallas" if (_on_gpu() and mode != GENERIC and not big_float) else "xla"
     if implementation == "pallas" and mode == GENERIC:
         raise KernelConfigError(
             "the Pallas qmatmul covers symmetric per-channel weights with abits <= 8 (W8A8, W4A8, W4A6) "

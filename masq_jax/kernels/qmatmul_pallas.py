@@ -31,7 +31,14 @@ try:  # jax 0.10 and 0.11 both ship it (deprecated in 0.11 in favour of Mosaic G
 except ImportError:  # pragma: no cover - depends on the jax build
     pltriton = None
 
-from masq_jax.kernels.prepare import FLOAT, INT, KernelConfigError, PreparedQLinear, _round_up
+from masq_jax.kernels.prepare import (
+    FLOAT,
+    INT,
+    KernelConfigError,
+    PreparedQLinear,
+    _round_up,
+    unpack_half_split,
+)
 from masq_jax.kernels.qmatmul_xla import (
     _flatten,
     epilogue_xla,
@@ -59,6 +66,10 @@ class Config:
     split_k: int = 1
     num_warps: int = 4
     num_stages: int = 3
+    # 4-bit weights with 8-bit activations: unpack the weight to int8 in an XLA pre-pass and run the
+    # 8-bit kernel. Pays K·N bytes of transient memory traffic per call, which large M amortizes;
+    # the in-kernel unpack (register shifts + a shared-memory round trip per K step) costs more there.
+    weight_prepass: bool = False
 
     def __post_init__(self):
         for name in ("block_m", "block_n", "block_k"):
@@ -85,23 +96,29 @@ def default_config(m: int, p: PreparedQLinear) -> Config:
     np_ = p.n_pad
     kw = p.k_pad // 2 if p.packed else p.k_pad
     if m <= 16:
-        bn = _largest_pow2_divisor(np_, 128)
-        bk = _largest_pow2_divisor(kw, 256 if p.mode == INT else 128)
+        bn = _largest_pow2_divisor(np_, 64)
+        bk = _largest_pow2_divisor(kw, 256)
         nk = kw // bk
         tiles = np_ // bn
         split = max(1, min(nk, -(-2 * NUM_SMS_HINT // tiles)))
         return Config(block_m=16, block_n=bn, block_k=bk, split_k=split, num_warps=4, num_stages=3)
+    prepass_w = p.mode == INT and p.packed and m >= 256
+    wide = p.mode == FLOAT or (p.mode == INT and not p.packed) or prepass_w
     bm = 128 if m >= 128 else (64 if m > 32 else 32)
-    bn = _largest_pow2_divisor(np_, 128)
+    bn = _largest_pow2_divisor(np_, 256 if p.mode == FLOAT else 128)
     while bm > 64 and (-(-m // bm)) * (np_ // bn) < NUM_SMS_HINT:
         bm //= 2
     while bn > 64 and (-(-m // bm)) * (np_ // bn) < NUM_SMS_HINT:
         bn //= 2
+    if p.mode == INT and wide:  # 8-bit weights in the kernel (stored, or unpacked by the pre-pass)
+        bk = _largest_pow2_divisor(p.k_pad, 128)
+        return Config(block_m=bm, block_n=bn, block_k=bk, num_warps=4, num_stages=3,
+                      weight_prepass=prepass_w)
     if p.mode == INT:
-        bk = _largest_pow2_divisor(kw, 64 if p.packed else 128)
+        bk = _largest_pow2_divisor(kw, 64)
         return Config(block_m=bm, block_n=bn, block_k=bk, num_warps=4, num_stages=4)
     bk = _largest_pow2_divisor(kw, 64)
-    return Config(block_m=bm, block_n=bn, block_k=bk, num_warps=4, num_stages=3)
+    return Config(block_m=bm, block_n=bn, block_k=bk, num_warps=8 if bn >= 256 else 4, num_stages=3)
 
 
 def _gemm_kernel(*refs, mode, packed, signed, nk, bk, kh, group, has_shift, has_bias, lora_rp,
@@ -267,6 +284,11 @@ def gemm(a, sa, p: PreparedQLinear, cfg: Config, *, mid=None, d=None, out_dtype=
     )(*args)
 
 
+def unpack_weight_int8(p: PreparedQLinear) -> PreparedQLinear:
+    """The same linear with its 4-bit weight unpacked to int8 ``[Np, Kp]`` (one XLA pass)."""
+    return dataclasses.replace(p, w=unpack_half_split(p.w, True).astype(jnp.int8), wbits=8)
+
+
 def prepass(x2, mid, p: PreparedQLinear, mp: int):
     """Fused activation pre-pass (one XLA fusion region): ``x / s_m``, per-token quantization (INT) or
     bf16 cast (FLOAT), the folded low-rank down-projection, and padding to ``[Mp, Kp]``."""
@@ -294,6 +316,8 @@ def qmatmul_pallas(x: jax.Array, modality_ids: jax.Array | None, p: PreparedQLin
     x2, mid = _flatten(x, modality_ids)
     m = x2.shape[0]
     cfg = config or default_config(m, p)
+    if cfg.weight_prepass and p.mode == INT and p.packed:
+        p = unpack_weight_int8(p)
     mp = _round_up(max(m, 1), cfg.block_m)
     a, sa, mid_p, d = prepass(x2, mid, p, mp)
     out = gemm(a, sa, p, cfg, mid=mid_p, d=d, out_dtype=x.dtype, interpret=interpret)

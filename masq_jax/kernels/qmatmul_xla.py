@@ -100,16 +100,20 @@ def lowrank_down(x2: jax.Array, mid: jax.Array, p: PreparedQLinear) -> jax.Array
     return jnp.where(mid[:, None] == col_mod[None, :], d, 0.0)
 
 
+def dequantized_nk(p: PreparedQLinear, dtype=jnp.float32) -> jax.Array:
+    """Dequantized weight ``[N, K]`` (unpadded) in ``dtype``; one elementwise XLA fusion."""
+    q = weight_int_nk(p)[: p.out_features, : p.in_features].astype(jnp.float32)
+    sc, sh = p.wscale.T[: p.out_features], None if p.wshift is None else p.wshift.T[: p.out_features]
+    if p.group_size is not None:
+        sc = jnp.repeat(sc, p.group_size, axis=1)[:, : p.in_features]
+        sh = None if sh is None else jnp.repeat(sh, p.group_size, axis=1)[:, : p.in_features]
+    w = q * sc if sh is None else q * sc + sh
+    return w.astype(dtype)
+
+
 def dequantized_kn(p: PreparedQLinear) -> jax.Array:
     """Float32 weight ``[K, N]`` (unpadded) from the prepared layout."""
-    q = weight_int_nk(p).astype(jnp.float32).T  # [Kp, Np]
-    if p.group_size is None:
-        sc, sh = p.wscale, p.wshift
-    else:
-        sc = jnp.repeat(p.wscale, p.group_size, axis=0)
-        sh = None if p.wshift is None else jnp.repeat(p.wshift, p.group_size, axis=0)
-    w = q * sc if sh is None else q * sc + sh
-    return w[: p.in_features, : p.out_features]
+    return dequantized_nk(p, jnp.float32).T
 
 
 def epilogue_xla(y, sa, p: PreparedQLinear, d):
@@ -141,7 +145,10 @@ def qmatmul_xla_prepared(x: jax.Array, modality_ids: jax.Array | None, p: Prepar
         if p.abits < 16:
             q, s = quantize_activations(xs, p.abits, p.act_bound)
             xa = q.astype(jnp.float32) * s
-        y = jnp.pad(_fdot(xa, dequantized_kn(p), cd), ((0, 0), (0, p.n_pad - n)))
+        prec = HIGHEST if cd == jnp.float32 else None
+        y = jax.lax.dot_general(xa.astype(cd), dequantized_nk(p, cd), (((1,), (1,)), ((), ())),
+                                precision=prec, preferred_element_type=jnp.float32)
+        y = jnp.pad(y, ((0, 0), (0, p.n_pad - n)))
     d = lowrank_down(x2, mid, p) if (p.rank and mid is not None) else None
     y = epilogue_xla(y, sa, p, d)[:, :n]
     return y.reshape(*lead, n).astype(x.dtype)

@@ -38,12 +38,14 @@ CASES = [
     ("w4a16", 9, 384, 40, 0, False, "text", None),
     ("w4a8", 3, 256, 64, 8, True, "mixed", Config(block_m=16, block_n=32, block_k=32, split_k=3)),
     ("w4a16", 3, 256, 64, 8, False, "mixed", Config(block_m=16, block_n=64, block_k=32, split_k=2)),
+    ("w4a8", 40, 256, 72, 8, True, "mixed", Config(block_m=16, block_n=32, block_k=32, weight_prepass=True)),
 ]
 
 
 def _case_id(c):
     return f"{c[0]}-M{c[1]}K{c[2]}N{c[3]}r{c[4]}-{'bias' if c[5] else 'nobias'}-{c[6]}" + (
-        f"-split{c[7].split_k}" if c[7] is not None and c[7].split_k > 1 else "")
+        f"-split{c[7].split_k}" if c[7] is not None and c[7].split_k > 1 else "") + (
+        "-wprepass" if c[7] is not None and c[7].weight_prepass else "")
 
 
 def make_case(setting, m, k, n, rank, bias, layout, seed=0, dtype=jnp.float32):
