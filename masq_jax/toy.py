@@ -1,0 +1,49 @@
+"""Random-weight decoders of real (or tiny) sizes, for benchmarks, tests and notebooks."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from masq_jax.models.config import DecoderConfig
+
+MROPE = {128: (16, 24, 24), 64: (8, 12, 12), 16: (2, 3, 3)}
+CONFIGS = {
+    # Qwen2.5-Omni-3B / 7B Thinker text decoders.
+    "omni3b": dict(vocab_size=151936, hidden_size=2048, intermediate_size=11008, num_layers=36, num_heads=16,
+                   num_kv_heads=2, head_dim=128),
+    "omni7b": dict(vocab_size=152064, hidden_size=3584, intermediate_size=18944, num_layers=28, num_heads=28,
+                   num_kv_heads=4, head_dim=128),
+    "small": dict(vocab_size=1024, hidden_size=256, intermediate_size=704, num_layers=4, num_heads=4,
+                  num_kv_heads=2, head_dim=64),
+    "tiny": dict(vocab_size=128, hidden_size=64, intermediate_size=128, num_layers=2, num_heads=4,
+                 num_kv_heads=2, head_dim=16),
+}
+
+
+def make_config(name: str) -> DecoderConfig:
+    return DecoderConfig(arch="qwen2_5_omni_thinker", rope_theta=1e6, rms_norm_eps=1e-6,
+                         mrope_section=MROPE[CONFIGS[name]["head_dim"]],
+                         tie_word_embeddings=False, attention_bias=True,
+                         hf_config={"architectures": ["Qwen2_5OmniThinkerForConditionalGeneration"]},
+                         **CONFIGS[name])
+
+
+def random_params(cfg: DecoderConfig, seed: int = 0, dtype=jnp.float32) -> dict:
+    """Random weights with the stacked layout of masq_jax.models (std 0.02, RMSNorm weights ~1)."""
+    keys = iter(jax.random.split(jax.random.PRNGKey(seed), 32))
+    L, H, I = cfg.num_layers, cfg.hidden_size, cfg.intermediate_size
+    q, kv = cfg.num_heads * cfg.head_dim, cfg.num_kv_heads * cfg.head_dim
+
+    def w(*shape):
+        return (0.02 * jax.random.normal(next(keys), shape, jnp.float32)).astype(dtype)
+
+    layers = {
+        "input_norm": (1.0 + 0.1 * jax.random.normal(next(keys), (L, H))).astype(dtype),
+        "post_attn_norm": (1.0 + 0.1 * jax.random.normal(next(keys), (L, H))).astype(dtype),
+        "q_proj": {"w": w(L, q, H), "b": w(L, q)}, "k_proj": {"w": w(L, kv, H), "b": w(L, kv)},
+        "v_proj": {"w": w(L, kv, H), "b": w(L, kv)}, "o_proj": {"w": w(L, H, q)},
+        "gate_proj": {"w": w(L, I, H)}, "up_proj": {"w": w(L, I, H)}, "down_proj": {"w": w(L, H, I)},
+    }
+    return {"embed": w(cfg.vocab_size, H), "layers": layers, "final_norm": jnp.ones((H,), dtype),
+            "lm_head": w(cfg.vocab_size, H)}
