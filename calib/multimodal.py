@@ -225,6 +225,11 @@ class HFFrontEnd:
             kw["images"] = [load_image(p, where) for p in e.images]
         if e.audios:
             kw["audio"] = [load_audio(p, where, self.sampling_rate) for p in e.audios]
+            limit = getattr(getattr(self.processor, "feature_extractor", None), "n_samples", None)
+            for p, a in zip(e.audios, kw["audio"]):
+                if limit and len(a) > limit:
+                    warnings.warn(f"{where}: {p} is {len(a) / self.sampling_rate:.1f} s long; the HF processor keeps "
+                                  f"only the first {limit / self.sampling_rate:.0f} s (as the model would)", stacklevel=2)
         if e.videos:
             kw["videos"] = [load_video_frames(p, where) for p in e.videos]
         try:

@@ -384,3 +384,11 @@ def test_positions_agree_with_models_numpy_rope_index(env, omni_set, vl_set):
                 kw.update(mm_token_type_ids=np_.get("mm_token_type_ids"), second_per_grid_ts=inp.get("second_per_grid_ts"))
             pos, _ = rope.get_rope_index(cfg, np_["input_ids"], **kw)
             np.testing.assert_array_equal(s.position_ids, np.asarray(pos)[:, 0])
+
+
+def test_audio_longer_than_processor_window_warns(env):
+    F.write_wav(env["root"] / "media" / "long.wav", 30.5)
+    m = _write_manifest(env["root"] / "long.jsonl", [{"text": "hear", "audios": ["media/long.wav"]}])
+    with pytest.warns(UserWarning, match=r"long.jsonl:1: .*long.wav is 30.5 s long; the HF processor keeps only the first 30 s"):
+        cs = manifest_calibset(m, env["omni"], use_cache=False)
+    assert cs.token_counts()["audio"] == 750  # 30 s -> 3000 mel frames -> 750 tokens
