@@ -115,34 +115,40 @@ def smollm2_gguf_path() -> Path | None:
 
 def _gguf_tokenizer(auto_tokenizer: Any, path: Path, cache_dir: str | os.PathLike | None) -> Any:
     """Tokenizer of a GGUF file. Parsing the GGUF vocabulary takes ~10 s, so the converted tokenizer
-    is kept in ``cache_dir/tokenizers/<file identity>`` and reloaded from there (~0.1 s); a cache
-    entry that fails to load is rebuilt with a warning."""
-    from .cache import _weight_identity, default_cache_dir
-
-    root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    is kept in ``cache_dir/tokenizers/<file identity + transformers version>`` and reloaded from there
+    (~0.2 s); an entry that fails to load is rebuilt with a warning. Concurrent writers are safe: the
+    entry appears atomically (``os.replace`` of a finished folder) and the first one wins."""
     import hashlib
+    import shutil
+    import tempfile
 
     import transformers
 
+    from .cache import _weight_identity, default_cache_dir
+
+    root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     ident = hashlib.sha256(f"{_weight_identity(path)}:{transformers.__version__}".encode()).hexdigest()
     entry = root / "tokenizers" / ident[:32]
-    if (entry / "tokenizer.json").is_file():
+    if entry.exists():
         try:
             return auto_tokenizer.from_pretrained(str(entry))
         except Exception as e:
             warnings.warn(f"cached tokenizer {entry} is unreadable ({type(e).__name__}); rebuilding it", stacklevel=3)
+            shutil.rmtree(entry, ignore_errors=True)
     tok = auto_tokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
+    tmp = None
     try:
-        import shutil
-        import tempfile
-
         entry.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{entry.name}.", dir=entry.parent))
         tok.save_pretrained(str(tmp))
-        shutil.rmtree(entry, ignore_errors=True)
-        os.replace(tmp, entry)
+        os.replace(tmp, entry)  # fails if another process got there first: keep theirs
+        tmp = None
     except OSError as e:
-        warnings.warn(f"could not cache the GGUF tokenizer in {entry} ({e}); continuing without", stacklevel=3)
+        if not entry.exists():
+            warnings.warn(f"could not cache the GGUF tokenizer in {entry} ({e}); continuing without", stacklevel=3)
+    finally:
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
     return tok
 
 
