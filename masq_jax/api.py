@@ -26,9 +26,19 @@ def embedded_model() -> str:
     return str(path)
 
 
+TOY_PREFIX = "toy:"
+
+
 def resolve_model(model: str | None) -> str:
+    """A checkpoint path; ``None``/``smollm2`` is the embedded GGUF; ``toy:NAME`` a random decoder."""
     if model in (None, "", "smollm2"):
         return embedded_model()
+    if model.startswith(TOY_PREFIX):
+        from masq_jax.toy import CONFIGS
+
+        if model[len(TOY_PREFIX):] not in CONFIGS:
+            raise MasqError(f"--model {model}: toy models are {', '.join(TOY_PREFIX + n for n in CONFIGS)}")
+        return model
     if not os.path.exists(model):
         raise MasqError(f"--model {model}: no such file or directory (an HF model directory or a .gguf file)")
     return model
@@ -83,12 +93,29 @@ def quantize(model: str | None = None, out: str = "runs/quantized", *, method: s
     st = make_settings(method=method, preset_name=preset, samples=samples, **options)
     cfg = model_config(model_path)
     train, held = load_calibration(calib, model_path, cfg, samples, eval_samples, st.seed, seq_len)
-    return run_quantize(model_path, train, out, st, eval_set=held, seq_len=seq_len, resume=resume,
+    model_arg = load_model(model_path) if model_path.startswith(TOY_PREFIX) else model_path
+    return run_quantize(model_arg, train, out, st, source_name=model_path, eval_set=held, seq_len=seq_len, resume=resume,
                         overwrite=overwrite, progress=progress)
+
+
+def load_model(model_path: str):
+    """(DecoderConfig, params) of a checkpoint path or a ``toy:NAME`` random decoder (seed 0)."""
+    if model_path.startswith(TOY_PREFIX):
+        from masq_jax.toy import make_config, random_params
+
+        cfg = make_config(model_path[len(TOY_PREFIX):])
+        return cfg, random_params(cfg)
+    from masq_jax.models import load_params
+
+    return load_params(model_path)
 
 
 def model_config(model_path: str):
     """The model's DecoderConfig (read from config.json for directories, from the GGUF otherwise)."""
+    if model_path.startswith(TOY_PREFIX):
+        from masq_jax.toy import make_config
+
+        return make_config(model_path[len(TOY_PREFIX):])
     from masq_jax.models import load_params
     from masq_jax.models.hf_loader import read_config
     from masq_jax.models.config import config_from_hf

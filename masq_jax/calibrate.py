@@ -43,15 +43,15 @@ def dense_hook(name: str, x: jax.Array, p: dict) -> jax.Array:
     return decoder.dense_linear(name, x, p)
 
 
-def mas_hook(factors: dict, modality_ids: jax.Array, st: QuantSettings) -> Callable:
-    """Fake-quant MAS linear (spec §4): one smoothed, quantized weight per modality."""
+def mas_hook(factors: dict, modality_ids: jax.Array, st: QuantSettings, active=(0, 1, 2)) -> Callable:
+    """Fake-quant MAS linear (spec §4): one smoothed, quantized weight per (present) modality."""
 
     def linear(name, x, p):
         s = factors[name]
         return smooth.mas_linear(
             x, modality_ids, p["w"], p.get("b"), s, wbits=st.wbits, abits=st.abits,
-            w_symmetric=st.w_symmetric, group_size=st.group_size, bound=SPEC_BOUND,
-        )
+            w_symmetric=st.w_symmetric, group_size=st.group_size, bound=SPEC_BOUND, modalities=active,
+        ).astype(x.dtype)
 
     return linear
 
@@ -211,10 +211,10 @@ def clamp_factors(factors: dict) -> dict:
     return jax.tree_util.tree_map(lambda s: smooth.clamp_smooth(s, CLAMP), factors)
 
 
-def _block_loss(cfg, st, lp, trainable, frozen, h, cos, sin, valid, mid, target, weights):
+def _block_loss(cfg, st, active, lp, trainable, frozen, h, cos, sin, valid, mid, target, weights):
     factors = {**frozen, **trainable}
     bias = decoder.attention_bias(valid, h.shape[1], h.dtype)
-    pred = decoder.layer_forward(cfg, lp, h, (cos, sin), bias, linear=mas_hook(factors, mid, st))
+    pred = decoder.layer_forward(cfg, lp, h, (cos, sin), bias, linear=mas_hook(factors, mid, st, active))
     return smooth.block_loss(pred, target, mid, valid, lambda_text=weights[0], lambda_vision=weights[1],
                              lambda_audio=weights[2])
 
@@ -223,8 +223,9 @@ def make_optimizer(st: QuantSettings) -> optax.GradientTransformation:
     return optax.adamw(st.lr, weight_decay=0.0)
 
 
-@functools.partial(jax.jit, static_argnames=("cfg", "st"))
-def train_layer(cfg, st: QuantSettings, lp, factors, h_q, target, cos, sin, valid, mid, weights, key):
+@functools.partial(jax.jit, static_argnames=("cfg", "st", "active"))
+def train_layer(cfg, st: QuantSettings, lp, factors, h_q, target, cos, sin, valid, mid, weights, key,
+                active=(0, 1, 2)):
     """AdamW over the smoothing vectors of one layer, batch 1, ``st.epochs`` epochs, as one scan.
 
     Returns (trained factors, per-epoch mean loss [epochs]). Float32 master factors.
@@ -236,7 +237,7 @@ def train_layer(cfg, st: QuantSettings, lp, factors, h_q, target, cos, sin, vali
     keys = jax.random.split(key, st.epochs)
     order = jnp.concatenate([jax.random.permutation(k, n) for k in keys])
     loss_grad = jax.value_and_grad(
-        lambda tr, j: _block_loss(cfg, st, lp, tr, frozen, h_q[j][None], cos[j][None], sin[j][None],
+        lambda tr, j: _block_loss(cfg, st, active, lp, tr, frozen, h_q[j][None], cos[j][None], sin[j][None],
                                   valid[j][None], mid[j][None], target[j][None], weights)
     )
 
@@ -256,17 +257,17 @@ def train_layer(cfg, st: QuantSettings, lp, factors, h_q, target, cos, sin, vali
 # 4. Propagation and evaluation of one layer.
 
 
-@functools.partial(jax.jit, static_argnames=("cfg", "st", "regime"))
-def quant_layer_chunk(cfg, st, regime, lp, factors, lora, h, cos, sin, valid, mid):
+@functools.partial(jax.jit, static_argnames=("cfg", "st", "regime", "active"))
+def quant_layer_chunk(cfg, st, regime, lp, factors, lora, h, cos, sin, valid, mid, active=(0, 1, 2)):
     """One layer on a chunk of samples: ``regime`` 'mas' (one weight per modality) or 'cmc'."""
     bias = decoder.attention_bias(valid, h.shape[1], h.dtype)
-    hook = mas_hook(factors, mid, st) if regime == "mas" else cmc_hook(factors, lora, mid, st)
+    hook = mas_hook(factors, mid, st, active) if regime == "mas" else cmc_hook(factors, lora, mid, st)
     return decoder.layer_forward(cfg, lp, h, (cos, sin), bias, linear=hook)
 
 
-def propagate(cfg, st, regime, lp, factors, lora, h, cos, sin, valid, mid, chunk: int = 8):
+def propagate(cfg, st, regime, lp, factors, lora, h, cos, sin, valid, mid, chunk: int = 8, active=(0, 1, 2)):
     outs = [quant_layer_chunk(cfg, st, regime, lp, factors, lora, h[i:i + chunk], cos[i:i + chunk],
-                              sin[i:i + chunk], valid[i:i + chunk], mid[i:i + chunk])
+                              sin[i:i + chunk], valid[i:i + chunk], mid[i:i + chunk], active)
             for i in range(0, h.shape[0], chunk)]
     return jnp.concatenate(outs)
 

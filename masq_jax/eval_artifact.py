@@ -11,15 +11,14 @@ from masq_jax.errors import MasqError
 def evaluate_artifact(model: str, *, reference: str | None = None, calib: str = "text", samples: int = 8,
                       seq_len: int | None = None, seed: int = 1234, plot_dir: str | None = None) -> dict:
     """SQNR table + perplexity of artefact ``model`` against ``reference`` on ``samples`` samples."""
-    from masq_jax.api import load_calibration, resolve_model
-    from masq_jax.models import load_params
+    from masq_jax.api import load_calibration, load_model, resolve_model
     from masq_jax.pipeline import prepare
 
     if not Path(model).is_dir() or not artifact.is_artifact(model):
         raise MasqError(f"--model {model} is not a masq-jax artefact directory (made by masq quantize)")
     qmodel = artifact.read_artifact(model)
     ref_path = resolve_model(reference or qmodel.quantization_config.get("source_model"))
-    cfg, params = load_params(ref_path)
+    cfg, params = load_model(ref_path)
     if cfg.num_layers != qmodel.config.num_layers or cfg.hidden_size != qmodel.config.hidden_size:
         raise MasqError(f"--reference {ref_path} ({cfg.num_layers} layers, hidden {cfg.hidden_size}) does not "
                         f"match the artefact ({qmodel.config.num_layers} layers, hidden {qmodel.config.hidden_size})")

@@ -49,6 +49,11 @@ class Prepared:
     input_ids: jax.Array | None  # [N, S] for perplexity
     token_counts: dict[str, int]
 
+    @property
+    def active(self) -> tuple[int, ...]:
+        """Modality ids with tokens (static, so text-only data pays one weight quantization)."""
+        return tuple(m for m, n in enumerate(MODALITY_NAMES) if self.token_counts[n] > 0) or (0,)
+
 
 def prepare(cfg, params, calibset, seq_len: int | None = None) -> Prepared:
     """Pad a CalibSet to one length and compute the decoder inputs and RoPE tables."""
@@ -194,7 +199,7 @@ def _modality_warnings(cfg, counts: dict[str, int], st: QuantSettings) -> list[s
 def run_quantize(model, calibset, out: str, st: QuantSettings, *, eval_set=None,
                  seq_len: int | None = None, resume: bool = False, overwrite: bool = False,
                  progress: bool = True, dtype=jnp.float32, stop_after_layer: int | None = None,
-                 log=print) -> dict[str, Any]:
+                 source_name: str | None = None) -> dict[str, Any]:
     """Calibrate, write the artefact into ``out`` and return the report (see module docstring).
 
     ``model`` is a checkpoint path (HF directory or .gguf) or an in-memory ``(DecoderConfig, params)``.
@@ -206,7 +211,7 @@ def run_quantize(model, calibset, out: str, st: QuantSettings, *, eval_set=None,
 
     timer = StageTimer()
     in_memory = isinstance(model, tuple)
-    model_path = "<in-memory>" if in_memory else str(model)
+    model_path = source_name or ("<in-memory>" if in_memory else str(model))
     report: dict[str, Any] = {"settings": st.to_json(), "model": model_path, "warnings": []}
     with timer("load_model"):
         cfg, params = model if in_memory else load_params(model, dtype)
@@ -281,7 +286,8 @@ def _calibrate_layers(cfg, params, prep, st, weights, ranks, run, timer, progres
             if st.learns and st.epochs > 0:
                 with timer("train"):
                     f, losses = calibrate.train_layer(cfg, st, lp, f, h_q, y_fp, prep.cos, prep.sin, prep.valid,
-                                                      prep.modality_ids, weights, jax.random.fold_in(key, i))
+                                                      prep.modality_ids, weights, jax.random.fold_in(key, i),
+                                                      prep.active)
                     losses = np.asarray(losses).tolist()
             lora = {}
             if st.method == "masquant":
@@ -309,7 +315,7 @@ def _calibrate_layers(cfg, params, prep, st, weights, ranks, run, timer, progres
             # reference, propagation uses the MAS model (CMC is fitted on top, not trained through).
             with timer("propagate"):
                 h_q = calibrate.propagate(cfg, st, "mas", lp, f, lora, h_q, prep.cos, prep.sin, prep.valid,
-                                          prep.modality_ids)
+                                          prep.modality_ids, active=prep.active)
         h_fp = y_fp
         if stop_after_layer is not None and i >= stop_after_layer:
             bar.close()
@@ -357,7 +363,8 @@ def _calibrate_independent(cfg, params, prep, st, weights, ranks, run, timer, pr
             inits.append(calibrate.init_layer_factors(cfg, lp, stats, sample, st, weights)[0])
             h = y
     factors, loras, reports = [None] * n_layers, [None] * n_layers, []
-    vtrain = jax.vmap(calibrate.train_layer, in_axes=(None, None, 0, 0, 0, 0, None, None, None, None, None, 0))
+    vtrain = jax.vmap(lambda *a: calibrate.train_layer(*a, active=prep.active),
+                      in_axes=(None, None, 0, 0, 0, 0, None, None, None, None, None, 0))
     bar = tqdm(range(0, n_layers, layer_chunk), desc=f"{st.method} independent", unit="chunk",
                disable=not progress, dynamic_ncols=True)
     for start in bar:

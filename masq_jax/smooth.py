@@ -169,8 +169,12 @@ def mas_linear(
     w_symmetric: bool = True,
     group_size: int | None = None,
     bound: Bound = SPEC_BOUND,
+    modalities: tuple[int, ...] = (0, 1, 2),
 ) -> jax.Array:
     """``y = b + Σ_m Q_a((mask_m ⊙ x)/s_m) · Q_w(W·diag(s_m))ᵀ`` (spec §4), differentiable in ``smooth``.
+
+    ``modalities`` (static): the modalities present in ``modality_ids``; the weight is quantized once
+    per listed modality, so a text-only batch passes ``(0,)`` and pays one weight quantization.
 
     ``x`` [..., in]; ``modality_ids`` [...]; ``weight`` [out, in]; ``smooth`` [3, in] (one vector
     per modality) or [in] (shared, e.g. SmoothQuant). Activations: symmetric per token; weights per
@@ -188,7 +192,7 @@ def mas_linear(
     xq = fake_quant(x2 / s3[mid], abits, symmetric=True, bound=bound)
     w = weight.astype(jnp.float32)
     y = jnp.zeros((x2.shape[0], out_dim), jnp.float32)
-    for m in range(NUM_MODALITIES):
+    for m in modalities:
         wq = fake_quant(w * s3[m][None, :], wbits, symmetric=w_symmetric, group_size=group_size, bound=bound)
         y = y + jnp.where((mid == m)[:, None], jnp.dot(xq, wq.T, precision=HIGHEST), 0.0)
     if bias is not None:
