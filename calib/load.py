@@ -105,6 +105,7 @@ def load_calib(
     cache_dir: str | os.PathLike | None = None,
     video_as_vision: bool = False,
     encoder_dtype: str = "float32",
+    encoder_device: str = "cpu",
 ) -> CalibSet:
     """Build the calibration set named by ``source`` (see ``SOURCE_FORMS``).
 
@@ -116,7 +117,8 @@ def load_calib(
     - ``cache_dir``: where processed manifests are cached (default ``~/.cache/masq_jax/calib``).
     - ``video_as_vision``: label video placeholder tokens vision (default: text, as the reference).
     - ``encoder_dtype``: dtype the PyTorch encoders run in for a manifest ("float32", "bfloat16",
-      "float16"); the stored embeddings are float32 either way.
+      "float16"); the stored embeddings are float32 either way. ``encoder_device``: "cpu" (default),
+      "cuda" or "auto" for the PyTorch encoders (part of the cache key: results differ slightly).
     """
     if not isinstance(source, (str, os.PathLike)):
         raise CalibSourceError(f"calibration source must be a string, got {type(source).__name__}; use {SOURCE_FORMS}")
@@ -149,7 +151,7 @@ def load_calib(
         from .multimodal import manifest_calibset
 
         cs = manifest_calibset(src, model_dir, samples=samples, seed=seed, cache_dir=cache_dir,
-                               video_as_vision=video_as_vision, dtype=encoder_dtype)
+                               video_as_vision=video_as_vision, dtype=encoder_dtype, device=encoder_device)
         hidden = config_get(config, "hidden_size") if config is not None else None
         if hidden is not None and cs.hidden_size != hidden:
             raise CalibSourceError(

@@ -43,7 +43,7 @@ class HFFrontEnd:
     """Processor + encoders of one checkpoint, loaded once; ``__call__(entry)`` -> one CalibSample."""
 
     def __init__(self, model_dir: str | os.PathLike, dtype: str = "float32", video_as_vision: bool = False,
-                 use_chat_template: bool | None = None):
+                 use_chat_template: bool | None = None, device: str = "cpu"):
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         self.model_dir = Path(model_dir)
         if dtype not in DTYPES:
@@ -68,6 +68,14 @@ class HFFrontEnd:
             raise CalibSourceError(f"the multimodal front end needs torch and transformers ({e}); pip install 'masq-jax[hf]'") from None
         self.torch = torch
         self.dtype = dtype
+        if device == "auto":
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        try:
+            self.device = torch.device(device)
+        except (RuntimeError, TypeError) as e:
+            raise CalibSourceError(f"device {device!r} is not a torch device ({e})") from None
+        if self.device.type == "cuda" and not torch.cuda.is_available():
+            raise CalibSourceError("device='cuda' but torch sees no CUDA GPU; use device='cpu'")
         self.video_as_vision = video_as_vision
         self.use_chat_template = use_chat_template
         try:
@@ -122,7 +130,7 @@ class HFFrontEnd:
                 "is this the right checkpoint?"
             )
         model.lm_head = None  # never used: the forward stops at the language model's input
-        self.model = model.eval()
+        self.model = model.eval().to(self.device)
         inner = model.model
         self.inner = inner
         self.language_model = inner.language_model
@@ -177,7 +185,7 @@ class HFFrontEnd:
         """What the outputs depend on besides files (part of the cache key)."""
         import transformers
 
-        return {"dtype": self.dtype, "video_as_vision": self.video_as_vision,
+        return {"dtype": self.dtype, "device": str(self.device), "video_as_vision": self.video_as_vision,
                 "use_chat_template": self.use_chat_template, "transformers": transformers.__version__,
                 "torch": self.torch.__version__}
 
@@ -243,9 +251,10 @@ class HFFrontEnd:
         ids = inputs["input_ids"]
         self._captured = {}
         fdt = getattr(torch, self.dtype)
-        for k in ("pixel_values", "pixel_values_videos", "input_features"):
-            if k in inputs and torch.is_tensor(inputs[k]) and inputs[k].is_floating_point():
-                inputs[k] = inputs[k].to(fdt)
+        for k, v in inputs.items():
+            if torch.is_tensor(v):
+                inputs[k] = v.to(self.device, fdt if k in ("pixel_values", "pixel_values_videos", "input_features")
+                                 and v.is_floating_point() else None)
         if hasattr(self.inner, "rope_deltas"):
             self.inner.rope_deltas = None  # no state carried from the previous sample
         try:
@@ -318,6 +327,7 @@ def manifest_calibset(
     cache_dir: str | os.PathLike | None = None,
     use_cache: bool = True,
     dtype: str = "float32",
+    device: str = "cpu",
     video_as_vision: bool = False,
     use_chat_template: bool | None = None,
     progress: bool | None = None,
@@ -346,6 +356,7 @@ def manifest_calibset(
         "samples": samples,
         "seed": seed,
         "dtype": dtype,
+        "device": device,
         "video_as_vision": video_as_vision,
         "use_chat_template": use_chat_template,
     }
@@ -362,7 +373,8 @@ def manifest_calibset(
         hit = _cache.load_cached(path, key)
         if hit is not None:
             return hit
-    fe = HFFrontEnd(model_dir, dtype=dtype, video_as_vision=video_as_vision, use_chat_template=use_chat_template)
+    fe = HFFrontEnd(model_dir, dtype=dtype, video_as_vision=video_as_vision, use_chat_template=use_chat_template,
+                    device=device)
     for e in entries:  # every prompt (placeholder counts, modalities the model takes) before any encoding
         fe.prompt(e, e.where(manifest))
     show = sys.stderr.isatty() if progress is None else progress
