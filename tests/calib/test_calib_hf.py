@@ -392,3 +392,13 @@ def test_audio_longer_than_processor_window_warns(env):
     with pytest.warns(UserWarning, match=r"long.jsonl:1: .*long.wav is 30.5 s long; the HF processor keeps only the first 30 s"):
         cs = manifest_calibset(m, env["omni"], use_cache=False)
     assert cs.token_counts()["audio"] == 750  # 30 s -> 3000 mel frames -> 750 tokens
+
+
+def test_bad_encoder_options(env):
+    with pytest.raises(CalibSourceError, match="not a torch device"):
+        multimodal.HFFrontEnd(env["omni"], device="gpu0")
+    with pytest.raises(CalibSourceError, match="dtype must be one of"):
+        multimodal.HFFrontEnd(env["omni"], dtype="int8")
+    if not torch.cuda.is_available():
+        with pytest.raises(CalibSourceError, match="sees no CUDA GPU"):
+            multimodal.HFFrontEnd(env["omni"], device="cuda")
