@@ -46,6 +46,7 @@ def main() -> None:
     ap.add_argument("--method", default="masquant")
     ap.add_argument("--modes", default="sequential")
     ap.add_argument("--json", default=None)
+    ap.add_argument("--progress", action="store_true", help="per-layer progress bars")
     a = ap.parse_args()
     name = "small" if a.small else a.config
     samples = a.samples or (16 if name == "small" else 128)
@@ -63,7 +64,7 @@ def main() -> None:
         st = QuantSettings(method=a.method, wbits=4, abits=8, epochs=a.epochs, samples=samples, propagation=mode)
         with tempfile.TemporaryDirectory() as tmp:
             t0 = time.perf_counter()
-            rep = run_quantize((cfg, params), train, str(Path(tmp) / "out"), st, eval_set=held, progress=False)
+            rep = run_quantize((cfg, params), train, str(Path(tmp) / "out"), st, eval_set=held, progress=a.progress)
             rep["wall_seconds"] = time.perf_counter() - t0
         rows[mode] = rep
     print(f"\n{'stage (s)':<22}" + "".join(f"{m:>14}" for m in rows))
