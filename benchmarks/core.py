@@ -22,17 +22,23 @@ from __future__ import annotations
 import argparse
 import functools
 import json
+import os
 import statistics
 import sys
 import time
 
-import jax
-import jax.numpy as jnp
-import numpy as np
-import scipy.linalg
+# XLA:CPU (jax 0.10.2, 2 cores) deadlocks on the vmapped whole-layer program (all threads asleep in
+# the first call) unless its concurrency-optimised scheduler is off. The flag only touches the CPU.
+if "xla_cpu_enable_concurrency_optimized_scheduler" not in os.environ.get("XLA_FLAGS", ""):
+    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_cpu_enable_concurrency_optimized_scheduler=false").strip()
 
-from masq_jax import cmc
-from masq_jax import smooth as sm
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+import scipy.linalg  # noqa: E402
+
+from masq_jax import cmc  # noqa: E402
+from masq_jax import smooth as sm  # noqa: E402
 
 # (name, out, in) per linear of Qwen2.5-Omni-7B: hidden 3584, intermediate 18944, 4 kv heads x 128.
 FULL = {"hidden": 3584, "intermediate": 18944, "kv": 512, "layers": 28, "tokens": 2048}

