@@ -21,7 +21,6 @@ from masq_jax.qlinear import QLinear
 
 IMPLEMENTATIONS = ("xla", "pallas")
 FLOAT_KERNEL_MAX_TOKENS = 64  # implementation=None: W4A16 above this many tokens goes to XLA
-SMALL_GEMV_WEIGHTS = 1 << 22  # implementation=None: W4A16 single-token linears up to this K*N too
 
 
 def _on_gpu() -> bool:
@@ -77,9 +76,6 @@ def qmatmul(
         # Weight-only settings are compute-bound above a few dozen tokens: there the bf16 GEMM of
         # XLA (cuBLAS) after a fused dequantize beats a kernel that dequantizes per tile.
         big_float = mode == FLOAT and tokens > FLOAT_KERNEL_MAX_TOKENS
-        # A single token against a small weight-only linear: XLA fuses the dequantize into its
-        # GEMV and needs no split-K epilogue (3B q/o/k/v decode: 2.6-3.4x bf16 against 0.9-1.3x).
-        big_float |= mode == FLOAT and tokens == 1 and k * qlinear.out_features <= SMALL_GEMV_WEIGHTS
         implementation = "pallas" if (_on_gpu() and mode != GENERIC and not big_float) else "xla"
     if implementation == "pallas" and mode == GENERIC:
         raise KernelConfigError(
