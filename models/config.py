@@ -16,6 +16,7 @@ ARCHS = ("qwen2_5_omni_thinker", "qwen2_5_vl", "qwen2", "llama")
 # HF `architectures[0]` (or model_type) -> our arch name.
 SUPPORTED_HF_ARCHITECTURES = {
     "Qwen2_5OmniForConditionalGeneration": "qwen2_5_omni_thinker",
+    "Qwen2_5OmniModel": "qwen2_5_omni_thinker",  # the name in the original Qwen2.5-Omni-7B/3B config.json
     "Qwen2_5OmniThinkerForConditionalGeneration": "qwen2_5_omni_thinker",
     "Qwen2_5_VLForConditionalGeneration": "qwen2_5_vl",
     "Qwen2ForCausalLM": "qwen2",
