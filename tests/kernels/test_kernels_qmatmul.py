@@ -285,3 +285,13 @@ def test_bad_arguments_raise_clear_errors():
         qmatmul(jnp.ones((2, 256)), None, grouped_a8, implementation="pallas")
     with pytest.raises(KernelConfigError, match="power of two"):
         Config(block_m=48)
+
+
+def test_prepare_vmaps_over_stacked_layers_and_scans():
+    # The model stacks layers: vmap(prepare) over a stacked QLinear, then lax.scan over the result.
+    qls = [make_case("w4a8", 10, 128, 40, 4, True, "mixed", seed=s)[2] for s in range(3)]
+    x, mid, _ = make_case("w4a8", 10, 128, 40, 4, True, "mixed", seed=0)
+    ps = jax.vmap(prepare)(jax.tree.map(lambda *a: jnp.stack(a), *qls))
+    _, ys = jax.lax.scan(lambda c, p: (c, qmatmul(x, mid, p, implementation="xla")), 0, ps)
+    for i, ql in enumerate(qls):
+        np.testing.assert_array_equal(np.asarray(ys[i]), np.asarray(qmatmul(x, mid, prepare(ql), implementation="xla")))
