@@ -20,8 +20,9 @@ from masq_jax.kernels.qmatmul_xla import qmatmul_xla_prepared, qmatmul_xla_qline
 from masq_jax.qlinear import QLinear
 
 IMPLEMENTATIONS = ("xla", "pallas")
-# implementation=None: W4A16 above this many tokens goes to XLA (measured at 512+ tokens: XLA wins by
-# 1.4-2.2x; at 1 and 16 tokens the kernel wins on large linears; 17..511 not measured).
+# implementation=None: W4A16 above this many tokens goes to XLA (at 2048 tokens XLA's dequantize +
+# cuBLAS was 2.0-2.3x faster than the kernel on 3B q/gate/down; at 1 and 16 tokens the kernel beats
+# it on large linears; 17..2047 not measured).
 FLOAT_KERNEL_MAX_TOKENS = 64
 
 
