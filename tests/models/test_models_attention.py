@@ -34,7 +34,10 @@ def test_attention_matches_dense_reference(seq):
     v = rng.normal(size=(2, seq, 2, 8)).astype(np.float32)
     mask = np.ones((2, seq), np.int32)
     mask[1, : seq // 3] = 0  # left padding
-    got = np.asarray(decoder.attention(None, q, k, v, mm.attention_bias(mask, seq)))
+    import jax
+
+    attn = jax.jit(decoder.attention, static_argnums=0)
+    got = np.asarray(attn(None, q, k, v, mm.attention_bias(mask, seq)))
     ref = _ref_attention(q, k, v, mask)
     keep = mask.astype(bool)
     np.testing.assert_allclose(got[keep], ref[keep], rtol=1e-4, atol=1e-5)
