@@ -11,7 +11,12 @@ import pytest
 
 from models_tiny import build
 
-jax.config.update("jax_default_matmul_precision", "highest")
+
+@pytest.fixture(autouse=True)
+def _highest_precision():
+    """float32 parity needs full-precision matmuls (scoped to this directory, not the whole session)."""
+    with jax.default_matmul_precision("highest"):
+        yield
 
 
 @pytest.fixture(scope="session")
