@@ -19,13 +19,9 @@ from masq_jax.qlinear import NUM_MODALITIES, QLinear
 
 
 def _qmatmul(x, mid, ql, implementation):
-    from masq_jax import kernels
+    from masq_jax.kernels import qmatmul
 
-    if hasattr(kernels, "qmatmul"):
-        return kernels.qmatmul(x, mid, ql, implementation=implementation)
-    from masq_jax.qlinear import qlinear_reference
-
-    return qlinear_reference(x, mid, ql)
+    return qmatmul(x, mid, ql, implementation=implementation)
 
 
 def quantized_hook(modality_ids: jax.Array, per_modality: bool, implementation: str | None = "xla"):
