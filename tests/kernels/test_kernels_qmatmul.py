@@ -38,15 +38,16 @@ CASES = [
     ("w4a16", 9, 384, 40, 0, False, "text", None),
     ("w4a8", 3, 256, 64, 8, True, "mixed", Config(block_m=16, block_n=32, block_k=32, split_k=3)),
     ("w4a16", 3, 256, 64, 8, False, "mixed", Config(block_m=16, block_n=64, block_k=32, split_k=2)),
-    ("w4a8", 40, 256, 72, 8, True, "mixed", Config(block_m=16, block_n=32, block_k=32, weight_prepass=True,
-                                                   lora_tile_skip=False)),
+    ("w4a8", 40, 256, 72, 8, True, "mixed", Config(block_m=16, block_n=32, block_k=32, weight_prepass=True)),
+    ("w8a8", 48, 128, 64, 8, False, "sorted", Config(block_m=16, block_n=32, block_k=32, lora_tile_skip=False)),
 ]
 
 
 def _case_id(c):
     return f"{c[0]}-M{c[1]}K{c[2]}N{c[3]}r{c[4]}-{'bias' if c[5] else 'nobias'}-{c[6]}" + (
         f"-split{c[7].split_k}" if c[7] is not None and c[7].split_k > 1 else "") + (
-        "-wprepass" if c[7] is not None and c[7].weight_prepass else "")
+        "-wprepass" if c[7] is not None and c[7].weight_prepass else "") + (
+        "-noskip" if c[7] is not None and not c[7].lora_tile_skip else "")
 
 
 def make_case(setting, m, k, n, rank, bias, layout, seed=0, dtype=jnp.float32):
@@ -182,7 +183,8 @@ class QMatmulSuite:
 
 
 # Cases whose only difference is a Pallas config (split-K, weight pre-pass) add nothing for XLA.
-XLA_CASES = [c for c in CASES if c[7] is None or (c[7].split_k == 1 and not c[7].weight_prepass)]
+XLA_CASES = [c for c in CASES if c[7] is None or (
+    c[7].split_k == 1 and not c[7].weight_prepass and c[7].lora_tile_skip)]
 
 
 class TestXLA(QMatmulSuite):
