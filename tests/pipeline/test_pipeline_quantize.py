@@ -162,3 +162,12 @@ def test_independent_propagation_runs(tmp_path):
     rep = run_quantize((CFG, PARAMS), calib(4), str(tmp_path / "ind"), settings(propagation="independent"),
                        progress=False)
     assert np.isfinite(rep["sqnr"]["mean"]["vision"])
+
+
+def test_mbq_gradient_loss_weights(tmp_path):
+    """Spec §4 MBQ-style weights: mean |∂loss/∂output| per modality relative to text."""
+    rep = run_quantize((CFG, PARAMS), calib(4), str(tmp_path / "g"), settings(method="mas", loss_weights="mbq"),
+                       progress=False)
+    w = rep["loss_weights"]
+    assert w["source"] == "mbq-gradient" and w["text"] == 1.0
+    assert w["vision"] > 0 and w["audio"] > 0 and np.isfinite(w["vision"]) and np.isfinite(w["audio"])
