@@ -68,6 +68,9 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--seed", type=int, default=1234, help="data seed (differs from calibration's by default)")
     e.add_argument("--json", default=None, help="write the results as JSON to this path")
     e.add_argument("--plot", default=None, help="write SQNR plots (PNG) into this directory")
+    d = sub.add_parser("demo", help="the core method on one synthetic two-modality linear (seconds)")
+    d.add_argument("--synthetic", action="store_true", help="(the only demo this command runs)")
+    d.add_argument("--seed", type=int, default=0)
     return p
 
 
@@ -152,6 +155,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if a.command == "quantize":
             return cmd_quantize(a)
+        if a.command == "demo":
+            from masq_jax.synthetic_demo import run_synthetic_demo
+
+            run_synthetic_demo(a.seed, verbose=True)
+            return 0
         return cmd_eval(a)
     except KeyboardInterrupt:
         print("masq: interrupted; rerun the same command with --resume to continue", file=sys.stderr)
