@@ -11,10 +11,12 @@ weight quantized, ΔW_m, eigh of C_m, truncated SVD, auto fallback). Three imple
          scaled to the stack; 'est.' marks a scaled figure)
 
 Median of --runs timed runs after one warm-up (compile) run, all in one process. Distinct shapes
-only: q and o share 3584x3584, k and v 512x3584, gate and up 18944x3584.
+only: q and o share 3584x3584, k and v 512x3584, gate and up 18944x3584. down (3584x18944) is
+opt-in on the full config: its per-modality whitening is an eigh of an 18944x18944 covariance.
 
-  python benchmarks/core.py --small          # CPU, scaled-down shapes (seconds to a minute)
-  python benchmarks/core.py                  # GPU, Qwen2.5-Omni-7B shapes, 28 layers
+  python benchmarks/core.py --small                            # CPU, scaled-down shapes, 8 layers
+  python benchmarks/core.py                                    # GPU: q/o, k/v, gate/up x 28 layers
+  python benchmarks/core.py --linears down --layers 2 --runs 1 # GPU: the down_proj stack, 2 layers
 """
 
 from __future__ import annotations
@@ -42,7 +44,7 @@ from masq_jax import smooth as sm  # noqa: E402
 
 # (name, out, in) per linear of Qwen2.5-Omni-7B: hidden 3584, intermediate 18944, 4 kv heads x 128.
 FULL = {"hidden": 3584, "intermediate": 18944, "kv": 512, "layers": 28, "tokens": 2048}
-SMALL = {"hidden": 256, "intermediate": 1024, "kv": 64, "layers": 8, "tokens": 512}
+SMALL = {"hidden": 256, "intermediate": 768, "kv": 64, "layers": 8, "tokens": 512}
 
 
 def shapes(cfg) -> dict[str, tuple[int, int]]:
@@ -189,6 +191,7 @@ def bench_shape(name, out_dim, in_dim, cfg, args, key):
         pv = np.asarray(out_v[1][0, m], np.float64) @ np.asarray(out_v[2][0, m], np.float64)
         diff = max(diff, float(np.linalg.norm(pv - pn) / max(np.linalg.norm(pn), 1e-30)))
     row.update(numpy_s=t_np, numpy_est=np_layers < layers, numpy_vs_jax_rel_diff=diff)
+    del out_v, out_l, w, x, mid
     return row
 
 
@@ -214,16 +217,17 @@ def main(argv=None) -> int:
     p.add_argument("--small", action="store_true", help="scaled-down shapes for CPU")
     p.add_argument("--layers", type=int, help="layers in the stack (default 28, --small 8)")
     p.add_argument("--tokens", type=int, help="calibration tokens per layer (a third per modality)")
-    p.add_argument("--linears", default="q/o,k/v,gate/up,down", help="comma list of q/o, k/v, gate/up, down")
+    p.add_argument("--linears", default=None,
+                   help="comma list of q/o, k/v, gate/up, down (default: all with --small, else q/o,k/v,gate/up)")
     p.add_argument("--rank", type=float, default=0.05, help="rank ratio (<= 1) or absolute rank, floor 32")
     p.add_argument("--svd", default=None, choices=["svd", "gram"],
                    help="truncated SVD method (default: svd on CPU, gram on GPU)")
-    p.add_argument("--runs", type=int, default=3, help="timed runs per implementation (median)")
+    p.add_argument("--runs", type=int, default=None, help="timed runs per implementation, median (3 small / 2)")
     p.add_argument("--chunk", type=int, default=0, help="layers per vmapped chunk (0: from device memory)")
-    p.add_argument("--down-layers", type=int, default=None, help="cap the layers for down (default: 4 on GPU)")
+    p.add_argument("--down-layers", type=int, default=None, help="cap the layers for down")
     p.add_argument("--numpy-layers", type=int, default=None, help="layers timed for numpy (default all / 1 on GPU)")
-    p.add_argument("--numpy-runs", type=int, default=3)
-    p.add_argument("--numpy-max-dim", type=int, default=8192, help="skip numpy above this dimension")
+    p.add_argument("--numpy-runs", type=int, default=None, help="numpy timed runs (3 small / 1)")
+    p.add_argument("--numpy-max-dim", type=int, default=4096, help="skip numpy above this dimension")
     p.add_argument("--no-numpy", action="store_true")
     p.add_argument("--json", help="also write the rows to this JSON file")
     args = p.parse_args(argv)
@@ -235,10 +239,14 @@ def main(argv=None) -> int:
         cfg["tokens"] = args.tokens
     if args.svd is None:
         args.svd = "gram" if on_gpu else "svd"
-    if args.down_layers is None and not args.small:
-        args.down_layers = 4
     if args.numpy_layers is None and not args.small:
         args.numpy_layers = 1
+    if args.runs is None:
+        args.runs = 3 if args.small else 2
+    if args.numpy_runs is None:
+        args.numpy_runs = 3 if args.small else 1
+    if args.linears is None:
+        args.linears = "q/o,k/v,gate/up,down" if args.small else "q/o,k/v,gate/up"
     all_shapes = shapes(cfg)
     names = [n.strip() for n in args.linears.split(",") if n.strip()]
     bad = [n for n in names if n not in all_shapes]
@@ -254,7 +262,9 @@ def main(argv=None) -> int:
     for i, name in enumerate(names):
         out_dim, in_dim = all_shapes[name]
         rows.append(bench_shape(name, out_dim, in_dim, cfg, args, jax.random.fold_in(key, i)))
-        print(f"  done {name}: vmap {rows[-1]['vmap_s']:.3f}s loop {rows[-1]['loop_s']:.3f}s", flush=True)
+        r = rows[-1]
+        print(f"  done {name} at {time.strftime('%H:%M:%S')}: vmap {r['vmap_s']:.3f}s (compile {r['vmap_compile_s']:.1f}s) "
+              f"loop {r['loop_s']:.3f}s numpy {r['numpy_s']}", flush=True)
     print(format_rows(rows, header))
     if args.json:
         with open(args.json, "w") as fh:

@@ -186,11 +186,21 @@ def mas_linear(
     abits = validate_bits(abits, "abits")
     check_tokens(x, modality_ids)
     out_dim, in_dim = _weight_in(weight, x.shape[-1])
+    if not modalities or any(m not in range(NUM_MODALITIES) for m in modalities):
+        raise CoreInputError(f"modalities must be a non-empty tuple of ids in 0..2, got {modalities!r}")
     s3 = _smooth3(smooth, in_dim).astype(jnp.float32)
     x2, mid, _ = _flat(x, modality_ids)
     x2 = x2.astype(jnp.float32)
-    xq = fake_quant(x2 / s3[mid], abits, symmetric=True, bound=bound)
     w = weight.astype(jnp.float32)
+    if smooth.ndim == 1:  # one shared vector (SmoothQuant, AWQ, RTN): one weight, one matmul
+        s1 = smooth.astype(jnp.float32)
+        xq = fake_quant(x2 / s1, abits, symmetric=True, bound=bound)
+        wq = fake_quant(w * s1[None, :], wbits, symmetric=w_symmetric, group_size=group_size, bound=bound)
+        y = jnp.dot(xq, wq.T, precision=HIGHEST)
+        if bias is not None:
+            y = y + bias.astype(jnp.float32)
+        return y.reshape(*x.shape[:-1], out_dim)
+    xq = fake_quant(x2 / s3[mid], abits, symmetric=True, bound=bound)
     y = jnp.zeros((x2.shape[0], out_dim), jnp.float32)
     for m in modalities:
         wq = fake_quant(w * s3[m][None, :], wbits, symmetric=w_symmetric, group_size=group_size, bound=bound)

@@ -96,7 +96,10 @@ def test_mas_linear_matches_numpy(wbits, abits, sym, gs):
                        wbits=wbits, abits=abits, w_symmetric=sym, group_size=gs)
     y3 = sm.mas_linear(jnp.asarray(x), jnp.asarray(mid), jnp.asarray(w), None, jnp.asarray(np.tile(smooth[:1], (3, 1))),
                        wbits=wbits, abits=abits, w_symmetric=sym, group_size=gs)
-    np.testing.assert_array_equal(np.asarray(y1), np.asarray(y3))
+    # (the shared path quantizes the weight once; float rounding may flip a rare tie)
+    a1, a3 = np.asarray(y1, np.float64), np.asarray(y3, np.float64)
+    assert np.linalg.norm(a1 - a3) / np.linalg.norm(a3) < 1e-4
+    assert np.isclose(a1, a3, rtol=1e-5, atol=1e-5).mean() > 0.99
 
 
 def test_mas_linear_equals_integer_qlinear_when_vectors_agree():
