@@ -90,7 +90,7 @@ def _check_rank(rank, m: int) -> int:
 
 def compute_dtype():
     """float64 when ``jax_enable_x64`` is on, else float32 (never lower)."""
-    return jnp.float64 if jax.config.read("jax_enable_x64") else jnp.float32
+    return jax.dtypes.canonicalize_dtype(jnp.float64)  # float32 unless x64 is on (also inside jax.enable_x64)
 
 
 def _check_cov(cov, in_dim: int) -> None:
