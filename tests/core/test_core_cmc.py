@@ -104,10 +104,11 @@ def test_full_rank_cmc_reproduces_modality_weight_on_its_tokens():
         w = (rng.standard_normal((dout, din)) / np.sqrt(din)).astype(np.float32)
         b = rng.standard_normal(dout).astype(np.float32)
         s = np.exp(rng.uniform(-1, 1, (3, din))).astype(np.float32)
-        covs = cmc.modality_covariance(jnp.asarray(x), jnp.asarray(mid), jnp.asarray(s))
-        ql = cmc.build_cmc_qlinear(jnp.asarray(w), jnp.asarray(b), jnp.asarray(s), covs, rank=min(din, dout),
-                                   wbits=4, abits=16)
-        y = np.asarray(qlinear_reference(jnp.asarray(x), jnp.asarray(mid), ql), np.float64)
+        covs = jax.jit(cmc.modality_covariance)(jnp.asarray(x), jnp.asarray(mid), jnp.asarray(s))
+        build = jax.jit(cmc.build_cmc_qlinear, static_argnames=("rank", "wbits", "abits"))
+        run = jax.jit(qlinear_reference)
+        ql = build(jnp.asarray(w), jnp.asarray(b), jnp.asarray(s), covs, rank=min(din, dout), wbits=4, abits=16)
+        y = np.asarray(run(jnp.asarray(x), jnp.asarray(mid), ql), np.float64)
         ref = x.astype(np.float64) @ w.T.astype(np.float64) + b
         for m in (1, 2):
             sel = mid == m
@@ -117,8 +118,8 @@ def test_full_rank_cmc_reproduces_modality_weight_on_its_tokens():
         np.testing.assert_allclose(y[text], (x[text] / s[0]) @ wq_ref.T + b, rtol=1e-4, atol=1e-4)
         np.testing.assert_array_equal(np.asarray(ql.lora_l[0]), 0.0)
         # with activation quantization: the spec §6 formula in float64
-        ql8 = cmc.build_cmc_qlinear(jnp.asarray(w), jnp.asarray(b), jnp.asarray(s), covs, rank=8, wbits=4, abits=8)
-        y8 = np.asarray(qlinear_reference(jnp.asarray(x), jnp.asarray(mid), ql8), np.float64)
+        ql8 = build(jnp.asarray(w), jnp.asarray(b), jnp.asarray(s), covs, rank=8, wbits=4, abits=8)
+        y8 = np.asarray(run(jnp.asarray(x), jnp.asarray(mid), ql8), np.float64)
         ref8 = np_qlinear(x, mid, w, b, s, np.asarray(ql8.lora_l), np.asarray(ql8.lora_r), 4, 8)
         assert np.linalg.norm(y8 - ref8) / np.linalg.norm(ref8) < 2e-3
 
@@ -212,10 +213,9 @@ def test_vmap_over_layers_equals_loop_and_no_retrace():
     @chex.assert_max_traces(n=2)  # once for vmap, once for the single layer
     def per_layer(x, mid, w, s):
         covs = cmc.modality_covariance(x, mid, s)
-        l, r = cmc.cmc_factors(w, s, covs, 8, wbits=4, damping=0.01)
-        ql = cmc.build_cmc_qlinear(w, None, s, covs, rank=8, wbits=4, abits=8)
+        ql = cmc.build_cmc_qlinear(w, None, s, covs, rank=8, wbits=4, abits=8, damping=0.01)
         sv = cmc.residual_spectrum(cmc.cmc_residual(w, s[1], s[0], wbits=4), covs[1])
-        return covs, l, r, qlinear_reference(x, mid, ql), cmc.energy_at_rank(sv, 8)
+        return covs, ql.lora_l, ql.lora_r, qlinear_reference(x, mid, ql), cmc.energy_at_rank(sv, 8)
 
     vm = jax.jit(jax.vmap(per_layer))
     out = vm(X, M, W, S)

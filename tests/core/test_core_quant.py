@@ -8,7 +8,17 @@ import pytest
 
 from core_np_refs import absmax_mask, assert_quant_close, np_fake_quant, np_step
 from masq_jax import quant
-from masq_jax.quant import QuantConfigError, dequantize, fake_quant, quantize
+from masq_jax.quant import QuantConfigError
+
+# Jitted entry points keep the suite fast (eager dispatch compiles every primitive); argument errors
+# are raised at trace time all the same. `quant.fake_quant` is used directly where eagerness matters.
+_STATIC = ("bits", "symmetric", "group_size", "bound")
+fake_quant = jax.jit(quant.fake_quant, static_argnames=_STATIC)
+quantize = jax.jit(quant.quantize, static_argnames=_STATIC)
+dequantize = jax.jit(quant.dequantize, static_argnames=("dtype",))
+pack_int4 = jax.jit(quant.pack_int4, static_argnames=("signed",))
+unpack_int4 = jax.jit(quant.unpack_int4, static_argnames=("length", "signed"))
+int_values = jax.jit(quant.int_values)
 
 CASES = [
     # bits, symmetric, group_size, bound
@@ -48,7 +58,7 @@ def test_symmetric_grid_is_restricted_vs_qwix_bound():
     # spec: 4-bit symmetric uses ±7 with divisor 7; the 'qmax+0.5' bound divides by 7.5.
     x = jnp.asarray([[-1.0, -0.5, 0.0, 0.5, 1.0, 0.25, -0.75, 0.1]])
     qa = quantize(x, 4, bound="qmax")
-    q = np.asarray(quant.int_values(qa))
+    q = np.asarray(int_values(qa))
     assert q.min() == -7 and q.max() == 7
     np.testing.assert_allclose(np.asarray(qa.scale).ravel(), [1 / 7], rtol=1e-6)
     qb = quantize(x, 4, bound="qmax+0.5")
@@ -72,9 +82,9 @@ def test_group_size_is_contiguous():
 
 def test_identity_at_16_bits():
     x = jnp.asarray(_data())
-    assert fake_quant(x, 16) is x
+    assert quant.fake_quant(x, 16) is x
     xb = x.astype(jnp.bfloat16)
-    assert fake_quant(xb, 16, symmetric=False).dtype == jnp.bfloat16
+    assert quant.fake_quant(xb, 16, symmetric=False).dtype == jnp.bfloat16
 
 
 @pytest.mark.parametrize("bits,symmetric,group_size,bound", CASES)
@@ -97,15 +107,15 @@ def test_int4_storage_and_pack_roundtrip():
     rng = np.random.default_rng(0)
     for signed, lo, hi in ((True, -8, 8), (False, 0, 16)):
         q = rng.integers(lo, hi, size=(5, 7, 10)).astype(np.int8)
-        packed = quant.pack_int4(jnp.asarray(q), signed=signed)
+        packed = pack_int4(jnp.asarray(q), signed=signed)
         assert packed.shape == (5, 7, 5)
-        np.testing.assert_array_equal(np.asarray(quant.unpack_int4(packed, 10, signed)), q)
+        np.testing.assert_array_equal(np.asarray(unpack_int4(packed, 10, signed)), q)
         # element 2j in the low nibble, 2j+1 in the high nibble
         b = np.asarray(packed).astype(np.uint8)
         np.testing.assert_array_equal(b & 0xF, (q[..., 0::2].astype(np.int16) & 0xF))
         np.testing.assert_array_equal(b >> 4, (q[..., 1::2].astype(np.int16) & 0xF))
     q_odd = rng.integers(-8, 8, size=(3, 9)).astype(np.int8)
-    np.testing.assert_array_equal(np.asarray(quant.unpack_int4(quant.pack_int4(jnp.asarray(q_odd), True), 9, True)), q_odd)
+    np.testing.assert_array_equal(np.asarray(unpack_int4(pack_int4(jnp.asarray(q_odd), True), 9, True)), q_odd)
 
 
 def test_int8_storage_dtypes():
@@ -218,7 +228,7 @@ def test_jit_does_not_retrace():
     @jax.jit
     @chex.assert_max_traces(n=1)
     def f(a):
-        return fake_quant(a, 4, symmetric=False, group_size=16)
+        return quant.fake_quant(a, 4, symmetric=False, group_size=16)
 
     x = jnp.asarray(_data())
     f(x)

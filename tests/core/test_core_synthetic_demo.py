@@ -1,8 +1,11 @@
 """The synthetic one-linear demo: structure and the orderings it exists to show."""
 
+import pytest
+
 from masq_jax.synthetic_demo import format_table, run_synthetic_demo
 
 
+@pytest.mark.slow  # ~15-25 s of compiles on this CPU; the orderings are also unit-tested in smooth/cmc
 def test_synthetic_demo_orderings():
     res = run_synthetic_demo(seed=1, steps=40, verbose=False)
     rows = {r["method"]: r for r in res["rows"]}
