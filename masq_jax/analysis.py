@@ -142,14 +142,20 @@ def linear_sqnr(x, weight, bias, smooth, *, wbits: int, abits: int, w_symmetric:
     which with ``x`` holding that modality's tokens is the MAS upper bound).
     """
     _check_linear(x, weight)
-    x = jnp.asarray(x, jnp.float32)
-    w = jnp.asarray(weight, jnp.float32)
+    validate_bits(wbits, "wbits")
+    validate_bits(abits, "abits")
     b = None if bias is None else jnp.asarray(bias, jnp.float32)
+    return float(_linear_sqnr(jnp.asarray(x, jnp.float32), jnp.asarray(weight, jnp.float32), b,
+                              jnp.asarray(smooth, jnp.float32), wbits=int(wbits), abits=int(abits),
+                              w_symmetric=bool(w_symmetric), group_size=group_size))
+
+
+@functools.partial(jax.jit, static_argnames=("wbits", "abits", "w_symmetric", "group_size"))
+def _linear_sqnr(x, w, b, s, *, wbits, abits, w_symmetric, group_size):
     mid = jnp.zeros((x.shape[0],), jnp.int32)
-    yq = mas_linear(x, mid, w, b, jnp.asarray(smooth, jnp.float32), wbits=wbits, abits=abits,
-                    w_symmetric=w_symmetric, group_size=group_size)
+    yq = mas_linear(x, mid, w, b, s, wbits=wbits, abits=abits, w_symmetric=w_symmetric, group_size=group_size)
     ref = jnp.dot(x, w.T, precision="highest") + (0.0 if b is None else b)
-    return float(metrics.sqnr(ref, yq))
+    return metrics.sqnr(ref, yq)
 
 
 # ------------------------------------------------------------------------------------------------
