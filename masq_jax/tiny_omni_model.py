@@ -116,9 +116,16 @@ def sink_vector(hf: dict) -> np.ndarray:
     return v
 
 
-def encode(p: dict, feats: jax.Array) -> jax.Array:
+# Fixed input standardisation (mean, std of the generated features): uncentred inputs gave large
+# first-layer gradients that, under global-norm clipping, stalled the whole model's training.
+FEATURE_NORM = {"vision": (0.15, 0.28), "audio": (0.84, 0.27)}
+
+
+def encode(p: dict, feats: jax.Array, kind: str = "vision") -> jax.Array:
     """[B, T, F] features -> [B, T, H] decoder embeddings (no output normalisation): a per-token MLP
     plus a whole-input branch (all T tokens' features flattened) broadcast to every token."""
+    mu, sd = FEATURE_NORM[kind]
+    feats = (feats - mu) / sd
     h = jax.nn.gelu(feats @ p["w1"] + p["b1"] + p["pos"])
     g = jax.nn.gelu(feats.reshape(*feats.shape[:-2], 1, -1) @ p["wf"] + p["bf"])
     h = h + jax.nn.gelu((jnp.mean(h, axis=1, keepdims=True) + g) @ p["wg"])
@@ -138,8 +145,8 @@ def assemble_embeds(dec: dict, enc: dict, sink: jax.Array, input_ids: jax.Array,
                     audio: jax.Array) -> jax.Array:
     """Decoder inputs_embeds [B, S, H]: token embeddings with the encoders' outputs at the placeholders."""
     e = jnp.take(dec["embed"], input_ids, axis=0)
-    e = scatter_placeholders(e, input_ids, D.TOK["<image>"], encode(enc["vision"], patches) + sink)
-    return scatter_placeholders(e, input_ids, D.TOK["<audio>"], encode(enc["audio"], audio))
+    e = scatter_placeholders(e, input_ids, D.TOK["<image>"], encode(enc["vision"], patches, "vision") + sink)
+    return scatter_placeholders(e, input_ids, D.TOK["<audio>"], encode(enc["audio"], audio, "audio"))
 
 
 def modality_ids(input_ids: np.ndarray) -> np.ndarray:

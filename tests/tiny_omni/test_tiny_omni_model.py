@@ -34,8 +34,8 @@ def test_tiny_omni_encoder_outputs_replace_placeholders_like_masked_scatter(smal
     # reference: HF Thinker order — embed ids, then masked_scatter image features, then audio features
     emb = torch.tensor(np.asarray(dec["embed"]))[torch.tensor(b.input_ids).long()]
     ids = torch.tensor(b.input_ids)
-    vis = torch.tensor(np.asarray(M.encode(enc["vision"], jnp.asarray(b.patches)) + sink)).reshape(-1, cfg.hidden_size)
-    aud = torch.tensor(np.asarray(M.encode(enc["audio"], jnp.asarray(b.audio)))).reshape(-1, cfg.hidden_size)
+    vis = torch.tensor(np.asarray(M.encode(enc["vision"], jnp.asarray(b.patches), "vision") + sink)).reshape(-1, cfg.hidden_size)
+    aud = torch.tensor(np.asarray(M.encode(enc["audio"], jnp.asarray(b.audio), "audio"))).reshape(-1, cfg.hidden_size)
     emb = emb.masked_scatter((ids == D.TOK["<image>"])[..., None].expand_as(emb), vis)
     emb = emb.masked_scatter((ids == D.TOK["<audio>"])[..., None].expand_as(emb), aud)
     np.testing.assert_allclose(got, emb.numpy(), rtol=1e-6, atol=1e-6)
