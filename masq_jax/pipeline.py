@@ -180,6 +180,21 @@ def _loss_weights(st: QuantSettings, cfg, params, prep: Prepared, report: dict) 
 MULTIMODAL_ARCHS = ("qwen2_5_omni_thinker", "qwen2_5_vl")
 
 
+def _check_group_size(cfg, st: QuantSettings) -> None:
+    """Fail before calibrating when the weight group size does not divide every linear's input."""
+    if st.group_size is None:
+        return
+    dims = sorted(set(calibrate.layer_input_dims(cfg).values()))
+    bad = [d for d in dims if d % st.group_size]
+    if bad:
+        import math
+
+        common = math.gcd(*dims)
+        divisors = [g for g in (256, 128, 64, 32, 16) if common % g == 0]
+        raise MasqError(f"--group-size {st.group_size} does not divide the linear input widths {bad} of this "
+                        f"model; use one of {divisors or [common]} (or 0 for per-channel)")
+
+
 def _modality_warnings(cfg, counts: dict[str, int], st: QuantSettings) -> list[str]:
     out = []
     if cfg.arch not in MULTIMODAL_ARCHS and counts["vision"] + counts["audio"] == 0:
@@ -224,6 +239,7 @@ def run_quantize(model, calibset, out: str, st: QuantSettings, *, eval_set=None,
     report["warnings"] += _modality_warnings(cfg, prep.token_counts, st)
     for w in report["warnings"]:
         warnings.warn(w, stacklevel=2)
+    _check_group_size(cfg, st)
     fp = _fingerprint(st, cfg, params, calibset.fingerprint())
     run = RunDir(out, fp, resume, overwrite)
 

@@ -106,3 +106,11 @@ def test_random_toy_model_has_the_layout_the_pipeline_expects():
     cfg = make_config("tiny")
     p = random_params(cfg)
     assert p["layers"]["down_proj"]["w"].shape == (cfg.num_layers, cfg.hidden_size, cfg.intermediate_size)
+
+
+def test_group_size_that_does_not_divide_fails_before_calibrating(capsys, tiny_hf_dir, tmp_path):
+    code, _, err = run(capsys, "quantize", "--model", str(tiny_hf_dir), "--calib", "synthetic:hidden=64",
+                       "--samples", "2", "--eval-samples", "0", "--preset", "w4a16", "--out", str(tmp_path / "o"))
+    line = one_line_error(err)
+    assert code == 2 and "--group-size 128" in line and "64" in line, line
+    assert not (tmp_path / "o").exists() and not (tmp_path / "o.partial").exists()
