@@ -81,6 +81,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--batch", type=int, default=12, help="examples per task per step")
     ap.add_argument("--max-minutes", type=float, default=17.0,
                     help="stop training early (and keep the parameters reached) after this many minutes")
+    ap.add_argument("--stop-step", type=int, default=None,
+                    help="stop after this step (the lr schedule still spans --steps); replays a --max-minutes stop")
     ap.add_argument("--save-every", type=int, default=200, help="write the checkpoint every N steps")
     ap.add_argument("--pool", type=int, default=3000, help="training examples per task (generated once)")
     ap.add_argument("--lr", type=float, default=2e-3)
@@ -88,6 +90,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--test-n", type=int, default=200, help="test examples per task for the FP accuracy")
     ap.add_argument("--calib-n", type=int, default=32, help="calibration samples per task (calib.npz)")
     ap.add_argument("--test-calib-n", type=int, default=8, help="test samples per task (test.npz)")
+    ap.add_argument("--init", default=None, help="start from this tiny-omni checkpoint (a second training stage)")
+    ap.add_argument("--sink-value", type=float, default=None,
+                    help="fixed offset on the vision sink channels (default: the config's, 1.0)")
     a = ap.parse_args(argv)
     os.makedirs(a.out, exist_ok=True)
     log_path = os.path.join(a.out, "train_log.txt")
@@ -99,12 +104,20 @@ def main(argv: list[str] | None = None) -> int:
         logf.flush()
 
     hf = M.hf_config()
+    if a.sink_value is not None:
+        hf["tiny_omni"]["vision_sink_value"] = a.sink_value
     cfg = M.decoder_config(hf)
     t0 = time.time()
     data = _task_arrays(cfg, "train", a.pool)
     log(f"data: {a.pool} train examples per task generated in {time.time() - t0:.1f} s")
     k1, k2 = jax.random.split(jax.random.PRNGKey(a.seed))
     params = {"dec": M.init_decoder(cfg, k1), "enc": M.init_encoders(cfg.hidden_size, hf["tiny_omni"]["enc_hidden"], k2)}
+    if a.init:
+        from masq_jax.models import load_params
+
+        _, params["dec"] = load_params(a.init)
+        _, params["enc"], _ = M.load_encoders(a.init)
+        log(f"init: parameters from {a.init}; vision sink value {hf['tiny_omni']['vision_sink_value']}")
     n_params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(params))
     log(f"params: {n_params} ({sum(int(np.prod(x.shape)) for x in jax.tree.leaves(params['dec']))} decoder)")
     sched = optax.warmup_cosine_decay_schedule(0.0, a.lr, min(100, a.steps // 10), a.steps, a.lr * 0.05)
@@ -131,6 +144,9 @@ def main(argv: list[str] | None = None) -> int:
                 + " ".join(f"{t}={v:.3f}" for t, v in zip(D.TASKS, ema)) + f"  {time.time() - t1:.0f} s")
         if it % a.save_every == 0:
             M.save_checkpoint(a.out, hf, params["dec"], params["enc"])
+        if a.stop_step is not None and it >= a.stop_step:
+            log(f"stopping at step {it} (--stop-step)")
+            break
         if time.time() - t1 > 60 * a.max_minutes:
             log(f"stopping early at step {it}: --max-minutes {a.max_minutes} reached")
             break
@@ -148,7 +164,8 @@ def main(argv: list[str] | None = None) -> int:
     with open(os.path.join(a.out, "fp_accuracy.json"), "w") as f:
         json.dump({"split": "test", "n_per_task": a.test_n, "accuracy": res, "train_seconds": round(train_s, 1),
                    "steps": steps_done, "steps_planned": a.steps, "batch_per_task": a.batch, "pool_per_task": a.pool, "lr": a.lr,
-                   "seed": a.seed, "params": n_params}, f, indent=1)
+                   "seed": a.seed, "params": n_params, "init": a.init,
+                   "vision_sink_value": hf["tiny_omni"]["vision_sink_value"]}, f, indent=1)
     logf.close()
     return 0
 
