@@ -3,6 +3,8 @@ PYTHON ?= python3.11
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+# One BLAS thread: JAX's CPU eigh/SVD share OpenBLAS, whose thread pool thrashes on 2 cores (measured 2.5x).
+export OPENBLAS_NUM_THREADS ?= 1
 
 .PHONY: demo test test-slow test-gpu bench venv clean
 

@@ -94,7 +94,9 @@ def quantize(model: str | None = None, out: str = "runs/quantized", *, method: s
     cfg = model_config(model_path)
     train, held = load_calibration(calib, model_path, cfg, samples, eval_samples, st.seed, seq_len)
     model_arg = load_model(model_path) if model_path.startswith(TOY_PREFIX) else model_path
-    return run_quantize(model_arg, train, out, st, source_name=model_path, eval_set=held, seq_len=seq_len, resume=resume,
+    record = {"source": calib, "samples": samples, "eval_samples": eval_samples, "seed": st.seed,
+              "seq_len": seq_len}
+    return run_quantize(model_arg, train, out, st, source_name=model_path, calib_record=record, eval_set=held, seq_len=seq_len, resume=resume,
                         overwrite=overwrite, progress=progress)
 
 

@@ -62,7 +62,8 @@ def build_parser() -> argparse.ArgumentParser:
     e = sub.add_parser("eval", help="SQNR per layer × modality and perplexity of an artefact against FP")
     e.add_argument("--model", required=True, help="a masq-jax artefact directory")
     e.add_argument("--reference", default=None, help="the full-precision model (default: the artefact's source)")
-    e.add_argument("--calib", default="text", help="evaluation data source (as for quantize)")
+    e.add_argument("--calib", default=None,
+                   help="evaluation data source (as for quantize); default: the artefact's held-out split")
     e.add_argument("--samples", type=int, default=8)
     e.add_argument("--seq-len", type=int, default=None)
     e.add_argument("--seed", type=int, default=1234, help="data seed (differs from calibration's by default)")
@@ -136,7 +137,7 @@ def cmd_eval(a) -> int:
         tmp = Path(a.json).with_suffix(".tmp")
         tmp.write_text(json.dumps(res, indent=2))
         os.replace(tmp, a.json)
-    print(f"SQNR (dB) of {a.model} against {res['reference']}")
+    print(f"SQNR (dB) of {a.model} against {res['reference']} on {res['data']}")
     print(f"{'layer':>5}" + "".join(f"{k:>9}" for k in ("all",) + MODALITIES))
     for i, row in enumerate(res["sqnr"]["per_layer"]):
         print(f"{i:>5}" + "".join(_fmt(row[k], 9) for k in ("all",) + MODALITIES))

@@ -214,7 +214,7 @@ def _modality_warnings(cfg, counts: dict[str, int], st: QuantSettings) -> list[s
 def run_quantize(model, calibset, out: str, st: QuantSettings, *, eval_set=None,
                  seq_len: int | None = None, resume: bool = False, overwrite: bool = False,
                  progress: bool = True, dtype=jnp.float32, stop_after_layer: int | None = None,
-                 source_name: str | None = None) -> dict[str, Any]:
+                 source_name: str | None = None, calib_record: dict | None = None) -> dict[str, Any]:
     """Calibrate, write the artefact into ``out`` and return the report (see module docstring).
 
     ``model`` is a checkpoint path (HF directory or .gguf) or an in-memory ``(DecoderConfig, params)``.
@@ -257,7 +257,8 @@ def run_quantize(model, calibset, out: str, st: QuantSettings, *, eval_set=None,
     with timer("export"):
         qparams = artifact.build_quantized_params(params, factors, loras, st)
         qconfig = artifact.quantization_config(st, ranks, {"source_model": model_path if in_memory else str(Path(model_path).absolute()),
-                                                    "decoder_config": artifact.decoder_config_json(cfg)})
+                                                    "decoder_config": artifact.decoder_config_json(cfg),
+                                                    "calibration": calib_record})
         artifact.write_artifact(run.partial, cfg.hf_config, qparams, qconfig)
     report["layers"] = layer_reports
     with timer("evaluate"):
@@ -289,8 +290,8 @@ def _calibrate_layers(cfg, params, prep, st, weights, ranks, run, timer, progres
     for i in bar:
         lp = _layer(params, i)
         with timer("fp_pass"):
-            y_fp, stats, sample = calibrate.fp_layer_pass(cfg, lp, h_fp, prep.cos, prep.sin, prep.valid,
-                                                          prep.modality_ids, with_gram=need_gram)
+            y_fp, stats, sample = jax.block_until_ready(calibrate.fp_layer_pass(
+                cfg, lp, h_fp, prep.cos, prep.sin, prep.valid, prep.modality_ids, with_gram=need_gram))
         if i in done:
             template = _state_template(cfg, st, ranks)
             state = run.load_layer(i, template)
@@ -304,18 +305,20 @@ def _calibrate_layers(cfg, params, prep, st, weights, ranks, run, timer, progres
                     f, losses = calibrate.train_layer(cfg, st, lp, f, h_q, y_fp, prep.cos, prep.sin, prep.valid,
                                                       prep.modality_ids, weights, jax.random.fold_in(key, i),
                                                       prep.active)
+                    f = jax.block_until_ready(f)
                     losses = np.asarray(losses).tolist()
             lora = {}
             if st.method == "masquant":
                 with timer("cmc"):
-                    lora = calibrate.cmc_layer(lp, f, stats, st, ranks)
+                    lora = jax.block_until_ready(calibrate.cmc_layer(lp, f, stats, st, ranks))
             n_loss = max(st.epochs, 1)
             info = {"loss": np.asarray(losses + [np.nan] * (n_loss - len(losses)), np.float32),
                     "alpha": np.asarray([search.get(n, np.nan) for n in calibrate.LINEARS], np.float32)}
             state = {"factors": f, "info": info}
             if lora and any(ranks.values()):
                 state["lora"] = {n: {"l": v[0], "r": v[1]} for n, v in lora.items()}
-            run.save_layer(i, state)
+            with timer("checkpoint"):
+                run.save_layer(i, state)
         rep = {"index": i}
         if st.learns and st.epochs > 0:
             rep["loss_per_epoch"] = [float(x) for x in np.asarray(info["loss"])]
@@ -330,8 +333,8 @@ def _calibrate_layers(cfg, params, prep, st, weights, ranks, run, timer, progres
             # The next layer trains on inputs from the already-quantized layers (spec §4). As in the
             # reference, propagation uses the MAS model (CMC is fitted on top, not trained through).
             with timer("propagate"):
-                h_q = calibrate.propagate(cfg, st, "mas", lp, f, lora, h_q, prep.cos, prep.sin, prep.valid,
-                                          prep.modality_ids, active=prep.active)
+                h_q = jax.block_until_ready(calibrate.propagate(cfg, st, "mas", lp, f, lora, h_q, prep.cos, prep.sin,
+                                                                prep.valid, prep.modality_ids, active=prep.active))
         h_fp = y_fp
         if stop_after_layer is not None and i >= stop_after_layer:
             bar.close()

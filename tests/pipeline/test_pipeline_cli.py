@@ -55,6 +55,13 @@ def test_quantize_and_eval_on_a_checkpoint_dir(tiny_hf_dir, tmp_path, capsys):
     res = json.loads(js.read_text())
     assert len(res["sqnr"]["per_layer"]) == 2 and res["sqnr"]["mean"]["all"] is not None
     assert (tmp_path / "plots" / "sqnr_per_layer.png").stat().st_size > 1000
+    # Without --calib, eval uses the artefact's own held-out split: the report's numbers again.
+    js2 = tmp_path / "eval2.json"
+    code, stdout, err = run(capsys, "eval", "--model", str(out), "--json", str(js2))
+    assert code == 0, err
+    report = json.loads((out / "report.json").read_text())
+    again = json.loads(js2.read_text())
+    assert again["sqnr"]["mean"]["all"] == pytest.approx(report["sqnr"]["mean"]["all"], abs=1e-4)
 
 
 def test_missing_model(capsys, tmp_path):
