@@ -30,7 +30,7 @@ LINEARS = tuple(LINEAR_INPUT)
 INIT_SOURCE = {"q_proj": "q_proj", "k_proj": "q_proj", "v_proj": "q_proj", "o_proj": "o_proj",
                "gate_proj": "up_proj", "up_proj": "up_proj"}
 SMOOTHED = tuple(INIT_SOURCE)
-CLAMP = 1e-2  # spec §4: before every step |s| < 1e-2 -> sign(s)·1e-2
+CLAMP = smooth.SMOOTH_CLAMP  # spec §4: before every step |s| < 1e-2 -> sign(s)·1e-2
 AWQ_GRID = 20
 SEARCH_TOKENS = 2048
 

@@ -14,7 +14,6 @@ import hashlib
 import json
 import os
 import shutil
-import time
 import warnings
 from pathlib import Path
 from typing import Any
@@ -312,11 +311,10 @@ def _calibrate_layers(cfg, params, prep, st, weights, ranks, run, timer, progres
                 with timer("cmc"):
                     lora = jax.block_until_ready(calibrate.cmc_layer(lp, f, stats, st, ranks))
             n_loss = max(st.epochs, 1)
-            info = {"loss": np.asarray(losses + [np.nan] * (n_loss - len(losses)), np.float32),
-                    "alpha": np.asarray([search.get(n, np.nan) for n in calibrate.LINEARS], np.float32)}
-            state = {"factors": f, "info": info}
-            if lora and any(ranks.values()):
-                state["lora"] = {n: {"l": v[0], "r": v[1]} for n, v in lora.items()}
+            losses_padded = losses + [np.nan] * (n_loss - len(losses))
+            alphas = [search.get(n, np.nan) for n in calibrate.LINEARS]
+            state = _layer_state(f, lora, losses_padded, alphas, ranks)
+            info = state["info"]
             with timer("checkpoint"):
                 run.save_layer(i, state)
         rep = {"index": i}
@@ -341,6 +339,15 @@ def _calibrate_layers(cfg, params, prep, st, weights, ranks, run, timer, progres
             return None, None, reports
     bar.close()
     return factors, loras, reports
+
+
+def _layer_state(factors, lora, losses, alphas, ranks) -> dict:
+    """The orbax checkpoint of one finished layer: factors, low-rank factors (if any), loss and α."""
+    state = {"factors": factors, "info": {"loss": np.asarray(losses, np.float32),
+                                          "alpha": np.asarray(alphas, np.float32)}}
+    if lora and any(ranks.values()):
+        state["lora"] = {n: {"l": v[0], "r": v[1]} for n, v in lora.items()}
+    return state
 
 
 def _state_template(cfg, st, ranks):
@@ -406,11 +413,7 @@ def _calibrate_independent(cfg, params, prep, st, weights, ranks, run, timer, pr
             if st.method == "masquant":
                 with timer("cmc"):
                     lora = calibrate.cmc_layer(_layer(params, i), f, stats_all[i], st, ranks)
-            info = {"loss": np.asarray(losses[j], np.float32),
-                    "alpha": np.full((len(calibrate.LINEARS),), np.nan, np.float32)}
-            state = {"factors": f, "info": info}
-            if lora and any(ranks.values()):
-                state["lora"] = {n: {"l": v[0], "r": v[1]} for n, v in lora.items()}
+            state = _layer_state(f, lora, losses[j], [np.nan] * len(calibrate.LINEARS), ranks)
             run.save_layer(i, state)
             factors[i], loras[i] = f, lora
             reports.append({"index": i, "loss_per_epoch": [float(x) for x in np.asarray(losses[j])]})
