@@ -4,15 +4,21 @@
     python benchmarks/calibrate.py --config omni7b      # Omni-7B Thinker dims
     python benchmarks/calibrate.py --small              # scaled-down config for a CPU
     python benchmarks/calibrate.py --modes sequential,independent
+    python benchmarks/calibrate.py --layers 6          # first 6 layers only, extrapolated to all 36
+    python benchmarks/calibrate.py --layers 6 --variants float32:svd,bfloat16:gram   # precision/solver
 
-Prints per-stage wall time, peak memory and mean SQNR for each propagation mode, in one process.
+Prints per-stage wall time, peak memory, per-layer time (first layer with compilation, then the
+steady-state median and the full-depth extrapolation) and mean SQNR for each mode / variant, in one
+process. A variant is ``TRAIN_MATMUL:CMC_SOLVER`` (default: what ``masq quantize`` picks here).
 The reference (PyTorch, bf16) needs 45–90 min for Qwen2.5-Omni-3B (spec §7); target here ≤ 10 min.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
+import statistics
 import sys
 import tempfile
 import time
@@ -47,26 +53,36 @@ def main() -> None:
     ap.add_argument("--modes", default="sequential")
     ap.add_argument("--json", default=None)
     ap.add_argument("--progress", action="store_true", help="per-layer progress bars")
+    ap.add_argument("--layers", type=int, default=None,
+                    help="calibrate only the first N layers (sequential mode) and extrapolate to the full depth")
+    ap.add_argument("--variants", default="auto:gram",
+                    help="comma list of TRAIN_MATMUL:CMC_SOLVER (auto|float32|bfloat16 : gram|svd)")
     a = ap.parse_args()
     name = "small" if a.small else a.config
     samples = a.samples or (16 if name == "small" else 128)
     seq_len = a.seq_len or (128 if name == "small" else 512)
-    cfg = make_config(name)
+    cfg = full_cfg = make_config(name)
+    if a.layers:
+        cfg = dataclasses.replace(full_cfg, num_layers=min(a.layers, full_cfg.num_layers))
     params = random_params(cfg)
     spec = calib_spec(cfg.hidden_size, samples + 8, seq_len, seed=0)
     cs = synthetic_calibset(spec)
     train, held = cs.split(8, seed=0)
-    print(f"device: {jax.devices()[0].device_kind}; config {name}: {cfg.num_layers} layers, hidden "
+    print(f"device: {jax.devices()[0].device_kind}; config {name}: {cfg.num_layers} of {full_cfg.num_layers} layers, hidden "
           f"{cfg.hidden_size}, intermediate {cfg.intermediate_size}; {len(train)} samples x {train.max_len} "
           f"tokens ({train.token_counts()}), {a.epochs} epochs, method {a.method}")
     rows = {}
     for mode in a.modes.split(","):
-        st = QuantSettings(method=a.method, wbits=4, abits=8, epochs=a.epochs, samples=samples, propagation=mode)
-        with tempfile.TemporaryDirectory() as tmp:
-            t0 = time.perf_counter()
-            rep = run_quantize((cfg, params), train, str(Path(tmp) / "out"), st, eval_set=held, progress=a.progress)
-            rep["wall_seconds"] = time.perf_counter() - t0
-        rows[mode] = rep
+        for variant in a.variants.split(","):
+            matmul, _, solver = variant.partition(":")
+            st = QuantSettings(method=a.method, wbits=4, abits=8, epochs=a.epochs, samples=samples, propagation=mode,
+                               train_matmul=matmul or "auto", cmc_solver=solver or "gram")
+            with tempfile.TemporaryDirectory() as tmp:
+                t0 = time.perf_counter()
+                rep = run_quantize((cfg, params), train, str(Path(tmp) / "out"), st, eval_set=held,
+                                   progress=a.progress)
+                rep["wall_seconds"] = time.perf_counter() - t0
+            rows[f"{mode[:3]} {st.train_matmul[:4]}:{st.cmc_solver}"] = rep
     print(f"\n{'stage (s)':<22}" + "".join(f"{m:>14}" for m in rows))
     stages = sorted({k for r in rows.values() for k in r["stages"] if k != "total_seconds"})
     for s in stages + ["total_seconds"]:
@@ -76,6 +92,19 @@ def main() -> None:
         vals = [max((v.get(key, 0) for v in r["stages"].values() if isinstance(v, dict)), default=0)
                 for r in rows.values()]
         print(f"{key.replace('_bytes', ' (GiB)'):<22}" + "".join(f"{v / 2**30:>14.2f}" for v in vals))
+    per_layer = [[lay["seconds"] for lay in r["layers"] if "seconds" in lay] for r in rows.values()]
+    if all(len(t) > 1 for t in per_layer):
+        print(f"{'layer 0 (compile) s':<22}" + "".join(f"{t[0]:>14.1f}" for t in per_layer))
+        print(f"{'later layers s (med)':<22}" + "".join(f"{statistics.median(t[1:]):>14.2f}" for t in per_layer))
+        if cfg.num_layers < full_cfg.num_layers:
+            # first layer + the steady layers + the stages outside the layer loop (export, evaluate), whose
+            # share grows with depth: scaled by full/measured depth.
+            ext = []
+            for t, r in zip(per_layer, rows.values()):
+                outside = r["stages"]["total_seconds"] - sum(t)
+                ext.append(t[0] + statistics.median(t[1:]) * (full_cfg.num_layers - 1)
+                           + outside * full_cfg.num_layers / cfg.num_layers)
+            print(f"{f'est. {full_cfg.num_layers} layers (min)':<22}" + "".join(f"{v / 60:>14.1f}" for v in ext))
     for mod in ("all", "text", "vision", "audio"):
         vals = [r["sqnr"]["mean"][mod] for r in rows.values()]
         print(f"{'SQNR ' + mod + ' (dB)':<22}" + "".join(f"{'—' if v is None else f'{v:.2f}':>14}" for v in vals))

@@ -51,6 +51,7 @@ def mas_hook(factors: dict, modality_ids: jax.Array, st: QuantSettings, active=(
         return smooth.mas_linear(
             x, modality_ids, p["w"], p.get("b"), s, wbits=st.wbits, abits=st.abits,
             w_symmetric=st.w_symmetric, group_size=st.group_size, bound=SPEC_BOUND, modalities=active,
+            matmul_dtype=st.train_matmul,
         ).astype(x.dtype)
 
     return linear
@@ -302,7 +303,7 @@ def _cmc_layer(lp, factors, stats, st: QuantSettings, ranks: dict[str, int]) -> 
         # (Gram statistics are passed whole; only the three matrices of this input are used.)
         lora[name] = cmc.cmc_factors(lp[name]["w"], s, covs, ranks[name], wbits=st.wbits,
                                      w_symmetric=st.w_symmetric, group_size=st.group_size,
-                                     damping=st.cov_damping)
+                                     damping=st.cov_damping, svd=st.cmc_solver)
     return lora
 
 

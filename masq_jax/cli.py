@@ -8,7 +8,7 @@ import os
 import sys
 from pathlib import Path
 
-from masq_jax.settings import METHODS, PRESETS, PROPAGATIONS
+from masq_jax.settings import CMC_SOLVERS, METHODS, PRESETS, PROPAGATIONS, TRAIN_MATMULS
 
 MODALITIES = ("text", "vision", "audio")
 
@@ -54,6 +54,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="calibration source: text, text:PATH, synthetic[:...], a .jsonl manifest or a .npz")
     q.add_argument("--seed", type=int, default=0)
     q.add_argument("--propagation", choices=PROPAGATIONS, default="sequential")
+    q.add_argument("--train-matmul", choices=TRAIN_MATMULS, default="auto",
+                   help="MAS training products: bfloat16 tensor cores at float32-level accuracy, or float32 "
+                        "(auto: bfloat16 on GPU/TPU, float32 on CPU)")
+    q.add_argument("--cmc-solver", choices=CMC_SOLVERS, default="gram",
+                   help="CMC decompositions: eigh of min(in,out)-sized Gram matrices (fast) or dense SVDs")
     q.add_argument("--out", required=True, help="output directory (written atomically)")
     q.add_argument("--resume", action="store_true", help="continue an interrupted run in OUT.partial")
     q.add_argument("--overwrite", action="store_true", help="replace an existing OUT")
@@ -114,7 +119,7 @@ def cmd_quantize(a) -> int:
 
     opts = dict(preset=a.preset, wbits=a.wbits, abits=a.abits, group_size=a.group_size, rank=a.rank,
                 rank_floor=a.rank_floor, loss_weights=a.loss_weights, epochs=a.epochs, lr=a.lr, seed=a.seed,
-                propagation=a.propagation)
+                propagation=a.propagation, train_matmul=a.train_matmul, cmc_solver=a.cmc_solver)
     results = {}
     for method in a.method:
         out = a.out if len(a.method) == 1 else os.path.join(a.out, method)

@@ -149,11 +149,6 @@ def _truncated_svd(a, rank: int, svd: str = "svd"):
     return jnp.dot(a, v, precision=HIGHEST) * inv[None, :], sig[:, None] * v.T
 
 
-def _xnorm2(e, c):
-    """``‖X E‖_F² = tr(Eᵀ C E)``."""
-    return jnp.sum(e * jnp.dot(c, e, precision=HIGHEST))
-
-
 def low_rank_compensation(
     delta_w: jax.Array,
     cov: jax.Array,
@@ -168,7 +163,9 @@ def low_rank_compensation(
 
     ``delta_w`` [out, in]; ``cov`` [in, in]; ``rank`` a static int in 0..min(in, out). ``method``:
     "whitened" (spec §5 with a floored/damped spectrum), "plain" (truncated SVD of ΔWᵀ), or "auto"
-    (both, keep the smaller true residual). ``svd``: "svd" (exact) or "gram" (see ``_truncated_svd``).
+    (both, keep the smaller true residual). ``svd``: "svd" (exact) or "gram": every decomposition an
+    eigh of a min(in, out)-sized matrix — the whitened solution from the output side when
+    ``out < in`` (``_output_side``; ``eig_floor`` unused there), else ``_truncated_svd``'s Gram form.
     Returned in the compute dtype (float32 / float64 with x64).
     """
     _check_method(method)
@@ -184,18 +181,44 @@ def low_rank_compensation(
         return jnp.zeros((in_dim, 0), dt), jnp.zeros((0, out_dim), dt)
     if method == "plain":
         return _truncated_svd(a, rank, svd)
-    t, t_pinv = whitening(cov, eig_floor=eig_floor, damping=damping)
-    u2, r_w = _truncated_svd(jnp.dot(t, a, precision=HIGHEST), rank, svd)
-    l_w = jnp.dot(t_pinv, u2, precision=HIGHEST)
+    c = cov.astype(dt)
+    c = 0.5 * (c + c.T)
+    ca = jnp.dot(c, a, precision=HIGHEST)  # C ΔWᵀ: the output-side Gram and the residuals reuse it
+    if svd == "gram" and out_dim < in_dim:
+        l_w, r_w = _output_side(a, ca, rank, damping, in_dim, jnp.trace(c))
+    else:
+        t, t_pinv = whitening(cov, eig_floor=eig_floor, damping=damping)
+        u2, r_w = _truncated_svd(jnp.dot(t, a, precision=HIGHEST), rank, svd)
+        l_w = jnp.dot(t_pinv, u2, precision=HIGHEST)
     if method == "whitened":
         return l_w, r_w
     l_p, r_p = _truncated_svd(a, rank, svd)
-    c = cov.astype(dt)
-    c = 0.5 * (c + c.T)
-    res_w = _xnorm2(a - jnp.dot(l_w, r_w, precision=HIGHEST), c)
-    res_p = _xnorm2(a - jnp.dot(l_p, r_p, precision=HIGHEST), c)
+    res_w = _xnorm2_lowrank(a, ca, c, l_w, r_w)
+    res_p = _xnorm2_lowrank(a, ca, c, l_p, r_p)
     use_w = jnp.isfinite(res_w) & (res_w <= res_p)
     return jnp.where(use_w, l_w, l_p), jnp.where(use_w, r_w, r_p)
+
+
+def _output_side(a, ca, rank: int, damping, in_dim: int, trace_c):
+    """Whitened CMC without whitening when ``out < in``: the best rank-r ``X̃ (LR)`` is ``B V_r V_rᵀ``
+    with ``B = X̃ ΔWᵀ`` and ``V_r`` the top eigenvectors of ``BᵀB = ΔW C ΔWᵀ`` ([out, out]), so
+    ``L = ΔWᵀ V_r``, ``R = V_rᵀ``. The same product as spec §5's ``T⁻¹ (TΔWᵀ)_r`` whenever ``C`` is
+    invertible (always, with damping), with one eigh of the smaller side and no inverse at all."""
+    if not (isinstance(damping, (int, float)) and damping == 0):
+        ca = ca + (jnp.asarray(damping, ca.dtype) * trace_c / in_dim) * a
+    g = jnp.dot(a.T, ca, precision=HIGHEST)
+    _, v = jnp.linalg.eigh(0.5 * (g + g.T))
+    v = v[:, ::-1][:, :rank]
+    return jnp.dot(a, v, precision=HIGHEST), v.T
+
+
+def _xnorm2_lowrank(a, ca, c, l, r):
+    """``‖X (A − L R)‖_F² = tr(AᵀCA) − 2 tr(Rᵀ Lᵀ C A) + tr(Rᵀ Lᵀ C L R)`` from ``CA`` (no in×in×out
+    product per candidate)."""
+    lca = jnp.dot(l.T, ca, precision=HIGHEST)  # [r, out]
+    lcl = jnp.dot(l.T, jnp.dot(c, l, precision=HIGHEST), precision=HIGHEST)  # [r, r]
+    rrt = jnp.dot(r, r.T, precision=HIGHEST)
+    return jnp.sum(a * ca) - 2.0 * jnp.sum(r * lca) + jnp.sum(lcl * rrt)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -14,6 +14,7 @@ import hashlib
 import json
 import os
 import shutil
+import time
 import warnings
 from pathlib import Path
 from typing import Any
@@ -287,6 +288,7 @@ def _calibrate_layers(cfg, params, prep, st, weights, ranks, run, timer, progres
     bar = tqdm(range(n_layers), desc=f"{st.method} {st.wbits}w{st.abits}a", unit="layer", disable=not progress,
                dynamic_ncols=True)
     for i in bar:
+        t_layer = time.perf_counter()
         lp = _layer(params, i)
         with timer("fp_pass"):
             y_fp, stats, sample = jax.block_until_ready(calibrate.fp_layer_pass(
@@ -334,6 +336,7 @@ def _calibrate_layers(cfg, params, prep, st, weights, ranks, run, timer, progres
                 h_q = jax.block_until_ready(calibrate.propagate(cfg, st, "mas", lp, f, lora, h_q, prep.cos, prep.sin,
                                                                 prep.valid, prep.modality_ids, active=prep.active))
         h_fp = y_fp
+        rep["seconds"] = round(time.perf_counter() - t_layer, 3)  # wall time of this layer, all stages
         if stop_after_layer is not None and i >= stop_after_layer:
             bar.close()
             return None, None, reports

@@ -148,6 +148,32 @@ def fake_quant(
     return out.reshape(x.shape).astype(x.dtype)
 
 
+def fake_quant_grid(
+    x: jax.Array,
+    bits: int,
+    *,
+    symmetric: bool = True,
+    bound: Bound = SPEC_BOUND,
+) -> tuple[jax.Array, jax.Array]:
+    """``(grid, scale)`` with ``grid * scale == fake_quant(x, bits)`` (one group per row, last axis).
+
+    ``grid`` holds the centred integer values ``q - zp`` as float32 (|grid| <= 2^bits - 1, exact in
+    bfloat16 for bits <= 8) and ``scale`` is ``[..., 1]``; both carry fake_quant's gradients (STE
+    rounding, differentiable scale). Lets a matmul of two fake-quantized operands run on the integer
+    grid in bfloat16 with float32 accumulation, then scale: exact products, tensor-core speed.
+    """
+    bits = validate_bits(bits)
+    _validate_bound(bound)
+    if bits >= IDENTITY_BITS:
+        raise QuantConfigError("fake_quant_grid needs bits < 16 (16 means not quantized)")
+    x = x.astype(jnp.float32)
+    scale, zp, qmin, qmax = _params(x, bits, symmetric, bound)
+    q = _integer_grid(x, scale, zp, qmin, qmax)
+    if zp is not None:
+        q = q - zp
+    return q, scale
+
+
 # ----------------------------------------------------------------------------------------------
 # Real integer storage.
 

@@ -11,6 +11,8 @@ from masq_jax.quant import IDENTITY_BITS, QuantConfigError, validate_bits
 
 METHODS = ("rtn", "smoothquant", "awq", "mbq", "mas", "masquant")
 PROPAGATIONS = ("sequential", "independent")
+TRAIN_MATMULS = ("auto", "float32", "bfloat16")  # auto: bfloat16 on GPU/TPU, float32 on CPU
+CMC_SOLVERS = ("gram", "svd")  # gram: eigh of min(in, out)-sized Gram matrices; svd: dense SVDs
 
 # spec §1 table: (wbits, abits, group_size, weight symmetric)
 PRESETS: dict[str, tuple[int, int, int | None, bool]] = {
@@ -43,6 +45,8 @@ class QuantSettings:
     alpha: float = 0.5
     propagation: str = "sequential"
     cov_damping: float = 1e-2  # relative damping of the whitening covariance (ours, spec §5 robustness)
+    train_matmul: str = "auto"  # MAS products: float32 HIGHEST or bf16 tensor cores (masq_jax.matmul)
+    cmc_solver: str = "gram"  # CMC decompositions (masq_jax.cmc.low_rank_compensation's ``svd``)
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
@@ -66,6 +70,12 @@ class QuantSettings:
             raise SettingsError(f"--lr must be > 0, got {self.lr}")
         if self.propagation not in PROPAGATIONS:
             raise SettingsError(f"--propagation must be one of {', '.join(PROPAGATIONS)}")
+        if self.train_matmul not in TRAIN_MATMULS:
+            raise SettingsError(f"--train-matmul must be one of {', '.join(TRAIN_MATMULS)}, got {self.train_matmul!r}")
+        if self.train_matmul == "auto":  # recorded resolved, so the artefact says what ran
+            object.__setattr__(self, "train_matmul", default_train_matmul())
+        if self.cmc_solver not in CMC_SOLVERS:
+            raise SettingsError(f"--cmc-solver must be one of {', '.join(CMC_SOLVERS)}, got {self.cmc_solver!r}")
         if isinstance(self.loss_weights, str):
             if self.loss_weights != "mbq":
                 raise SettingsError("--loss-weights takes 'text=1,vision=0.5,audio=1' or 'mbq'")
@@ -82,6 +92,14 @@ class QuantSettings:
 
     def to_json(self) -> dict[str, Any]:
         return json.loads(json.dumps(dataclasses.asdict(self)))
+
+
+def default_train_matmul() -> str:
+    """bf16 tensor-core products on GPU/TPU (float32-level accuracy, several times faster); float32
+    on CPU, where bf16 dots are slower than float32 ones."""
+    import jax
+
+    return "float32" if jax.default_backend() == "cpu" else "bfloat16"
 
 
 def preset(name: str) -> dict[str, Any]:

@@ -16,7 +16,8 @@ import numpy as np
 import optax
 
 from masq_jax.errors import MasqError
-from masq_jax.quant import SPEC_BOUND, Bound, fake_quant, validate_bits
+from masq_jax.matmul import grid_matmul, split_matmul
+from masq_jax.quant import IDENTITY_BITS, SPEC_BOUND, Bound, fake_quant, fake_quant_grid, validate_bits
 
 NUM_MODALITIES = 3
 TEXT, VISION, AUDIO = 0, 1, 2
@@ -26,6 +27,7 @@ FACTOR_FLOOR = 1e-5  # every smoothing factor and every weight absmax is floored
 SMOOTH_CLAMP = 1e-2  # before every training step: |s| < 1e-2 -> sign(s) * 1e-2
 AWQ_SCALE_FLOOR = 1e-4  # AWQ: mean|x|^alpha floored here before normalisation
 HIGHEST = jax.lax.Precision.HIGHEST
+MATMUL_DTYPES = ("float32", "bfloat16")  # precision of the MAS training products (mas_linear)
 
 
 class CoreInputError(MasqError):
@@ -170,6 +172,7 @@ def mas_linear(
     group_size: int | None = None,
     bound: Bound = SPEC_BOUND,
     modalities: tuple[int, ...] = (0, 1, 2),
+    matmul_dtype: str = "float32",
 ) -> jax.Array:
     """``y = b + Σ_m Q_a((mask_m ⊙ x)/s_m) · Q_w(W·diag(s_m))ᵀ`` (spec §4), differentiable in ``smooth``.
 
@@ -178,7 +181,10 @@ def mas_linear(
 
     ``x`` [..., in]; ``modality_ids`` [...]; ``weight`` [out, in]; ``smooth`` [3, in] (one vector
     per modality) or [in] (shared, e.g. SmoothQuant). Activations: symmetric per token; weights per
-    output channel or per group. Computed in float32 (HIGHEST precision), returned in float32.
+    output channel or per group. Returned in float32. ``matmul_dtype`` (static): "float32" runs the
+    products at HIGHEST precision; "bfloat16" on bf16 tensor cores at float32-level accuracy
+    (``masq_jax.matmul``): one exact pass on the integer grid (``quant.fake_quant_grid``) when both
+    operands are quantized per row, else three split passes.
     Per-token activation quantization makes ``Q_a(mask_m ⊙ x / s_m)`` the row ``Q_a(x_t / s_m)`` for
     tokens of m and zero elsewhere, which is how it is evaluated (one activation quantization).
     """
@@ -188,26 +194,53 @@ def mas_linear(
     out_dim, in_dim = _weight_in(weight, x.shape[-1])
     if not modalities or any(m not in range(NUM_MODALITIES) for m in modalities):
         raise CoreInputError(f"modalities must be a non-empty tuple of ids in 0..2, got {modalities!r}")
+    if matmul_dtype not in MATMUL_DTYPES:
+        raise CoreInputError(f"matmul_dtype must be one of {', '.join(MATMUL_DTYPES)}, got {matmul_dtype!r}")
     s3 = _smooth3(smooth, in_dim).astype(jnp.float32)
     x2, mid, _ = _flat(x, modality_ids)
     x2 = x2.astype(jnp.float32)
     w = weight.astype(jnp.float32)
+    qdot = _QuantDot(wbits, abits, w_symmetric, group_size, bound, matmul_dtype)
     if smooth.ndim == 1:  # one shared vector (SmoothQuant, AWQ, RTN): one weight, one matmul
         s1 = smooth.astype(jnp.float32)
-        xq = fake_quant(x2 / s1, abits, symmetric=True, bound=bound)
-        wq = fake_quant(w * s1[None, :], wbits, symmetric=w_symmetric, group_size=group_size, bound=bound)
-        y = jnp.dot(xq, wq.T, precision=HIGHEST)
+        y = qdot(qdot.activations(x2 / s1), w * s1[None, :])
         if bias is not None:
             y = y + bias.astype(jnp.float32)
         return y.reshape(*x.shape[:-1], out_dim)
-    xq = fake_quant(x2 / s3[mid], abits, symmetric=True, bound=bound)
+    xq = qdot.activations(x2 / s3[mid])
     y = jnp.zeros((x2.shape[0], out_dim), jnp.float32)
     for m in modalities:
-        wq = fake_quant(w * s3[m][None, :], wbits, symmetric=w_symmetric, group_size=group_size, bound=bound)
-        y = y + jnp.where((mid == m)[:, None], jnp.dot(xq, wq.T, precision=HIGHEST), 0.0)
+        y = y + jnp.where((mid == m)[:, None], qdot(xq, w * s3[m][None, :]), 0.0)
     if bias is not None:
         y = y + bias.astype(jnp.float32)
     return y.reshape(*x.shape[:-1], out_dim)
+
+
+class _QuantDot:
+    """``Q_a(x) · Q_w(w)ᵀ`` in float32 (HIGHEST) or on bf16 tensor cores (see ``mas_linear``)."""
+
+    def __init__(self, wbits, abits, w_symmetric, group_size, bound, matmul_dtype):
+        self.wbits, self.abits, self.bound = wbits, abits, bound
+        self.w_symmetric, self.group_size = w_symmetric, group_size
+        self.bf16 = matmul_dtype == "bfloat16"
+        # Integer-grid products need one scale per activation row and per weight row.
+        self.grid = self.bf16 and max(abits, wbits) < IDENTITY_BITS and group_size is None
+
+    def activations(self, xs):
+        """The quantized activations: ``(grid, scale)`` on the grid path, else the fake-quant values."""
+        if self.grid:
+            return fake_quant_grid(xs, self.abits, symmetric=True, bound=self.bound)
+        return fake_quant(xs, self.abits, symmetric=True, bound=self.bound)
+
+    def __call__(self, xq, ws):
+        if self.grid:
+            gx, sx = xq
+            gw, sw = fake_quant_grid(ws, self.wbits, symmetric=self.w_symmetric, bound=self.bound)
+            return grid_matmul(gx, gw) * sx * sw.T
+        wq = fake_quant(ws, self.wbits, symmetric=self.w_symmetric, group_size=self.group_size, bound=self.bound)
+        if self.bf16:
+            return split_matmul(xq, wq)
+        return jnp.dot(xq, wq.T, precision=HIGHEST)
 
 
 def block_loss(

@@ -268,3 +268,26 @@ def test_gram_svd_option_matches_exact(din, dout, kind, tokens):
     np.testing.assert_allclose(np.asarray(lg) @ np.asarray(rg), dw.T, atol=1e-4 * np.abs(dw).max())
     with pytest.raises(CoreInputError, match="svd must be"):
         cmc.low_rank_compensation(jnp.asarray(dw), jnp.asarray(c, jnp.float32), 2, svd="qr")
+
+
+@pytest.mark.parametrize("din,dout", [(48, 40), (64, 24)])
+def test_gram_output_side_equals_spec_whitened_product(din, dout):
+    """out < in: the gram solver's output-side solution is spec §5's T⁻¹(TΔWᵀ)_r (float64 NumPy)."""
+    x, dw = _problem(3, tokens=400, din=din, dout=dout)
+    c = _cov(x)
+    for r in (1, 6, dout):
+        l, rr = cmc.low_rank_compensation(jnp.asarray(dw), jnp.asarray(c, jnp.float32), r, method="whitened",
+                                          svd="gram")
+        assert l.shape == (din, r) and rr.shape == (r, dout)
+        lr_ref, rr_ref = np_lowrank_whitened(dw, c, r)
+        ref = lr_ref @ rr_ref
+        prod = np.asarray(l, np.float64) @ np.asarray(rr, np.float64)
+        np.testing.assert_allclose(prod, ref, rtol=1e-3, atol=2e-3 * np.abs(ref).max())
+    # with damping it is the spec solution on the damped covariance
+    damp = 0.05
+    cd = c + damp * np.trace(c) / din * np.eye(din)
+    l, rr = cmc.low_rank_compensation(jnp.asarray(dw), jnp.asarray(c, jnp.float32), 4, method="whitened",
+                                      svd="gram", damping=damp)
+    lr_ref, rr_ref = np_lowrank_whitened(dw, cd, 4)
+    np.testing.assert_allclose(np.asarray(l, np.float64) @ np.asarray(rr, np.float64), lr_ref @ rr_ref,
+                               rtol=1e-3, atol=2e-3 * np.abs(lr_ref @ rr_ref).max())

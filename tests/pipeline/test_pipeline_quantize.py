@@ -171,3 +171,21 @@ def test_mbq_gradient_loss_weights(tmp_path):
     w = rep["loss_weights"]
     assert w["source"] == "mbq-gradient" and w["text"] == 1.0
     assert w["vision"] > 0 and w["audio"] > 0 and np.isfinite(w["vision"]) and np.isfinite(w["audio"])
+
+
+def test_bf16_training_and_svd_solver_match_the_defaults(masquant_run, tmp_path):
+    """bf16 tensor-core training (float32-level accuracy, masq_jax.matmul) and the dense-SVD CMC solver
+    land where the float32 / Gram defaults do; the settings record what actually ran."""
+    _, base = masquant_run
+    assert base["settings"]["train_matmul"] == ("float32" if jax.default_backend() == "cpu" else "bfloat16")
+    assert base["settings"]["cmc_solver"] == "gram"
+    assert all(layer["seconds"] > 0 for layer in base["layers"])
+    for kw in (dict(train_matmul="bfloat16"), dict(train_matmul="float32", cmc_solver="svd")):
+        rep = run_quantize((CFG, PARAMS), calib(), str(tmp_path / "-".join(kw.values())), settings(**kw),
+                           eval_set=calib(3, seed=5), progress=False)
+        for a, b in zip(rep["layers"], base["layers"]):
+            np.testing.assert_allclose(a["loss_per_epoch"], b["loss_per_epoch"], rtol=0.05)
+        for mod in ("all", "text", "vision", "audio"):
+            assert abs(rep["sqnr"]["mean"][mod] - base["sqnr"]["mean"][mod]) < 0.5, (kw, mod)
+    with pytest.raises(Exception, match="--train-matmul must be one of"):
+        settings(train_matmul="fp8")
