@@ -282,9 +282,25 @@ def cmc_layer(lp, factors, stats, st: QuantSettings, ranks: dict[str, int]) -> d
     return _cmc_layer_jit(lp, factors, stats, st, tuple(sorted(ranks.items())))
 
 
+def cmc_layers(lps, factors, stats, st: QuantSettings, ranks: dict[str, int]) -> dict:
+    """``cmc_layer`` over a stack of layers (leading axis on every leaf) in one program: vmapped on
+    accelerators, a ``lax.map`` on CPU."""
+    return _cmc_layers_jit(lps, factors, stats, st, tuple(sorted(ranks.items())))
+
+
 @functools.partial(jax.jit, static_argnames=("st", "ranks"))
 def _cmc_layer_jit(lp, factors, stats, st, ranks):
     return _cmc_layer(lp, factors, stats, st, dict(ranks))
+
+
+@functools.partial(jax.jit, static_argnames=("st", "ranks"))
+def _cmc_layers_jit(lps, factors, stats, st, ranks):
+    one = lambda args: _cmc_layer(*args, st, dict(ranks))  # noqa: E731
+    if jax.default_backend() == "cpu":
+        # XLA:CPU can wedge its Eigen thread pool on this batched graph (14 batched eighs; reproduced
+        # with jax 0.10.2 on the tiny test model): a loop over the layers inside one program instead.
+        return jax.lax.map(one, (lps, factors, stats))
+    return jax.vmap(lambda lp, f, s: one((lp, f, s)))(lps, factors, stats)
 
 
 def _cmc_layer(lp, factors, stats, st: QuantSettings, ranks: dict[str, int]) -> dict:

@@ -371,8 +371,9 @@ def _lora_from_state(state):
 
 
 def _calibrate_independent(cfg, params, prep, st, weights, ranks, run, timer, progress, layer_chunk: int = 4):
-    """All layers trained from full-precision inputs (no quantized propagation), vmapped over chunks
-    of ``layer_chunk`` layers: faster, but layer i never sees the error of layers < i."""
+    """All layers trained from full-precision inputs (no quantized propagation), training and CMC
+    vmapped over chunks of ``layer_chunk`` layers: faster, but layer i never sees the error of
+    layers < i."""
     from tqdm.auto import tqdm
 
     n_layers = cfg.num_layers
@@ -410,12 +411,14 @@ def _calibrate_independent(cfg, params, prep, st, weights, ranks, run, timer, pr
             f_chunk, losses = vtrain(cfg, st, lps, stack([inits[i] for i in idx]), stack([inputs[i] for i in idx]),
                                      stack([targets[i] for i in idx]), prep.cos, prep.sin, prep.valid,
                                      prep.modality_ids, weights, jnp.stack([jax.random.fold_in(key, i) for i in idx]))
+        lora_chunk = {}
+        if st.method == "masquant":  # the chunk's CMC, vmapped over its layers
+            with timer("cmc"):
+                lora_chunk = jax.block_until_ready(calibrate.cmc_layers(
+                    lps, f_chunk, stack([stats_all[i] for i in idx]), st, ranks))
         for j, i in enumerate(idx):
             f = jax.tree_util.tree_map(lambda a: a[j], f_chunk)
-            lora = {}
-            if st.method == "masquant":
-                with timer("cmc"):
-                    lora = calibrate.cmc_layer(_layer(params, i), f, stats_all[i], st, ranks)
+            lora = jax.tree_util.tree_map(lambda a: a[j], lora_chunk)
             state = _layer_state(f, lora, losses[j], [np.nan] * len(calibrate.LINEARS), ranks)
             run.save_layer(i, state)
             factors[i], loras[i] = f, lora

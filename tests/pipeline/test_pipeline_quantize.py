@@ -189,3 +189,30 @@ def test_bf16_training_and_svd_solver_match_the_defaults(masquant_run, tmp_path)
             assert abs(rep["sqnr"]["mean"][mod] - base["sqnr"]["mean"][mod]) < 0.5, (kw, mod)
     with pytest.raises(Exception, match="--train-matmul must be one of"):
         settings(train_matmul="fp8")
+
+
+def test_cmc_vmapped_over_layers_equals_per_layer():
+    """The independent mode's CMC runs vmapped over a chunk of layers: same factors as layer by layer."""
+    prep = prepare(CFG, PARAMS, calib(4))
+    st = settings()
+    ranks = calibrate.layer_ranks(CFG, st)
+    h, lps, fs, stats = prep.h0, [], [], []
+    for i in range(CFG.num_layers):
+        lp = jax.tree_util.tree_map(lambda a: a[i], PARAMS["layers"])
+        h, s, sample = calibrate.fp_layer_pass(CFG, lp, h, prep.cos, prep.sin, prep.valid, prep.modality_ids,
+                                               with_gram=True)
+        f, _ = calibrate.init_layer_factors(CFG, lp, s, sample, st, (1.0, 0.5, 1.0))
+        lps.append(lp), fs.append(f), stats.append(s)
+    stack = lambda xs: jax.tree_util.tree_map(lambda *a: jnp.stack(a), *xs)  # noqa: E731
+    together = calibrate.cmc_layers(stack(lps), stack(fs), stack(stats), st, ranks)
+    for i in range(CFG.num_layers):
+        alone = calibrate.cmc_layer(lps[i], fs[i], stats[i], st, ranks)
+        for name, (l, r) in alone.items():
+            np.testing.assert_allclose(np.asarray(together[name][0][i] @ together[name][1][i]),
+                                       np.asarray(l @ r), rtol=1e-4, atol=1e-5 * float(jnp.abs(l @ r).max()))
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(jax.default_backend() == "cpu", reason="the vmapped CMC path runs on accelerators only")
+def test_cmc_vmapped_path_on_accelerator():
+    test_cmc_vmapped_over_layers_equals_per_layer()
