@@ -89,10 +89,10 @@ def layer_input_dims(cfg) -> dict[str, int]:
 
 
 @functools.partial(jax.jit, static_argnames=("cfg",))
-def _fp_chunk(cfg, lp, h, cos, sin, valid, modality_ids, stats):
+def _fp_chunk(cfg, lp, h, cos, sin, valid, modality_ids, stats, gram_index):
     bias = decoder.attention_bias(valid, h.shape[1], h.dtype)
     out, inputs = decoder.layer_forward(cfg, lp, h, (cos, sin), bias, capture=True)
-    return out, layer_stats.accumulate(stats, inputs, modality_ids, valid), inputs
+    return out, layer_stats.accumulate(stats, inputs, modality_ids, valid, gram_index), inputs
 
 
 def fp_layer_pass(cfg, lp, h, cos, sin, valid, modality_ids, *, with_gram: bool, chunk: int = 8,
@@ -107,7 +107,9 @@ def fp_layer_pass(cfg, lp, h, cos, sin, valid, modality_ids, *, with_gram: bool,
     sample_mid = []
     for i in range(0, h.shape[0], chunk):
         sl = slice(i, i + chunk)
-        out, stats, inputs = _fp_chunk(cfg, lp, h[sl], cos[sl], sin[sl], valid[sl], modality_ids[sl], stats)
+        gram_index = layer_stats.modality_token_index(modality_ids[sl], valid[sl]) if with_gram else None
+        out, stats, inputs = _fp_chunk(cfg, lp, h[sl], cos[sl], sin[sl], valid[sl], modality_ids[sl], stats,
+                                       gram_index)
         outs.append(out)
         if got < search_tokens:
             v = valid[sl].reshape(-1)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 NUM_MODALITIES = 3
 INPUT_GROUPS = ("qkv", "o", "gate_up", "down")
@@ -41,8 +42,26 @@ def empty_stats(dims: dict[str, int], with_gram: bool) -> dict[str, dict[str, ja
     return out
 
 
-def accumulate(stats: dict, inputs: dict[str, jax.Array], modality_ids: jax.Array, valid: jax.Array) -> dict:
-    """Fold a batch of linear inputs ``[B, S, in]`` into ``stats`` (pure; jit-able)."""
+def modality_token_index(modality_ids, valid, multiple: int = 128) -> tuple[np.ndarray, ...]:
+    """Host-side flat token indices of each modality (valid tokens only), padded to a multiple of
+    ``multiple`` with an out-of-range index (gathers as a zero row): lets ``accumulate`` form each
+    modality's Gram from its own tokens instead of three masked products over all of them."""
+    mid = np.asarray(modality_ids).reshape(-1)
+    ok = np.asarray(valid).reshape(-1).astype(bool)
+    out = []
+    for m in range(NUM_MODALITIES):
+        idx = np.nonzero((mid == m) & ok)[0].astype(np.int32)
+        out.append(np.concatenate([idx, np.full((-len(idx)) % multiple, mid.size, np.int32)]))
+    return tuple(out)
+
+
+def accumulate(stats: dict, inputs: dict[str, jax.Array], modality_ids: jax.Array, valid: jax.Array,
+               gram_index: tuple[jax.Array, ...] | None = None) -> dict:
+    """Fold a batch of linear inputs ``[B, S, in]`` into ``stats`` (pure; jit-able).
+
+    ``gram_index`` (from ``modality_token_index``): gather each modality's tokens for its Gram matrix
+    (the FLOPs of one product over all tokens instead of three masked ones); without it, masked.
+    """
     onehot = jax.nn.one_hot(modality_ids.reshape(-1), NUM_MODALITIES, dtype=jnp.float32)
     onehot = onehot * valid.reshape(-1, 1).astype(jnp.float32)  # [T, 3]
     new = {}
@@ -56,7 +75,13 @@ def accumulate(stats: dict, inputs: dict[str, jax.Array], modality_ids: jax.Arra
             "abssum": acc["abssum"] + jnp.einsum("tm,ti->mi", onehot, ax, precision="highest"),
             "count": acc["count"] + jnp.sum(onehot, axis=0),
         }
-        if "gram" in acc:
+        if "gram" in acc and gram_index is not None:
+            grams = []
+            for idx in gram_index:
+                xg = jnp.take(x, idx, axis=0, mode="fill", fill_value=0.0)
+                grams.append(jnp.dot(xg.T, xg, precision="highest"))
+            upd["gram"] = acc["gram"] + jnp.stack(grams)
+        elif "gram" in acc:
             xm = x[None] * onehot.T[:, :, None]  # [3, T, in]
             upd["gram"] = acc["gram"] + jnp.einsum("mti,mtj->mij", xm, xm, precision="highest")
         new[group] = upd
