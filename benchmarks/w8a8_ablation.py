@@ -15,44 +15,34 @@ import math
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from masq_jax import api, smooth
+from masq_jax.calibrate import fp_layer_pass
+from masq_jax.evaluate import _nll_sum
 from masq_jax.layer_stats import LINEAR_INPUT
 from masq_jax.models import decoder
+from masq_jax.pipeline import prepare
 from masq_jax.quant import fake_quant
 
 ALL = tuple(LINEAR_INPUT)
 SMOOTHED = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj")
 
 
-def stack(calibset):
-    """(input_ids [N, S], valid [N, S]) of a text CalibSet, right-padded."""
-    n, s = len(calibset), calibset.max_len
-    ids, valid = np.zeros((n, s), np.int32), np.zeros((n, s), bool)
-    for k, sample in enumerate(calibset):
-        ids[k, :sample.length], valid[k, :sample.length] = sample.input_ids, True
-    return jnp.asarray(ids), jnp.asarray(valid)
-
-
-def all_token_absmax(cfg, params, ids, valid) -> list[dict]:
-    """Per layer, per linear input group: max |x| over the valid calibration tokens (FP model)."""
-    h = decoder.embed(params, ids)
-    cs = decoder.rope(cfg, decoder.default_positions(cfg, *ids.shape))
-    bias = decoder.attention_bias(valid, ids.shape[1], jnp.float32)
-    out = []
+def all_token_absmax(cfg, params, calibset) -> list[dict]:
+    """Per layer, per linear input group: max |x| over the calibration tokens of the FP model
+    (the pipeline's own statistics pass)."""
+    prep = prepare(cfg, params, calibset)
+    h, out = prep.h0, []
     for i in range(cfg.num_layers):
         lp = jax.tree_util.tree_map(lambda a: a[i], params["layers"])
-        h, inputs = decoder.layer_forward(cfg, lp, h, cs, bias, capture=True)
-        out.append({g: jnp.max(jnp.where(valid[..., None], jnp.abs(x.astype(jnp.float32)), 0.0), axis=(0, 1))
-                    for g, x in inputs.items()})
+        h, stats, _ = fp_layer_pass(cfg, lp, h, prep.cos, prep.sin, prep.valid, prep.modality_ids, with_gram=False)
+        out.append({g: v["absmax_all"] for g, v in stats.items()})
     return out
 
 
-def perplexity(cfg, params, ids, valid, absmax, *, act=(), weight=(), smoothed=(), alpha=0.5) -> float:
-    h = decoder.embed(params, ids)
-    cs = decoder.rope(cfg, decoder.default_positions(cfg, *ids.shape))
-    bias = decoder.attention_bias(valid, ids.shape[1], jnp.float32)
+def perplexity(cfg, params, prep, absmax, *, act=(), weight=(), smoothed=(), alpha=0.5) -> float:
+    h = prep.h0
+    bias = decoder.attention_bias(prep.valid, h.shape[1], jnp.float32)
     for i in range(cfg.num_layers):
         lp = jax.tree_util.tree_map(lambda a: a[i], params["layers"])
 
@@ -66,11 +56,9 @@ def perplexity(cfg, params, ids, valid, absmax, *, act=(), weight=(), smoothed=(
             y = jnp.dot(xs, ws.T, precision="highest")
             return (y if p.get("b") is None else y + p["b"]).astype(x.dtype)
 
-        h = decoder.layer_forward(cfg, lp, h, cs, bias, linear=linear)
-    logp = jax.nn.log_softmax(decoder.head(cfg, params, h)[:, :-1], axis=-1)
-    nll = -jnp.take_along_axis(logp, ids[:, 1:, None], axis=-1)[..., 0]
-    ok = valid[:, 1:] & valid[:, :-1]
-    return math.exp(float(jnp.sum(jnp.where(ok, nll, 0.0)) / jnp.sum(ok)))
+        h = decoder.layer_forward(cfg, lp, h, (prep.cos, prep.sin), bias, linear=linear)
+    nll, count = _nll_sum(cfg, params, h, prep.input_ids, prep.valid, prep.modality_ids)
+    return math.exp(nll / count)
 
 
 def main() -> None:
@@ -82,8 +70,8 @@ def main() -> None:
     path = api.resolve_model("smollm2")
     cfg, params = api.load_model(path)
     train, held = api.load_calibration("text", path, cfg, a.samples, a.eval_samples, 0, a.seq_len)
-    ids, valid = stack(held)
-    absmax = all_token_absmax(cfg, params, *stack(train))
+    prep = prepare(cfg, params, held)
+    absmax = all_token_absmax(cfg, params, train)
     rows = [("full precision (baseline)", {}), ("W8 only", dict(weight=ALL)), ("A8 only", dict(act=ALL))]
     rows += [(f"A8 on {n} only", dict(act=(n,))) for n in ALL]
     rows += [("RTN W8A8", dict(act=ALL, weight=ALL)),
@@ -95,7 +83,7 @@ def main() -> None:
           f"SmoothQuant statistics from {len(train)} calibration samples")
     fp = None
     for name, kw in rows:
-        ppl = perplexity(cfg, params, ids, valid, absmax, **kw)
+        ppl = perplexity(cfg, params, prep, absmax, **kw)
         fp = fp or ppl
         print(f"{name:<50}{ppl:>9.3f}{100 * (ppl / fp - 1):>+8.2f}%", flush=True)
 

@@ -43,39 +43,27 @@ def _exact_rhs_dot_t(a: jax.Array, b_exact: jax.Array) -> jax.Array:
     return _dot_t(a_hi, b_exact) + _dot_t(a_lo, b_exact)
 
 
-@jax.custom_vjp
-def grid_matmul(gx: jax.Array, gw: jax.Array) -> jax.Array:
-    """``gx @ gwᵀ`` ([T, K] x [N, K] -> [T, N] float32) for integer-valued float operands."""
-    return _dot_t(gx.astype(BF16), gw.astype(BF16))
+def _custom_matmul(forward, backward, keep_dtype):
+    """``a @ bᵀ`` computed by ``forward``, with a custom VJP whose two cotangent products use
+    ``backward`` (operands saved in ``keep_dtype``)."""
+
+    @jax.custom_vjp
+    def matmul(a: jax.Array, b: jax.Array) -> jax.Array:
+        return forward(a, b)
+
+    def fwd(a, b):
+        return forward(a, b), (a.astype(keep_dtype), b.astype(keep_dtype))
+
+    def bwd(res, ct):
+        a, b = res
+        ct = ct.astype(F32)
+        return backward(ct, b.T), backward(ct.T, a.T)
+
+    matmul.defvjp(fwd, bwd)
+    return matmul
 
 
-def _grid_fwd(gx, gw):
-    return grid_matmul(gx, gw), (gx.astype(BF16), gw.astype(BF16))
-
-
-def _grid_bwd(res, ct):
-    gx, gw = res
-    ct = ct.astype(F32)
-    return _exact_rhs_dot_t(ct, gw.T), _exact_rhs_dot_t(ct.T, gx.T)
-
-
-grid_matmul.defvjp(_grid_fwd, _grid_bwd)
-
-
-@jax.custom_vjp
-def split_matmul(a: jax.Array, b: jax.Array) -> jax.Array:
-    """``a @ bᵀ`` ([T, K] x [N, K] -> [T, N] float32) in three bf16 passes (float32-level accuracy)."""
-    return _split_dot_t(a.astype(F32), b.astype(F32))
-
-
-def _split_fwd(a, b):
-    return split_matmul(a, b), (a.astype(F32), b.astype(F32))
-
-
-def _split_bwd(res, ct):
-    a, b = res
-    ct = ct.astype(F32)
-    return _split_dot_t(ct, b.T), _split_dot_t(ct.T, a.T)
-
-
-split_matmul.defvjp(_split_fwd, _split_bwd)
+# ``gx @ gwᵀ`` ([T, K] x [N, K] -> [T, N] float32) for integer-valued float operands: one exact pass.
+grid_matmul = _custom_matmul(lambda a, b: _dot_t(a.astype(BF16), b.astype(BF16)), _exact_rhs_dot_t, BF16)
+# ``a @ bᵀ`` ([T, K] x [N, K] -> [T, N] float32) in three bf16 passes (float32-level accuracy).
+split_matmul = _custom_matmul(lambda a, b: _split_dot_t(a.astype(F32), b.astype(F32)), _split_dot_t, F32)

@@ -142,10 +142,15 @@ def fake_quant(
     if bits >= IDENTITY_BITS:
         return x
     _validate_group(x.shape[-1], group_size)
-    xg = _grouped(x, group_size)
+    grid, scale = _centred_grid(_grouped(x, group_size), bits, symmetric, bound)
+    return (grid * scale).reshape(x.shape).astype(x.dtype)
+
+
+def _centred_grid(xg: jax.Array, bits: int, symmetric: bool, bound: Bound) -> tuple[jax.Array, jax.Array]:
+    """``(q - zp, scale)`` per group of ``xg``'s last axis: ``grid * scale`` is the fake-quant value."""
     scale, zp, qmin, qmax = _params(xg, bits, symmetric, bound)
-    out = _dequant_grid(_integer_grid(xg, scale, zp, qmin, qmax), scale, zp)
-    return out.reshape(x.shape).astype(x.dtype)
+    q = _integer_grid(xg, scale, zp, qmin, qmax)
+    return (q if zp is None else q - zp), scale
 
 
 def fake_quant_grid(
@@ -166,12 +171,7 @@ def fake_quant_grid(
     _validate_bound(bound)
     if bits >= IDENTITY_BITS:
         raise QuantConfigError("fake_quant_grid needs bits < 16 (16 means not quantized)")
-    x = x.astype(jnp.float32)
-    scale, zp, qmin, qmax = _params(x, bits, symmetric, bound)
-    q = _integer_grid(x, scale, zp, qmin, qmax)
-    if zp is not None:
-        q = q - zp
-    return q, scale
+    return _centred_grid(x.astype(jnp.float32), bits, symmetric, bound)
 
 
 # ----------------------------------------------------------------------------------------------

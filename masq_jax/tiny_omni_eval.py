@@ -162,31 +162,29 @@ def main(argv: list[str] | None = None) -> int:
                     help="instead: per-modality activation ranges at the FP decoder's linear inputs on this CalibSet")
     a = ap.parse_args(argv)
     if a.ranges:
-        try:
-            r = activation_ranges(a.fp, a.ranges)
-        except (ValueError, OSError) as e:
-            print(f"tiny_omni_eval: error: {str(e).splitlines()[0]}", file=sys.stderr)
-            return 2
-        print(format_ranges(r))
-        if a.json:
-            with open(a.json, "w") as f:
-                json.dump({"calib": a.ranges, "ranges": r}, f, indent=1)
-        return 0
+        return _report(lambda: activation_ranges(a.fp, a.ranges), format_ranges, a.json,
+                       lambda r: {"calib": a.ranges, "ranges": r})
     models = {"fp": a.fp}
     for m in a.model:
         name, _, path = m.rpartition("=")
         models[name or path.rstrip("/").split("/")[-1]] = path
+    return _report(lambda: evaluate(a.fp, models, a.n, a.split), format_table, a.json,
+                   lambda res: {"n_per_task": a.n, "split": a.split, "accuracy": res})
+
+
+def _report(compute, fmt, json_path, payload) -> int:
+    """Run ``compute``, print ``fmt(result)`` and write ``payload(result)`` as JSON; bad input is one
+    line on stderr and exit status 2."""
     try:
-        res = evaluate(a.fp, models, a.n, a.split)
+        result = compute()
     except (ValueError, OSError) as e:
         print(f"tiny_omni_eval: error: {str(e).splitlines()[0]}", file=sys.stderr)
         return 2
-    print(format_table(res))
-    if a.json:
-        with open(a.json, "w") as f:
-            json.dump({"n_per_task": a.n, "split": a.split, "accuracy": res}, f, indent=1)
+    print(fmt(result))
+    if json_path:
+        with open(json_path, "w") as f:
+            json.dump(payload(result), f, indent=1)
     return 0
-
 
 if __name__ == "__main__":
     raise SystemExit(main())
