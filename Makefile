@@ -25,7 +25,7 @@ TINY := checkpoints/tiny-omni
 demo: $(STAMP)
 	$(VENV)/bin/masq quantize --model $(TINY) --calib $(TINY)/calib.npz --method rtn,smoothquant,mbq,mas,masquant \
 		--preset w4a8 --samples 120 --eval-samples 8 --out runs/demo-tiny-omni --overwrite --quiet
-	$(VENV)/bin/python -m masq_jax.tiny_omni_eval --fp $(TINY) --n 100 $(foreach m,rtn smoothquant mbq mas masquant,--model $(m)=runs/demo-tiny-omni/$(m))
+	$(VENV)/bin/python -m masq_jax.demos.tiny_omni.eval --fp $(TINY) --n 100 $(foreach m,rtn smoothquant mbq mas masquant,--model $(m)=runs/demo-tiny-omni/$(m))
 	$(VENV)/bin/masq quantize --method rtn,smoothquant,mas --preset w4a8 --samples 8 --eval-samples 4 \
 		--seq-len 128 --epochs 1 --out runs/demo-smollm2 --overwrite --quiet
 

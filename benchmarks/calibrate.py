@@ -10,7 +10,7 @@
 Prints per-stage wall time, peak memory, per-layer time (first layer with compilation, then the
 steady-state median and the full-depth extrapolation) and mean SQNR for each mode / variant, in one
 process. A variant is ``TRAIN_MATMUL:CMC_SOLVER`` (default: what ``masq quantize`` picks here).
-The reference (PyTorch, bf16) needs 45–90 min for Qwen2.5-Omni-3B (spec §7); target here ≤ 10 min.
+The reference (PyTorch, bf16) needs 45–90 min for Qwen2.5-Omni-3B (docs/method.md §7); target here ≤ 10 min.
 """
 
 from __future__ import annotations
@@ -29,8 +29,8 @@ import jax.numpy as jnp
 
 
 from masq_jax.calib.synthetic import SyntheticSpec, synthetic_calibset
-from masq_jax.toy import CONFIGS, make_config, random_params
-from masq_jax.pipeline import run_quantize
+from masq_jax.calibrate.runner import run_quantize
+from masq_jax.demos.toy import CONFIGS, make_config, random_params
 from masq_jax.settings import QuantSettings
 
 def calib_spec(hidden: int, samples: int, seq_len: int, seed: int) -> SyntheticSpec:

@@ -3,7 +3,7 @@
     python benchmarks/cmc_solver.py                          # Omni-3B q, k, gate, down (GPU; down is slow on CPU)
     python benchmarks/cmc_solver.py --shapes q,k,gate --tokens 2048   # CPU-friendly subset
 
-One layer's worth of one linear: ``cmc.cmc_factors`` (vision + audio, method "auto", damping 1e-2 as
+One layer's worth of one linear: ``cmc.cmc_factors`` (vision + audio, fit "auto", damping 1e-2 as
 the pipeline) on random weights and a covariance from ``--tokens`` correlated activations. Prints
 wall time (median of ``--reps`` after one compile run), the ratio to ``svd`` and the relative
 difference of the whitened residual ``‖X̃(ΔWᵀ − LR)‖`` between the two solvers (same optimum).
@@ -19,8 +19,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from masq_jax import cmc
-from masq_jax.toy import CONFIGS
+from masq_jax.core import cmc
+from masq_jax.demos.toy import CONFIGS
 
 
 def shapes(config: str) -> dict[str, tuple[int, int]]:

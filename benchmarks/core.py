@@ -1,7 +1,7 @@
 """Benchmark: smoothing init + CMC for a stack of decoder layers (Qwen2.5-Omni-7B linear shapes).
 
-Per layer and linear: per-modality absmax -> SmoothQuant-formula init (spec §3) -> per-modality
-whitening covariances of the smoothed inputs -> CMC factors for vision and audio (spec §5: text
+Per layer and linear: per-modality absmax -> SmoothQuant-formula init (docs/method.md §3) -> per-modality
+whitening covariances of the smoothed inputs -> CMC factors for vision and audio (docs/method.md §5: text
 weight quantized, ΔW_m, eigh of C_m, truncated SVD, auto fallback). Three implementations:
 
   vmap   one jitted call, vmapped over the layer axis (in chunks of --chunk layers via lax.map when
@@ -39,8 +39,7 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 import scipy.linalg  # noqa: E402
 
-from masq_jax import cmc  # noqa: E402
-from masq_jax import smooth as sm  # noqa: E402
+from masq_jax.core import cmc, smoothing, stats  # noqa: E402
 
 # (name, out, in) per linear of Qwen2.5-Omni-7B: hidden 3584, intermediate 18944, 4 kv heads x 128.
 FULL = {"hidden": 3584, "intermediate": 18944, "kv": 512, "layers": 28, "tokens": 2048}
@@ -73,8 +72,7 @@ def make_stack(key, layers: int, out_dim: int, in_dim: int, tokens: int):
 
 
 def layer_fn(w, x, mid, *, rank: int, svd: str):
-    stats = sm.modality_absmax(x, mid)
-    s = sm.init_factors(stats, w)
+    s = smoothing.init_factors(stats.modality_absmax(x, mid), w)
     covs = cmc.modality_covariance(x, mid, s)
     lf, rf = cmc.cmc_factors(w, s, covs, rank, wbits=4, svd=svd)
     return s, lf, rf

@@ -1,10 +1,10 @@
-"""Per-modality Gram statistics (spec §5's ``XᵀX_m``): three masked products (baseline) vs gathered tokens.
+"""Per-modality Gram statistics (docs/method.md §5's ``XᵀX_m``): three masked products (baseline) vs gathered tokens.
 
     python benchmarks/gram_stats.py                  # widths 2048 and 11008 (Omni-3B q/k/v and down inputs)
     python benchmarks/gram_stats.py --widths 2048    # CPU-friendly
 
 One chunk of the calibration pass (8 samples x 515 tokens, the benchmark's Omni layout: 55 % text,
-30 % vision, 15 % audio) through ``layer_stats.accumulate`` with and without ``gram_index``; median
+30 % vision, 15 % audio) through ``core.stats.accumulate`` with and without ``gram_index``; median
 of ``--reps`` after a compile run, and the largest relative difference of the Grams.
 """
 
@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from masq_jax import layer_stats
+from masq_jax.core import stats as layer_stats
 
 
 def main() -> None:

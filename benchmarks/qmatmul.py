@@ -30,8 +30,8 @@ import numpy as np
 
 from masq_jax.kernels import Config, prepare, qmatmul
 from masq_jax.kernels.qmatmul_pallas import gemm, prepass
-from masq_jax.qlinear import make_qlinear
-from masq_jax.quant import dequantize
+from masq_jax.core.qlinear import make_qlinear
+from masq_jax.core.quant import dequantize
 
 MODELS = {
     "3b": dict(hidden=2048, inter=11008, heads=16, kv=2, hd=128),

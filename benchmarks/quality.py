@@ -37,7 +37,7 @@ def text_part(a) -> dict:
             if a.presets and preset not in a.presets.split(","):
                 continue
             for method in methods:
-                # SmolLM2's widths (576, 1536) are not multiples of the spec's 128: groups of 64.
+                # SmolLM2's widths (576, 1536) are not multiples of the preset's 128: groups of 64.
                 extra = {"group_size": 64} if preset == "w4a16" else {}
                 rep = run(None, method, preset, "text", tmp, samples=a.samples, eval_samples=a.eval_samples,
                           seq_len=a.seq_len, epochs=a.epochs, **extra)

@@ -21,7 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from masq_jax.kernels import prepare, qmatmul
-from masq_jax.qlinear import make_qlinear
+from masq_jax.core.qlinear import make_qlinear
 
 DIMS = dict(hidden=2048, inter=11008, heads=16, kv=2, hd=128, layers=36)
 SETTINGS = {

@@ -2,9 +2,9 @@
 
     python benchmarks/w8a8_ablation.py --eval-samples 32
 
-Fake-quantizes (spec §1: 8-bit symmetric per-output-channel weights, per-token activations) only the
+Fake-quantizes (docs/method.md §1: 8-bit symmetric per-output-channel weights, per-token activations) only the
 named part of every decoder layer and prints held-out perplexity against full precision (baseline).
-SmoothQuant rows use the all-token statistics of the calibration split (spec §3 formula) for q, o and
+SmoothQuant rows use the all-token statistics of the calibration split (docs/method.md §3 formula) for q, o and
 up (k, v share q's input; gate shares up's), down_proj unsmoothed as in the reference unless stated.
 """
 
@@ -16,16 +16,16 @@ import math
 import jax
 import jax.numpy as jnp
 
-from masq_jax import api, smooth
-from masq_jax.calibrate import fp_layer_pass
-from masq_jax.evaluate import _nll_sum
-from masq_jax.layer_stats import LINEAR_INPUT
-from masq_jax.models import decoder
-from masq_jax.pipeline import prepare
-from masq_jax.quant import fake_quant
+from masq_jax import loading
+from masq_jax.calibrate.batch import prepare
+from masq_jax.calibrate.layer import fp_layer_pass
+from masq_jax.core import smoothing
+from masq_jax.core.quant import fake_quant
+from masq_jax.eval.perplexity import next_token_nll
+from masq_jax.methods.base import SMOOTHED
+from masq_jax.models import INPUT_OF, LINEAR_NAMES, decoder
 
-ALL = tuple(LINEAR_INPUT)
-SMOOTHED = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj")
+ALL = LINEAR_NAMES
 
 
 def all_token_absmax(cfg, params, calibset) -> list[dict]:
@@ -35,20 +35,22 @@ def all_token_absmax(cfg, params, calibset) -> list[dict]:
     h, out = prep.h0, []
     for i in range(cfg.num_layers):
         lp = jax.tree_util.tree_map(lambda a: a[i], params["layers"])
-        h, stats, _ = fp_layer_pass(cfg, lp, h, prep.cos, prep.sin, prep.valid, prep.modality_ids, with_gram=False)
-        out.append({g: v["absmax_all"] for g, v in stats.items()})
+        fp = fp_layer_pass(cfg, lp, h, prep.batch, with_gram=False)
+        h = fp.outputs
+        out.append({g: v["absmax_all"] for g, v in fp.stats.items()})
     return out
 
 
 def perplexity(cfg, params, prep, absmax, *, act=(), weight=(), smoothed=(), alpha=0.5) -> float:
     h = prep.h0
-    bias = decoder.attention_bias(prep.valid, h.shape[1], jnp.float32)
+    batch = prep.batch
+    bias = decoder.attention_bias(batch.valid, h.shape[1], jnp.float32)
     for i in range(cfg.num_layers):
         lp = jax.tree_util.tree_map(lambda a: a[i], params["layers"])
 
         def linear(name, x, p, i=i):
             w = p["w"].astype(jnp.float32)
-            s = (smooth.init_factors(absmax[i][LINEAR_INPUT[name]], w, alpha=alpha) if name in smoothed
+            s = (smoothing.init_factors(absmax[i][INPUT_OF[name]], w, alpha=alpha) if name in smoothed
                  else jnp.ones(w.shape[1], jnp.float32))
             xs, ws = x.astype(jnp.float32) / s, w * s[None]
             xs = fake_quant(xs, 8) if name in act else xs
@@ -56,9 +58,9 @@ def perplexity(cfg, params, prep, absmax, *, act=(), weight=(), smoothed=(), alp
             y = jnp.dot(xs, ws.T, precision="highest")
             return (y if p.get("b") is None else y + p["b"]).astype(x.dtype)
 
-        h = decoder.layer_forward(cfg, lp, h, (prep.cos, prep.sin), bias, linear=linear)
-    nll, count = _nll_sum(cfg, params, h, prep.input_ids, prep.valid, prep.modality_ids)
-    return math.exp(nll / count)
+        h = decoder.layer_forward(cfg, lp, h, (batch.cos, batch.sin), bias, linear=linear)
+    nll, count = next_token_nll(decoder.head(cfg, params, h), prep.input_ids, batch.valid, batch.modality_ids)
+    return math.exp(float(nll) / int(count))
 
 
 def main() -> None:
@@ -67,15 +69,15 @@ def main() -> None:
     ap.add_argument("--eval-samples", type=int, default=32)
     ap.add_argument("--seq-len", type=int, default=128)
     a = ap.parse_args()
-    path = api.resolve_model("smollm2")
-    cfg, params = api.load_model(path)
-    train, held = api.load_calibration("text", path, cfg, a.samples, a.eval_samples, 0, a.seq_len)
+    path = loading.resolve_model("smollm2")
+    cfg, params = loading.load_checkpoint(path)
+    train, held = loading.load_calibration("text", path, cfg, a.samples, a.eval_samples, 0, a.seq_len)
     prep = prepare(cfg, params, held)
     absmax = all_token_absmax(cfg, params, train)
     rows = [("full precision (baseline)", {}), ("W8 only", dict(weight=ALL)), ("A8 only", dict(act=ALL))]
     rows += [(f"A8 on {n} only", dict(act=(n,))) for n in ALL]
     rows += [("RTN W8A8", dict(act=ALL, weight=ALL)),
-             ("SmoothQuant W8A8 (spec: α 0.5, down unsmoothed)", dict(act=ALL, weight=ALL, smoothed=SMOOTHED)),
+             ("SmoothQuant W8A8 (reference: α 0.5, down unsmoothed)", dict(act=ALL, weight=ALL, smoothed=SMOOTHED)),
              ("SmoothQuant W8A8, down smoothed too", dict(act=ALL, weight=ALL, smoothed=ALL))]
     rows += [(f"SmoothQuant W8A8, α {al}", dict(act=ALL, weight=ALL, smoothed=SMOOTHED, alpha=al))
              for al in (0.4, 0.6, 0.7)]

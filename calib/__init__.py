@@ -8,17 +8,11 @@ HF processor and PyTorch encoders (``masq_jax.calib.multimodal``, needs the ``hf
 synthetic streams.
 """
 
-from .calibset import (
-    AUDIO,
-    MODALITY_IDS,
-    MODALITY_NAMES,
-    TEXT,
-    VISION,
-    CalibSample,
-    CalibSet,
-    make_sample,
-    require_modalities,
-)
+from masq_jax.modality import AUDIO, TEXT, VISION
+from masq_jax.modality import IDS as MODALITY_IDS
+from masq_jax.modality import NAMES as MODALITY_NAMES
+
+from .calibset import CalibSet, require_modalities
 from .errors import (
     CacheError,
     CalibError,
@@ -33,6 +27,7 @@ from .io import arrays_to_calibset, load_npz, save_npz
 from .load import SOURCE_FORMS, load_calib
 from .manifest import ManifestEntry, read_manifest
 from .multimodal import HFFrontEnd, manifest_calibset
+from .sample import CalibSample, make_sample
 from .synthetic import SyntheticSpec, synthetic_calibset
 from .text import default_corpus, load_tokenizer, smollm2_gguf_path, text_calibset
 

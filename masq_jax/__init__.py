@@ -1,26 +1,48 @@
-"""masq-jax: MASQuant (modality-aware smoothing + cross-modal compensation) in JAX/Flax."""
+"""masq-jax: MASQuant (modality-aware smoothing + cross-modal compensation) in JAX/Flax.
+
+The public API (docs/ARCHITECTURE.md has the picture):
+
+* ``quantize(model, out, method=..., preset=..., calib=...)`` -> report dict (``masq quantize``)
+* ``evaluate(artefact, ...)`` -> SQNR per layer × modality and perplexity (``masq eval``)
+* ``load(path)`` -> a callable model: full precision (HF directory, GGUF) or a quantized artefact
+* ``QuantSettings`` / ``QuantSpec``, ``QArray`` / ``QLinear``, ``qmatmul``, ``CalibSet``, ``MasqError``
+* ``methods`` — the registry of quantization methods (``methods.get(name)``, ``methods.names()``)
+
+Names resolve on first use, so ``import masq_jax.models`` or ``masq_jax.calib`` stays light.
+"""
 
 from __future__ import annotations
 
+import importlib
+
 __version__ = "0.1.0"
 
+_EXPORTS = {
+    "quantize": "masq_jax.api",
+    "evaluate": "masq_jax.api",
+    "load": "masq_jax.loading",
+    "QuantSettings": "masq_jax.settings",
+    "QuantSpec": "masq_jax.core.quant",
+    "QArray": "masq_jax.core.quant",
+    "QLinear": "masq_jax.core.qlinear",
+    "qmatmul": "masq_jax.kernels",
+    "CalibSet": "masq_jax.calib",
+    "MasqError": "masq_jax.errors",
+}
 
-def quantize(*args, **kwargs):
-    """See :func:`masq_jax.api.quantize`."""
-    from masq_jax.api import quantize as _quantize
-
-    return _quantize(*args, **kwargs)
-
-
-def _register_artifact_loader() -> None:
-    from masq_jax.models import register_quantized_loader
-
-    def load(path, dtype=None):
-        from masq_jax.artifact import read_artifact
-
-        return read_artifact(path, dtype=None)
-
-    register_quantized_loader(load)
+__all__ = [*_EXPORTS, "methods", "models", "calib", "__version__"]
 
 
-_register_artifact_loader()
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(_EXPORTS[name]), name)
+        globals()[name] = value
+        return value
+    if name in ("methods", "models", "calib", "kernels", "core", "artifact", "calibrate", "eval", "demos",
+                "research"):
+        return importlib.import_module(f"masq_jax.{name}")
+    raise AttributeError(f"module 'masq_jax' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(__all__)

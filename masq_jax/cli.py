@@ -1,16 +1,22 @@
-"""``masq``: the command line. Bad input prints one line (``masq: error: ...``) and exits 2."""
+"""``masq``: the command line. Bad input prints one line (``masq: error: ...``) and exits 2.
+
+Only ``MasqError`` (the root of every user-fixable error) is turned into that line: anything else is
+a bug and keeps its traceback. Every default comes from ``masq_jax.settings``.
+"""
 
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import sys
 from pathlib import Path
 
-from masq_jax.settings import CMC_SOLVERS, METHODS, PRESETS, PROPAGATIONS, TRAIN_MATMULS
+from masq_jax.errors import MasqError, OutputDirError
+from masq_jax.methods.registry import names as method_names
+from masq_jax.modality import NAMES
+from masq_jax.settings import (CMC_SOLVERS, DEFAULT_CALIB, DEFAULT_EVAL_SAMPLES, DEFAULT_EVAL_SEED, DEFAULT_PRESET,
+                               PRESETS, PROPAGATIONS, TRAIN_MATMULS, default)
 
-MODALITIES = ("text", "vision", "audio")
+COLUMNS = ("all",) + NAMES
 
 
 def _rank(text: str) -> float:
@@ -22,58 +28,68 @@ def _rank(text: str) -> float:
 
 def _methods(text: str) -> list[str]:
     names = [m.strip() for m in text.split(",") if m.strip()]
-    bad = [m for m in names if m not in METHODS]
+    bad = [m for m in names if m not in method_names()]
     if bad or not names:
-        raise argparse.ArgumentTypeError(f"{','.join(bad) or text!r}: methods are {', '.join(METHODS)}")
+        raise argparse.ArgumentTypeError(f"{','.join(bad) or text!r}: methods are {', '.join(method_names())}")
     return names
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="masq", description="MASQuant post-training quantization in JAX")
-    sub = p.add_subparsers(dest="command", required=True)
-
+def _add_quantize(sub) -> None:
     q = sub.add_parser("quantize", help="calibrate and write a quantized artefact")
     q.add_argument("--model", default=None,
                    help="HF model directory or .gguf file (default: the embedded SmolLM2-135M GGUF)")
-    q.add_argument("--method", type=_methods, default=["masquant"],
-                   help=f"one of {', '.join(METHODS)}, or a comma list to compare several side by side")
-    q.add_argument("--preset", choices=sorted(PRESETS), default=None, help="bit widths (default w4a8)")
+    q.add_argument("--method", type=_methods, default=[default("method")],
+                   help=f"one of {', '.join(method_names())}, or a comma list to compare several side by side")
+    q.add_argument("--preset", choices=sorted(PRESETS), default=None, help=f"bit widths (default {DEFAULT_PRESET})")
     q.add_argument("--wbits", type=int, default=None)
     q.add_argument("--abits", type=int, default=None)
     q.add_argument("--group-size", type=int, default=None, help="weight group size (0 = per output channel)")
-    q.add_argument("--rank", type=_rank, default=0.02, help="CMC rank: ratio of min(in,out) if <= 1, else absolute")
-    q.add_argument("--rank-floor", type=int, default=32, help="lower bound on the CMC rank (reference: 32)")
-    q.add_argument("--loss-weights", default="text=1,vision=0.5,audio=1",
-                   help="MAS loss weights, e.g. text=1,vision=0.5,audio=1, or 'mbq' (gradient-derived)")
-    q.add_argument("--epochs", type=int, default=2)
-    q.add_argument("--lr", type=float, default=5e-2)
-    q.add_argument("--samples", type=int, default=128, help="calibration samples")
-    q.add_argument("--eval-samples", type=int, default=8, help="held-out samples for the SQNR/perplexity report")
+    q.add_argument("--rank", type=_rank, default=None,
+                   help=f"CMC rank: ratio of min(in,out) if <= 1, else absolute (default {default('rank')})")
+    q.add_argument("--rank-floor", type=int, default=None,
+                   help=f"lower bound on the CMC rank (default {default('rank_floor')}, the reference's)")
+    q.add_argument("--loss-weights", default=None,
+                   help="MAS loss weights, e.g. text=1,vision=0.5,audio=1 (default), or 'mbq' (gradient-derived)")
+    q.add_argument("--epochs", type=int, default=None, help=f"default {default('epochs')}")
+    q.add_argument("--lr", type=float, default=None, help=f"default {default('lr')}")
+    q.add_argument("--samples", type=int, default=None, help=f"calibration samples (default {default('samples')})")
+    q.add_argument("--eval-samples", type=int, default=DEFAULT_EVAL_SAMPLES,
+                   help="held-out samples for the SQNR/perplexity report")
     q.add_argument("--seq-len", type=int, default=None, help="truncate/pad samples to this many tokens")
-    q.add_argument("--calib", default="text",
+    q.add_argument("--calib", default=DEFAULT_CALIB,
                    help="calibration source: text, text:PATH, synthetic[:...], a .jsonl manifest or a .npz")
-    q.add_argument("--seed", type=int, default=0)
-    q.add_argument("--propagation", choices=PROPAGATIONS, default="sequential")
-    q.add_argument("--train-matmul", choices=TRAIN_MATMULS, default="auto",
+    q.add_argument("--seed", type=int, default=None, help=f"default {default('seed')}")
+    q.add_argument("--propagation", choices=PROPAGATIONS, default=None, help=f"default {default('propagation')}")
+    q.add_argument("--train-matmul", choices=TRAIN_MATMULS, default=None,
                    help="MAS training products: bfloat16 tensor cores at float32-level accuracy, or float32 "
-                        "(auto: bfloat16 on GPU/TPU, float32 on CPU)")
-    q.add_argument("--cmc-solver", choices=CMC_SOLVERS, default="gram",
-                   help="CMC decompositions: eigh of min(in,out)-sized Gram matrices (fast) or dense SVDs")
+                        "(default auto: bfloat16 on GPU/TPU, float32 on CPU)")
+    q.add_argument("--cmc-solver", choices=CMC_SOLVERS, default=None,
+                   help="CMC decompositions: eigh of min(in,out)-sized Gram matrices (default, fast) or dense SVDs")
     q.add_argument("--out", required=True, help="output directory (written atomically)")
     q.add_argument("--resume", action="store_true", help="continue an interrupted run in OUT.partial")
     q.add_argument("--overwrite", action="store_true", help="replace an existing OUT")
     q.add_argument("--quiet", action="store_true", help="no progress bars")
 
+
+def _add_eval(sub) -> None:
     e = sub.add_parser("eval", help="SQNR per layer × modality and perplexity of an artefact against FP")
     e.add_argument("--model", required=True, help="a masq-jax artefact directory")
     e.add_argument("--reference", default=None, help="the full-precision model (default: the artefact's source)")
     e.add_argument("--calib", default=None,
                    help="evaluation data source (as for quantize); default: the artefact's held-out split")
-    e.add_argument("--samples", type=int, default=8)
+    e.add_argument("--samples", type=int, default=DEFAULT_EVAL_SAMPLES)
     e.add_argument("--seq-len", type=int, default=None)
-    e.add_argument("--seed", type=int, default=1234, help="data seed (differs from calibration's by default)")
+    e.add_argument("--seed", type=int, default=DEFAULT_EVAL_SEED,
+                   help="data seed (differs from calibration's by default)")
     e.add_argument("--json", default=None, help="write the results as JSON to this path")
     e.add_argument("--plot", default=None, help="write SQNR plots (PNG) into this directory")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="masq", description="MASQuant post-training quantization in JAX")
+    sub = p.add_subparsers(dest="command", required=True)
+    _add_quantize(sub)
+    _add_eval(sub)
     d = sub.add_parser("demo", help="the core method on one synthetic two-modality linear (seconds)")
     d.add_argument("--synthetic", action="store_true", help="(the only demo this command runs)")
     d.add_argument("--seed", type=int, default=0)
@@ -89,7 +105,7 @@ def print_summary(name: str, rep: dict, out: str) -> None:
     print(f"\n{name}: W{st['wbits']}A{st['abits']} → {out}")
     m = rep["sqnr"]["mean"]
     print("  mean SQNR (dB, " + rep.get("evaluated_on", "") + "): "
-          + "  ".join(f"{k} {_fmt(m[k], 0)}" for k in ("all",) + MODALITIES))
+          + "  ".join(f"{k} {_fmt(m[k], 0)}" for k in COLUMNS))
     if rep.get("perplexity"):
         pp = rep["perplexity"]
         print(f"  perplexity: FP {pp['fp']:.3f}  quantized {pp['quantized']:.3f}  ({pp['tokens']} tokens)")
@@ -101,16 +117,17 @@ def print_table(results: dict[str, dict]) -> None:
     first = next(iter(results.values()))
     st = first["settings"]
     print(f"\nW{st['wbits']}A{st['abits']}, mean decoder-layer SQNR in dB on {first.get('evaluated_on')} samples")
-    head = f"{'method':<12}" + "".join(f"{k:>9}" for k in ("all",) + MODALITIES) + f"{'PPL':>10}{'time s':>9}"
+    w = max(12, 1 + max(map(len, results)))
+    head = f"{'method':<{w}}" + "".join(f"{k:>9}" for k in COLUMNS) + f"{'PPL':>10}{'time s':>9}"
     print(head)
     print("-" * len(head))
     pp = first.get("perplexity")
     if pp:
-        print(f"{'fp':<12}" + "".join(f"{'∞':>9}" for _ in range(4)) + f"{pp['fp']:>10.3f}{'':>9}")
+        print(f"{'fp':<{w}}" + "".join(f"{'∞':>9}" for _ in COLUMNS) + f"{pp['fp']:>10.3f}{'':>9}")
     for name, rep in results.items():
         m = rep["sqnr"]["mean"]
         ppl = rep.get("perplexity")
-        print(f"{name:<12}" + "".join(_fmt(m[k], 9) for k in ("all",) + MODALITIES)
+        print(f"{name:<{w}}" + "".join(_fmt(m[k], 9) for k in COLUMNS)
               + (f"{ppl['quantized']:>10.3f}" if ppl else f"{'—':>10}") + f"{rep['stages']['total_seconds']:>9.1f}")
 
 
@@ -121,32 +138,34 @@ def cmd_quantize(a) -> int:
                 rank_floor=a.rank_floor, loss_weights=a.loss_weights, epochs=a.epochs, lr=a.lr, seed=a.seed,
                 propagation=a.propagation, train_matmul=a.train_matmul, cmc_solver=a.cmc_solver)
     results = {}
-    for method in a.method:
-        out = a.out if len(a.method) == 1 else os.path.join(a.out, method)
-        rep = quantize(a.model, out, method=method, calib=a.calib, samples=a.samples,
+    for name in a.method:
+        out = a.out if len(a.method) == 1 else str(Path(a.out) / name)
+        rep = quantize(a.model, out, method=name, calib=a.calib, samples=a.samples,
                        eval_samples=a.eval_samples, seq_len=a.seq_len, resume=a.resume, overwrite=a.overwrite,
                        progress=not a.quiet, **opts)
-        results[method] = rep
-        print_summary(method, rep, out)
+        results[name] = rep
+        print_summary(name, rep, out)
     if len(results) > 1:
         print_table(results)
     return 0
 
 
 def cmd_eval(a) -> int:
-    from masq_jax.eval_artifact import evaluate_artifact
+    from masq_jax.api import evaluate
+    from masq_jax.calibrate.rundir import write_json_atomic
 
-    res = evaluate_artifact(a.model, reference=a.reference, calib=a.calib, samples=a.samples, seq_len=a.seq_len,
-                            seed=a.seed, plot_dir=a.plot)
+    res = evaluate(a.model, reference=a.reference, calib=a.calib, samples=a.samples, seq_len=a.seq_len,
+                   seed=a.seed, plot_dir=a.plot)
     if a.json:
-        tmp = Path(a.json).with_suffix(".tmp")
-        tmp.write_text(json.dumps(res, indent=2))
-        os.replace(tmp, a.json)
+        try:
+            write_json_atomic(Path(a.json), res)
+        except OSError as e:
+            raise OutputDirError(f"--json {a.json}: cannot write ({e.strerror or e})") from None
     print(f"SQNR (dB) of {a.model} against {res['reference']} on {res['data']}")
-    print(f"{'layer':>5}" + "".join(f"{k:>9}" for k in ("all",) + MODALITIES))
+    print(f"{'layer':>5}" + "".join(f"{k:>9}" for k in COLUMNS))
     for i, row in enumerate(res["sqnr"]["per_layer"]):
-        print(f"{i:>5}" + "".join(_fmt(row[k], 9) for k in ("all",) + MODALITIES))
-    print(f"{'mean':>5}" + "".join(_fmt(res["sqnr"]["mean"][k], 9) for k in ("all",) + MODALITIES))
+        print(f"{i:>5}" + "".join(_fmt(row[k], 9) for k in COLUMNS))
+    print(f"{'mean':>5}" + "".join(_fmt(res["sqnr"]["mean"][k], 9) for k in COLUMNS))
     if res.get("perplexity"):
         pp = res["perplexity"]
         print(f"perplexity: FP {pp['fp']:.3f}  quantized {pp['quantized']:.3f}  ({pp['tokens']} tokens)")
@@ -155,22 +174,24 @@ def cmd_eval(a) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    a = parser.parse_args(argv)
-    try:
-        if a.command == "quantize":
-            return cmd_quantize(a)
-        if a.command == "demo":
-            from masq_jax.synthetic_demo import run_synthetic_demo
+def cmd_demo(a) -> int:
+    from masq_jax.demos.one_linear import run_synthetic_demo
 
-            run_synthetic_demo(a.seed, verbose=True)
-            return 0
-        return cmd_eval(a)
+    run_synthetic_demo(a.seed, verbose=True)
+    return 0
+
+
+COMMANDS = {"quantize": cmd_quantize, "eval": cmd_eval, "demo": cmd_demo}
+
+
+def main(argv: list[str] | None = None) -> int:
+    a = build_parser().parse_args(argv)
+    try:
+        return COMMANDS[a.command](a)
     except KeyboardInterrupt:
         print("masq: interrupted; rerun the same command with --resume to continue", file=sys.stderr)
         return 130
-    except (ValueError, FileNotFoundError, NotADirectoryError, PermissionError) as e:
+    except MasqError as e:
         msg = str(e).splitlines()[0] if str(e) else type(e).__name__
         print(f"masq: error: {msg}", file=sys.stderr)
         return 2

@@ -1,6 +1,10 @@
-"""User-facing errors: each carries one line saying what is wrong and what to do.
+"""One root for every error a user can fix: ``MasqError``, each with one line saying what is wrong
+and what to do.
 
-The CLI prints ``str(error)`` alone and exits with status 2; no traceback reaches the user.
+The CLI catches ``MasqError`` (and nothing broader): it prints ``str(error)`` alone and exits with
+status 2. Anything else that escapes is a bug and keeps its traceback. The model loaders
+(``masq_jax.models.errors``) and the calibration front end (``masq_jax.calib.errors``) derive their
+errors from this root too.
 """
 
 from __future__ import annotations
@@ -19,4 +23,21 @@ class CheckpointError(MasqError):
 
 
 class OutputDirError(MasqError):
-    """The output directory already holds something we must not overwrite."""
+    """The output directory already holds something we must not overwrite, or cannot be written."""
+
+
+class ArtifactError(MasqError):
+    """A directory that is not a complete, readable masq-jax artefact."""
+
+
+class CoreInputError(MasqError):
+    """An array of the wrong rank/shape, or an argument outside its accepted values, given to a pure
+    function of ``masq_jax.core`` (raised at trace time: shapes are static)."""
+
+
+class QuantConfigError(MasqError):
+    """A quantizer argument (bits, group size, bound) outside its accepted values."""
+
+
+class KernelConfigError(MasqError):
+    """A kernel argument (implementation, config, shapes, quantization setting) it cannot handle."""

@@ -1,4 +1,10 @@
-"""Quantization settings: presets, method names, loss weights, and their validation."""
+"""Quantization settings: the one place for option values and their defaults.
+
+``QuantSettings`` is everything that decides a calibration's result (hashed into the run
+fingerprint, stored in the artefact); its ``weights`` and ``activations`` are ``QuantSpec``s (one
+quantizer each: bits, symmetry, group size, bound; ``masq_jax.core.quant``). The CLI, ``masq_jax.quantize`` and the notebooks read every
+default from here.
+"""
 
 from __future__ import annotations
 
@@ -6,15 +12,16 @@ import dataclasses
 import json
 from typing import Any
 
-from masq_jax.errors import SettingsError
-from masq_jax.quant import IDENTITY_BITS, QuantConfigError, validate_bits
+from masq_jax.core.quant import SPEC_BOUND, QuantSpec, validate_bits
+from masq_jax.errors import QuantConfigError, SettingsError
+from masq_jax.modality import NAMES
 
-METHODS = ("rtn", "smoothquant", "awq", "mbq", "mas", "masquant")
 PROPAGATIONS = ("sequential", "independent")
 TRAIN_MATMULS = ("auto", "float32", "bfloat16")  # auto: bfloat16 on GPU/TPU, float32 on CPU
 CMC_SOLVERS = ("gram", "svd")  # gram: eigh of min(in, out)-sized Gram matrices; svd: dense SVDs
+BOUNDS = ("qmax", "qmax+0.5")
 
-# spec §1 table: (wbits, abits, group_size, weight symmetric)
+# docs/method.md §1 table: (wbits, abits, group_size, weight symmetric)
 PRESETS: dict[str, tuple[int, int, int | None, bool]] = {
     "w4a16": (4, 16, 128, False),
     "w8a8": (8, 8, None, True),
@@ -22,7 +29,13 @@ PRESETS: dict[str, tuple[int, int, int | None, bool]] = {
     "w4a6": (4, 6, None, True),
 }
 
-# The published scripts' loss weights (spec §4).
+# Run options that are not part of the result (defaults of the CLI and of masq_jax.quantize).
+DEFAULT_PRESET = "w4a8"
+DEFAULT_CALIB = "text"
+DEFAULT_EVAL_SAMPLES = 8
+DEFAULT_EVAL_SEED = 1234  # masq eval draws fresh samples with a seed other than calibration's
+
+# The published scripts' loss weights (docs/method.md §4), by modality name.
 DEFAULT_LOSS_WEIGHTS = {"text": 1.0, "vision": 0.5, "audio": 1.0}
 
 
@@ -35,22 +48,24 @@ class QuantSettings:
     abits: int = 8
     group_size: int | None = None
     w_symmetric: bool = True
-    rank: float = 0.02  # <= 1: ratio of min(in, out); > 1: absolute rank (spec §5)
+    rank: float = 0.02  # <= 1: ratio of min(in, out); > 1: absolute rank (docs/method.md §5)
     rank_floor: int = 32
-    loss_weights: tuple[float, float, float] | str = (1.0, 0.5, 1.0)  # text, vision, audio | "mbq"
+    loss_weights: tuple[float, float, float] | str = tuple(DEFAULT_LOSS_WEIGHTS.values())  # or "mbq"
     epochs: int = 2
     lr: float = 5e-2
     samples: int = 128
     seed: int = 0
     alpha: float = 0.5
     propagation: str = "sequential"
-    cov_damping: float = 1e-2  # relative damping of the whitening covariance (ours, spec §5 robustness)
-    train_matmul: str = "auto"  # MAS products: float32 HIGHEST or bf16 tensor cores (masq_jax.matmul)
-    cmc_solver: str = "gram"  # CMC decompositions (masq_jax.cmc.low_rank_compensation's ``svd``)
+    cov_damping: float = 1e-2  # relative damping of the whitening covariance (ours, §5 robustness)
+    train_matmul: str = "auto"  # MAS products: float32 HIGHEST or bf16 tensor cores (core.matmul)
+    cmc_solver: str = "gram"  # CMC decompositions (core.cmc.low_rank_compensation's ``svd``)
+    bound: str = SPEC_BOUND  # the symmetric quantization bound: "qmax" (the reference) or "qmax+0.5"
 
     def __post_init__(self) -> None:
-        if self.method not in METHODS:
-            raise SettingsError(f"--method {self.method!r} is not one of {', '.join(METHODS)}")
+        from masq_jax.methods.registry import get
+
+        get(self.method)  # one line naming the choices for an unknown method
         try:
             validate_bits(self.wbits, "wbits")
             validate_bits(self.abits, "abits")
@@ -68,14 +83,12 @@ class QuantSettings:
             raise SettingsError("--epochs must be >= 0 and --samples > 0")
         if not (self.lr > 0):
             raise SettingsError(f"--lr must be > 0, got {self.lr}")
-        if self.propagation not in PROPAGATIONS:
-            raise SettingsError(f"--propagation must be one of {', '.join(PROPAGATIONS)}")
-        if self.train_matmul not in TRAIN_MATMULS:
-            raise SettingsError(f"--train-matmul must be one of {', '.join(TRAIN_MATMULS)}, got {self.train_matmul!r}")
+        _choice("--propagation", self.propagation, PROPAGATIONS)
+        _choice("--train-matmul", self.train_matmul, TRAIN_MATMULS)
+        _choice("--cmc-solver", self.cmc_solver, CMC_SOLVERS)
+        _choice("--bound", self.bound, BOUNDS)
         if self.train_matmul == "auto":  # recorded resolved, so the artefact says what ran
             object.__setattr__(self, "train_matmul", default_train_matmul())
-        if self.cmc_solver not in CMC_SOLVERS:
-            raise SettingsError(f"--cmc-solver must be one of {', '.join(CMC_SOLVERS)}, got {self.cmc_solver!r}")
         if isinstance(self.loss_weights, str):
             if self.loss_weights != "mbq":
                 raise SettingsError("--loss-weights takes 'text=1,vision=0.5,audio=1' or 'mbq'")
@@ -83,15 +96,36 @@ class QuantSettings:
             raise SettingsError("--loss-weights needs three non-negative weights (text, vision, audio)")
 
     @property
-    def quantizes_activations(self) -> bool:
-        return self.abits < IDENTITY_BITS
+    def weights(self) -> QuantSpec:
+        """The weight quantizer."""
+        return QuantSpec(self.wbits, self.w_symmetric, self.group_size, self.bound)
 
     @property
-    def learns(self) -> bool:
-        return self.method in ("mas", "masquant")
+    def activations(self) -> QuantSpec:
+        """The activation quantizer: symmetric, dynamic per token."""
+        return QuantSpec(self.abits, True, None, self.bound)
+
+    def weight_kwargs(self) -> dict[str, Any]:
+        """The weight quantizer as the core functions' keywords (wbits, w_symmetric, group_size, bound)."""
+        w = self.weights
+        return {"wbits": w.bits, "w_symmetric": w.symmetric, "group_size": w.group_size, "bound": w.bound}
+
+    def linear_kwargs(self) -> dict[str, Any]:
+        """``weight_kwargs`` plus ``abits``: what ``mas_linear`` and ``make_qlinear`` take."""
+        return {**self.weight_kwargs(), "abits": self.activations.bits}
 
     def to_json(self) -> dict[str, Any]:
         return json.loads(json.dumps(dataclasses.asdict(self)))
+
+
+def _choice(option: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise SettingsError(f"{option} must be one of {', '.join(choices)}, got {value!r}")
+
+
+def default(field: str) -> Any:
+    """The default of a ``QuantSettings`` field (for the CLI's help and the Python signatures)."""
+    return QuantSettings.__dataclass_fields__[field].default
 
 
 def default_train_matmul() -> str:
@@ -121,10 +155,29 @@ def parse_loss_weights(text: str) -> tuple[float, float, float] | str:
         key = key.strip().lower()
         if not sep or key not in weights:
             raise SettingsError(
-                f"--loss-weights entry {part!r}: expected name=value with name in text, vision, audio"
+                f"--loss-weights entry {part!r}: expected name=value with name in {', '.join(NAMES)}"
             )
         try:
             weights[key] = float(value)
         except ValueError:
             raise SettingsError(f"--loss-weights {key}={value!r} is not a number") from None
-    return (weights["text"], weights["vision"], weights["audio"])
+    return tuple(weights[n] for n in NAMES)
+
+
+def make_settings(*, preset_name: str | None = None, wbits: int | None = None, abits: int | None = None,
+                  group_size: int | None = None, w_symmetric: bool | None = None,
+                  loss_weights: str | tuple | None = None, **fields: Any) -> QuantSettings:
+    """QuantSettings from CLI-style options: a preset first (default ``DEFAULT_PRESET``), explicit bits
+    override it; ``None`` means "the default". ``group_size=0`` means per output channel."""
+    base = preset(preset_name or DEFAULT_PRESET)
+    for key, value in (("wbits", wbits), ("abits", abits), ("w_symmetric", w_symmetric)):
+        if value is not None:
+            base[key] = value
+    if group_size is not None:
+        base["group_size"] = group_size or None
+    if isinstance(loss_weights, str):
+        base["loss_weights"] = parse_loss_weights(loss_weights)
+    elif loss_weights is not None:
+        base["loss_weights"] = tuple(loss_weights)
+    base.update({k: v for k, v in fields.items() if v is not None})
+    return QuantSettings(**base)

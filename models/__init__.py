@@ -1,12 +1,14 @@
 """Flax ports of the Qwen2.5-Omni Thinker / Qwen2.5-VL / Qwen2 / Llama decoders and their loaders.
 
-Public API (see MODEL_API.md): DecoderConfig, the functional core (embed, rope, attention_bias,
-layer_forward, layers_forward, head, forward, dense_linear, LINEAR_NAMES), load_params,
-load_pretrained, Model, register_quantized_loader, get_rope_index helpers, error classes.
+Public API (docs/models.md): DecoderConfig, the functional core (embed, rope, attention_bias,
+layer_forward, layers_forward, head, forward, dense_linear, LINEAR_NAMES, INPUT_OF, INPUT_GROUPS,
+input_dims, output_dims, linear_shapes), load_params, load_pretrained, Model, get_rope_index helpers,
+error classes. Full-precision checkpoints only: ``masq_jax.load`` adds the quantized artefacts.
 """
 
 from masq_jax.models.config import ARCHS, SUPPORTED_HF_ARCHITECTURES, DecoderConfig, config_from_hf
 from masq_jax.models.decoder import (
+    INPUT_GROUPS,
     INPUT_OF,
     LINEAR_NAMES,
     attention_bias,
@@ -15,8 +17,11 @@ from masq_jax.models.decoder import (
     embed,
     forward,
     head,
+    input_dims,
     layer_forward,
     layers_forward,
+    linear_shapes,
+    output_dims,
     rms_norm,
     rope,
 )
@@ -29,15 +34,16 @@ from masq_jax.models.errors import (
     ShapeMismatchError,
     UnsupportedArchitectureError,
 )
-from masq_jax.models.model import Model, load_params, load_pretrained, register_quantized_loader
+from masq_jax.models.model import LinearFactory, Model, load_params, load_pretrained
 from masq_jax.models.rope_index import get_rope_index, omni_rope_index, vl_rope_index
 
 __all__ = [
     "ARCHS", "SUPPORTED_HF_ARCHITECTURES", "DecoderConfig", "config_from_hf",
-    "INPUT_OF", "LINEAR_NAMES", "attention_bias", "default_positions", "dense_linear", "embed", "forward",
-    "head", "layer_forward", "layers_forward", "rms_norm", "rope",
+    "INPUT_GROUPS", "INPUT_OF", "LINEAR_NAMES", "attention_bias", "default_positions", "dense_linear", "embed",
+    "forward", "head", "input_dims", "layer_forward", "layers_forward", "linear_shapes", "output_dims",
+    "rms_norm", "rope",
     "CheckpointNotFoundError", "ConfigError", "InputError", "MissingTensorsError", "ModelLoadError",
     "ShapeMismatchError", "UnsupportedArchitectureError",
-    "Model", "load_params", "load_pretrained", "register_quantized_loader",
+    "LinearFactory", "Model", "load_params", "load_pretrained",
     "get_rope_index", "omni_rope_index", "vl_rope_index",
 ]

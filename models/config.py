@@ -12,6 +12,7 @@ from typing import Any
 from masq_jax.models.errors import ConfigError, UnsupportedArchitectureError
 
 ARCHS = ("qwen2_5_omni_thinker", "qwen2_5_vl", "qwen2", "llama")
+MULTIMODAL_ARCHS = ("qwen2_5_omni_thinker", "qwen2_5_vl")  # decoders that take vision / audio tokens
 
 # HF `architectures[0]` (or model_type) -> our arch name.
 SUPPORTED_HF_ARCHITECTURES = {
@@ -81,6 +82,10 @@ class DecoderConfig:
     hf_config: dict = dataclasses.field(default_factory=dict, hash=False, compare=False, repr=False)
 
     @property
+    def is_multimodal(self) -> bool:
+        return self.arch in MULTIMODAL_ARCHS
+
+    @property
     def uses_mrope(self) -> bool:
         return self.mrope_section is not None
 
@@ -136,7 +141,7 @@ def config_from_hf(hf: dict) -> DecoderConfig:
     if text.get("use_sliding_window"):
         raise ConfigError("use_sliding_window=true is not supported (full causal attention only)")
     theta, mrope = _rope(text)
-    if arch in ("qwen2_5_omni_thinker", "qwen2_5_vl") and mrope is None:
+    if arch in MULTIMODAL_ARCHS and mrope is None:
         raise ConfigError(f"{arch} config has no mrope_section in rope_parameters/rope_scaling")
     nh = int(text["num_attention_heads"])
     hd = text.get("head_dim") or int(text["hidden_size"]) // nh

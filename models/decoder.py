@@ -1,4 +1,4 @@
-"""Functional core of the decoder (pure, jit-able functions on the params pytree; see MODEL_API.md).
+"""Functional core of the decoder (pure, jit-able functions on the params pytree; docs/models.md).
 
 Layer parameters are stacked on a leading axis L; ``layer_forward`` works on one layer's slice and
 takes a ``linear`` callable, the single swap-in point for quantized linears. RoPE follows
@@ -27,6 +27,26 @@ INPUT_OF = {
     "q_proj": "qkv", "k_proj": "qkv", "v_proj": "qkv", "o_proj": "o",
     "gate_proj": "gate_up", "up_proj": "gate_up", "down_proj": "down",
 }
+INPUT_GROUPS = ("qkv", "o", "gate_up", "down")
+
+
+def input_dims(cfg: DecoderConfig) -> dict[str, int]:
+    """Width of each of the four distinct linear inputs of a layer."""
+    return {"qkv": cfg.hidden_size, "o": cfg.num_heads * cfg.head_dim,
+            "gate_up": cfg.hidden_size, "down": cfg.intermediate_size}
+
+
+def output_dims(cfg: DecoderConfig) -> dict[str, int]:
+    """Output width of each of the seven linears of a layer."""
+    q, kv = cfg.num_heads * cfg.head_dim, cfg.num_kv_heads * cfg.head_dim
+    return {"q_proj": q, "k_proj": kv, "v_proj": kv, "o_proj": cfg.hidden_size,
+            "gate_proj": cfg.intermediate_size, "up_proj": cfg.intermediate_size, "down_proj": cfg.hidden_size}
+
+
+def linear_shapes(cfg: DecoderConfig) -> dict[str, tuple[int, int]]:
+    """``{linear: (out, in)}``: the weight shape of each of the seven linears."""
+    ins, outs = input_dims(cfg), output_dims(cfg)
+    return {n: (outs[n], ins[INPUT_OF[n]]) for n in LINEAR_NAMES}
 
 
 def dense_linear(name: str, x: jax.Array, p: dict) -> jax.Array:

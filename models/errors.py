@@ -1,9 +1,14 @@
-"""Error classes of masq_jax.models: one clear line each, raised before any XLA work starts."""
+"""Error classes of masq_jax.models: one clear line each, raised before any XLA work starts.
+
+All derive from ``masq_jax.errors.MasqError``, the package's one root (the CLI prints them as one line).
+"""
 
 from __future__ import annotations
 
+from masq_jax.errors import MasqError
 
-class ModelLoadError(ValueError):
+
+class ModelLoadError(MasqError):
     """Base class: a checkpoint or config that cannot be turned into a decoder."""
 
 
@@ -23,9 +28,9 @@ class ConfigError(ModelLoadError):
     """A config value this port cannot honour (e.g. an unknown rope type or activation)."""
 
 
-class InputError(ValueError):
+class InputError(MasqError):
     """Bad arguments to forward(): missing/duplicate inputs, position ids of the wrong rank."""
 
 
-class CheckpointNotFoundError(FileNotFoundError):
+class CheckpointNotFoundError(ModelLoadError, FileNotFoundError):
     """The checkpoint path does not exist or lacks config.json / weight files."""

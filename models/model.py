@@ -1,7 +1,10 @@
-"""NNX wrapper, path dispatch and the quantized-artefact hook.
+"""The NNX wrapper and path dispatch for full-precision checkpoints.
 
 ``Model`` holds the stacked params as ``nnx.Param`` leaves and runs the functional core
-(``decoder.forward``) under one jit keyed by the static config; ``Model.params`` gives the pure dict back.
+(``decoder.forward``) under one jit keyed by the static config. Its ``linears`` (a hashable factory
+of ``layer_forward`` linear hooks, static under jit) decides how the seven decoder linears run:
+``None`` is the dense full-precision path; ``masq_jax.artifact.QuantizedModel`` is this class with
+the quantized linears, so both share one call signature. This module knows nothing of quantization.
 """
 
 from __future__ import annotations
@@ -17,50 +20,56 @@ from flax import nnx
 
 from masq_jax.models import decoder
 from masq_jax.models.config import DecoderConfig
-from masq_jax.models.errors import CheckpointNotFoundError
+from masq_jax.models.errors import CheckpointNotFoundError, InputError, ModelLoadError
 
-_QUANTIZED_LOADER: Callable[..., Any] | None = None
-
-
-def register_quantized_loader(fn: Callable[..., Any]) -> None:
-    """Register ``fn(path, dtype) -> model`` for directories whose config.json has quantization_config."""
-    global _QUANTIZED_LOADER
-    _QUANTIZED_LOADER = fn
+LinearFactory = Callable[[Any], decoder.LinearFn]  # modality_ids [B, S] | None -> linear hook
 
 
-@functools.partial(jax.jit, static_argnums=0)
-def _jit_forward(cfg, params, input_ids, inputs_embeds, position_ids, attention_mask):
-    return decoder.forward(cfg, params, input_ids, inputs_embeds, position_ids, attention_mask)
+@functools.partial(jax.jit, static_argnums=(0, 7))
+def _jit_forward(cfg, params, input_ids, inputs_embeds, position_ids, attention_mask, modality_ids, linears):
+    linear = decoder.dense_linear if linears is None else linears(modality_ids)
+    return decoder.forward(cfg, params, input_ids, inputs_embeds, position_ids, attention_mask, linear=linear)
+
+
+def _as_array(value, dtype=None):
+    return None if value is None else jnp.asarray(value, dtype)
 
 
 class Model(nnx.Module):
     """The decoder as an nnx.Module: ``model(input_ids=..., inputs_embeds=..., position_ids=...,
-    attention_mask=...) -> logits [B, S, V]`` (float32)."""
+    attention_mask=..., modality_ids=...) -> logits [B, S, V]`` (float32).
 
-    def __init__(self, config: DecoderConfig, params: dict):
+    ``modality_ids`` [B, S] (0 text, 1 vision, 2 audio) route tokens through per-modality linears
+    where the linears have them (a quantized artefact); the full-precision model checks and ignores
+    them. Omitted, every token is text.
+    """
+
+    def __init__(self, config: DecoderConfig, params: dict, linears: LinearFactory | None = None):
         self.config = config
+        self.linears = linears
         self.weights = nnx.data(jax.tree.map(nnx.Param, params))
 
     @property
     def params(self) -> dict:
-        """The pure params pytree (MODEL_API.md layout)."""
+        """The pure params pytree (docs/models.md layout)."""
         return jax.tree.map(lambda v: v[...], self.weights, is_leaf=lambda x: isinstance(x, nnx.Variable))
 
-    def __call__(self, input_ids=None, inputs_embeds=None, position_ids=None, attention_mask=None):
+    def __call__(self, input_ids=None, inputs_embeds=None, position_ids=None, attention_mask=None,
+                 modality_ids=None):
         if (input_ids is None) == (inputs_embeds is None):
-            raise decoder.InputError("pass exactly one of input_ids or inputs_embeds")
-        if position_ids is not None:
-            position_ids = jnp.asarray(position_ids)
-            if position_ids.ndim not in (2, 3):
-                raise decoder.InputError(f"position_ids must be [B, S] or [3, B, S], got {position_ids.shape}")
-        return _jit_forward(
-            self.config,
-            self.params,
-            None if input_ids is None else jnp.asarray(input_ids),
-            None if inputs_embeds is None else jnp.asarray(inputs_embeds),
-            position_ids,
-            None if attention_mask is None else jnp.asarray(attention_mask),
-        )
+            raise InputError("pass exactly one of input_ids or inputs_embeds")
+        tokens = (input_ids if inputs_embeds is None else inputs_embeds)
+        lead = tuple(jnp.shape(tokens)[:2])
+        position_ids = _as_array(position_ids)
+        if position_ids is not None and position_ids.ndim not in (2, 3):
+            raise InputError(f"position_ids must be [B, S] or [3, B, S], got {position_ids.shape}")
+        modality_ids = _as_array(modality_ids, jnp.int32)
+        if modality_ids is not None and tuple(modality_ids.shape) != lead:
+            raise InputError(f"modality_ids must be [B, S]={lead}, got {tuple(modality_ids.shape)}")
+        if self.linears is None:
+            modality_ids = None  # the dense linears do not route: one compiled program either way
+        return _jit_forward(self.config, self.params, _as_array(input_ids), _as_array(inputs_embeds), position_ids,
+                            _as_array(attention_mask), modality_ids, self.linears)
 
 
 def _check_path(path: str | os.PathLike) -> str:
@@ -79,28 +88,27 @@ def load_params(path: str | os.PathLike, dtype: Any = jnp.float32) -> tuple[Deco
 
             return load_gguf(path, dtype)
         raise CheckpointNotFoundError(f"{path}: a file that is not .gguf; pass an HF model directory or a .gguf file")
+    _refuse_quantized(path)
     from masq_jax.models.hf_loader import load_hf_dir
 
     return load_hf_dir(path, dtype)
 
 
-def load_pretrained(path: str | os.PathLike, dtype: Any = jnp.float32):
-    """A callable Model from an HF directory, a .gguf file, or a quantized artefact directory
-    (delegated to the loader registered with register_quantized_loader)."""
-    path = _check_path(path)
-    cfg_json = os.path.join(path, "config.json")
-    if os.path.isdir(path) and os.path.exists(cfg_json):
-        try:
-            with open(cfg_json) as f:
-                quantized = "quantization_config" in json.load(f)
-        except json.JSONDecodeError:
-            quantized = False
-        if quantized:
-            if _QUANTIZED_LOADER is None:
-                raise CheckpointNotFoundError(
-                    f"{path} is a quantized artefact but no quantized loader is registered "
-                    "(import masq_jax's pipeline, which registers it)"
-                )
-            return _QUANTIZED_LOADER(path, dtype)
+def _refuse_quantized(directory: str) -> None:
+    """This port loads full-precision weights: a config.json with ``quantization_config`` is refused."""
+    cfg_json = os.path.join(directory, "config.json")
+    try:
+        with open(cfg_json) as f:
+            qc = json.load(f).get("quantization_config")
+    except (OSError, ValueError, AttributeError):
+        return  # a missing or broken config.json is reported by the loader itself
+    if qc is not None:
+        method = qc.get("quant_method") if isinstance(qc, dict) else None
+        raise ModelLoadError(f"{directory} holds a quantized checkpoint (quant_method={method!r}); this loader reads "
+                             "full-precision weights: load a masq-jax artefact with masq_jax.load(path)")
+
+
+def load_pretrained(path: str | os.PathLike, dtype: Any = jnp.float32) -> Model:
+    """A callable full-precision ``Model`` from an HF directory or a .gguf file."""
     cfg, params = load_params(path, dtype)
     return Model(cfg, params)

@@ -1,4 +1,4 @@
-"""Quantized-linear kernels: ``qmatmul`` (spec §6) with XLA and Pallas (Triton) implementations."""
+"""Quantized-linear kernels: ``qmatmul`` (docs/method.md §6) with XLA and Pallas (Triton) implementations."""
 
 from masq_jax.kernels.api import IMPLEMENTATIONS, qmatmul
 from masq_jax.kernels.prepare import KernelConfigError, PreparedQLinear, prepare

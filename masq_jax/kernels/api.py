@@ -1,4 +1,4 @@
-"""``qmatmul``: the one quantized-linear entry point (spec §6), with an ``implementation=`` switch.
+"""``qmatmul``: the one quantized-linear entry point (docs/method.md §6), with an ``implementation=`` switch.
 
     y[t] = b + Q_a(x[t] / s_m) · Wqᵀ + [m ≠ text] · (x[t] / s_m) · L_m · R_m,   m = modality_ids[t]
 
@@ -17,7 +17,7 @@ import jax
 from masq_jax.kernels.prepare import FLOAT, GENERIC, KernelConfigError, PreparedQLinear, mode_of, prepare
 from masq_jax.kernels.qmatmul_pallas import Config, qmatmul_pallas
 from masq_jax.kernels.qmatmul_xla import qmatmul_xla_prepared, qmatmul_xla_qlinear
-from masq_jax.qlinear import QLinear
+from masq_jax.core.qlinear import QLinear
 
 IMPLEMENTATIONS = ("xla", "pallas")
 # implementation=None: W4A16 above this many tokens goes to XLA (at 2048 tokens XLA's dequantize +
@@ -49,7 +49,7 @@ def qmatmul(
     config: Config | None = None,
     interpret: bool | None = None,
 ) -> jax.Array:
-    """Quantized linear ``[..., in] -> [..., out]`` with per-token modality routing (spec §6).
+    """Quantized linear ``[..., in] -> [..., out]`` with per-token modality routing (docs/method.md §6).
 
     ``modality_ids``: int ``[...]`` matching ``x.shape[:-1]`` (0 text, 1 vision, 2 audio), or ``None``
     when every token is text (decode): then the low-rank branch is not even traced.

@@ -11,7 +11,7 @@ What changes relative to ``QLinear`` (whose layout follows the spec, ``[out, in]
   no interleaving in the kernel and no even/odd split of the activations;
 * weight scales become ``[G, Np]`` rows (``G`` groups along K, 1 per output channel), and an
   asymmetric zero point is folded into ``wshift = -zp · scale`` so dequantization is one FMA;
-* the low-rank factors are folded onto the raw input, ``L'_m = diag(1/s_m) · L_m`` (spec §6), and
+* the low-rank factors are folded onto the raw input, ``L'_m = diag(1/s_m) · L_m`` (docs/method.md §6), and
   concatenated over the non-text modalities: ``lora_l [K, 2·rp]`` (vision | audio), ``lora_r
   [2·rp, Np]``, with the rank zero-padded to a power of two ``rp >= 16``.
 """
@@ -24,12 +24,10 @@ import math
 import jax
 import jax.numpy as jnp
 
-from masq_jax.qlinear import AUDIO, NUM_MODALITIES, VISION, QLinear
-from masq_jax.quant import int_values
-
-
-class KernelConfigError(ValueError):
-    """A kernel argument (implementation, config, shapes, quantization setting) it cannot handle."""
+from masq_jax.core.qlinear import QLinear
+from masq_jax.core.quant import int_values
+from masq_jax.errors import KernelConfigError
+from masq_jax.modality import AUDIO, NUM_MODALITIES, VISION
 
 
 # Modes of the prepared layout.

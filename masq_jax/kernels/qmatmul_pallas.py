@@ -46,7 +46,7 @@ from masq_jax.kernels.qmatmul_xla import (
     quantize_activations,
     smoothed,
 )
-from masq_jax.qlinear import AUDIO, VISION
+from masq_jax.modality import AUDIO, VISION
 
 _SQUEEZED = pl.Squeezed() if hasattr(pl, "Squeezed") else None
 

@@ -1,4 +1,4 @@
-"""XLA implementation of ``qmatmul`` (spec §6) and the activation pre-pass shared with the kernels.
+"""XLA implementation of ``qmatmul`` (docs/method.md §6) and the activation pre-pass shared with the kernels.
 
 The integer settings (abits <= 8, symmetric per-channel weights) run a real integer GEMM:
 ``lax.dot_general(int8, int8, preferred_element_type=int32)`` then ``acc · s_a[t] · s_w[n]``, which
@@ -13,8 +13,9 @@ import jax
 import jax.numpy as jnp
 
 from masq_jax.kernels.prepare import INT, PreparedQLinear, mode_of, weight_int_nk
-from masq_jax.qlinear import AUDIO, TEXT, VISION, QLinear
-from masq_jax.quant import SCALE_MAX, SCALE_MIN, dequantize, int_values, symmetric_range
+from masq_jax.core.qlinear import QLinear
+from masq_jax.core.quant import SCALE_MAX, SCALE_MIN, dequantize, int_values, symmetric_range
+from masq_jax.modality import AUDIO, TEXT, VISION
 
 HIGHEST = jax.lax.Precision.HIGHEST
 
@@ -34,9 +35,9 @@ def smoothed(x2: jax.Array, smooth: jax.Array, mid: jax.Array | None) -> jax.Arr
 
 
 def quantize_activations(xs: jax.Array, abits: int, bound: str) -> tuple[jax.Array, jax.Array]:
-    """Dynamic per-token symmetric quantization (spec §1): int8 values ``[T, K]`` and scale ``[T, 1]``.
+    """Dynamic per-token symmetric quantization (docs/method.md §1): int8 values ``[T, K]`` and scale ``[T, 1]``.
 
-    Same operations as ``masq_jax.quant.fake_quant``, so the integers are identical to the reference's.
+    Same operations as ``masq_jax.core.quant.fake_quant``, so the integers are identical to the reference's.
     """
     divisor, qmin, qmax = symmetric_range(abits, bound)
     absmax = jnp.max(jnp.abs(xs), axis=-1, keepdims=True)

@@ -9,7 +9,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import jax
 import pytest
 
-from models_tiny import build
+from tests.models.tiny import build
 
 
 @pytest.fixture(autouse=True)

@@ -1,0 +1,162 @@
+"""The quantized artefact on disk: build the stacked QLinears, write them, read them back.
+
+Directory layout (``--out``; README "The artefact"):
+  config.json          the original HF config plus ``quantization_config``
+  model.safetensors    unquantized params in their original dtype (``embed``, ``final_norm``,
+                       ``lm_head``, ``layers.input_norm``, ``layers.post_attn_norm``) and, per linear
+                       ``layers.<name>.{qvalue,scale,zero_point,smooth,lora_l,lora_r,bias}`` stacked
+                       over layers (``[L, ...]``; ``[L, 3, ...]`` for per-modality weights)
+  report.json          settings, per-stage time and peak memory, per-layer loss and SQNR
+  checkpoints/         orbax checkpoints of the calibration state (one step per finished layer)
+
+What a linear stores is the method's ``export_linear``; this module only lays it out.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+from safetensors.flax import load_file, save_file
+
+from masq_jax.core.qlinear import QLinear
+from masq_jax.core.quant import SPEC_BOUND, QArray
+from masq_jax.errors import ArtifactError
+from masq_jax.methods.base import Method
+from masq_jax.modality import BASE, NAMES
+from masq_jax.models import LINEAR_NAMES
+from masq_jax.models.config import DecoderConfig, config_from_hf
+from masq_jax.settings import QuantSettings
+
+FORMAT = "masq-jax"
+FORMAT_VERSION = 1
+QLINEAR_FIELDS = ("qvalue", "scale", "zero_point", "smooth", "lora_l", "lora_r", "bias")
+
+
+def _stack(trees):
+    return jax.tree_util.tree_map(lambda *xs: jnp.stack(xs), *trees)
+
+
+def build_quantized_params(method: Method, params: dict, factors: list[dict], loras: list[dict],
+                           st: QuantSettings) -> dict:
+    """Replace the seven linears of every layer by stacked QLinears (other params untouched)."""
+    layers = dict(params["layers"])
+    for name in LINEAR_NAMES:
+        per_layer = []
+        for i in range(len(factors)):
+            p = jax.tree_util.tree_map(lambda a: a[i], params["layers"][name])
+            lora = loras[i].get(name) if loras and loras[i] else None
+            per_layer.append(method.export_linear(p, factors[i][name], lora, st))
+        layers[name] = _stack(per_layer)
+    return {**params, "layers": layers}
+
+
+def quantization_config(method: Method, st: QuantSettings, ranks: dict[str, int], extra: dict | None = None) -> dict:
+    """The ``quantization_config`` block written into config.json."""
+    return {
+        "quant_method": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "method": st.method,
+        "wbits": st.wbits,
+        "abits": st.abits,
+        "group_size": st.group_size,
+        "w_symmetric": st.w_symmetric,
+        "bound": st.bound,
+        "modalities": list(NAMES),
+        "base_modality": NAMES[BASE],
+        "per_modality_weights": method.per_modality_weights,
+        "ranks": ranks,
+        "quantized_linears": list(LINEAR_NAMES),
+        "settings": st.to_json(),
+        **(extra or {}),
+    }
+
+
+def _flatten(params: dict) -> dict[str, jax.Array]:
+    flat = {key: value for key, value in params.items() if key != "layers"}
+    for key, value in params["layers"].items():
+        if isinstance(value, QLinear):
+            fields = {"qvalue": value.weight.qvalue, "scale": value.weight.scale,
+                      "zero_point": value.weight.zero_point, "smooth": value.smooth, "lora_l": value.lora_l,
+                      "lora_r": value.lora_r, "bias": value.bias}
+            flat.update({f"layers.{key}.{f}": v for f, v in fields.items() if v is not None})
+        else:
+            flat[f"layers.{key}"] = value
+    return flat
+
+
+def write_artifact(tmp_dir: Path, hf_config: dict, params: dict, qconfig: dict) -> None:
+    """Write config.json and model.safetensors into ``tmp_dir`` (the caller renames it into place)."""
+    tmp_dir.mkdir(parents=True, exist_ok=True)
+    cfg = dict(hf_config)
+    cfg["quantization_config"] = qconfig
+    (tmp_dir / "config.json").write_text(json.dumps(cfg, indent=2, sort_keys=True))
+    flat = {k: jnp.asarray(v) for k, v in _flatten(params).items()}
+    save_file(flat, str(tmp_dir / "model.safetensors"), metadata={"format": FORMAT})
+
+
+def read_artifact(path: str | os.PathLike, dtype=None, implementation: str | None = "xla"):
+    """Load an artefact directory into a ``QuantizedModel``; ``dtype`` casts the unquantized tensors
+    (embeddings, norms, head; the integer weights, scales and factors keep theirs)."""
+    from masq_jax.artifact.qmodel import QuantizedModel
+
+    path = Path(path)
+    try:
+        hf = json.loads((path / "config.json").read_text())
+        flat = load_file(str(path / "model.safetensors"))
+    except FileNotFoundError as e:
+        raise ArtifactError(f"{path} is not a complete masq-jax artefact ({e.filename} missing)") from None
+    except Exception as e:  # corrupt file
+        raise ArtifactError(f"{path}: the artefact cannot be read ({type(e).__name__}: {e}); re-run masq quantize") from None
+    qc = hf.pop("quantization_config", None) or {}
+    if qc.get("quant_method") != FORMAT:
+        raise ArtifactError(f"{path}: quantization_config.quant_method is {qc.get('quant_method')!r}, not {FORMAT!r}")
+    cfg = _decoder_config(qc, hf) if "decoder_config" in qc else config_from_hf(hf)
+    cast = (lambda v: v) if dtype is None else (lambda v: v.astype(dtype))
+    params: dict = {"layers": {}}
+    for key, value in flat.items():
+        if not key.startswith("layers."):
+            params[key] = cast(value)
+        elif key.count(".") == 1:
+            params["layers"][key.split(".")[1]] = cast(value)
+    bound = qc.get("bound", SPEC_BOUND)
+    for name in LINEAR_NAMES:
+        g = {f: flat.get(f"layers.{name}.{f}") for f in QLINEAR_FIELDS}
+        if g["qvalue"] is None:
+            raise ArtifactError(f"{path}: tensors of layers.{name} are missing; the artefact is incomplete")
+        if g["qvalue"].shape[0] != cfg.num_layers:
+            raise ArtifactError(f"{path}: layers.{name} holds {g['qvalue'].shape[0]} layers, config says {cfg.num_layers}")
+        weight = QArray(qvalue=g["qvalue"], scale=g["scale"], zero_point=g["zero_point"], bits=qc["wbits"],
+                        symmetric=qc["w_symmetric"], group_size=qc["group_size"],
+                        shape=(g["scale"].shape[-3], g["smooth"].shape[-1]), bound=bound)
+        params["layers"][name] = QLinear(weight, g["smooth"], g["lora_l"], g["lora_r"], g["bias"], abits=qc["abits"],
+                                         act_bound=bound)
+    hf["quantization_config"] = qc  # cfg.hf_config is the artefact's whole config.json
+    return QuantizedModel(cfg, params, qc, implementation=implementation)
+
+
+def decoder_config_json(cfg: DecoderConfig) -> dict:
+    """The DecoderConfig fields (without ``hf_config``), stored so the artefact reloads exactly."""
+    return {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg) if f.name != "hf_config"}
+
+
+def _decoder_config(qc: dict, hf: dict) -> DecoderConfig:
+    fields = dict(qc["decoder_config"])
+    if fields.get("mrope_section") is not None:
+        fields["mrope_section"] = tuple(fields["mrope_section"])
+    return DecoderConfig(**fields, hf_config=hf)
+
+
+def is_artifact(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is a directory whose config.json says it is a masq-jax artefact."""
+    p = Path(path) / "config.json"
+    if not p.is_file():
+        return False
+    try:
+        return json.loads(p.read_text()).get("quantization_config", {}).get("quant_method") == FORMAT
+    except (OSError, ValueError, AttributeError):
+        return False

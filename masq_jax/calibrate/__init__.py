@@ -1,0 +1,7 @@
+"""Calibration: the data as device arrays (``batch``), one layer's step (``layer``), the loop over
+layers with its two propagation strategies, resume, checkpoints and report (``runner``), the run
+directory (``rundir``) and the modality loss weights (``loss_weights``).
+
+Import the submodules directly (``from masq_jax.calibrate.runner import run_quantize``): this
+package imports nothing itself, so ``masq_jax.methods`` can use ``calibrate.batch`` without a cycle.
+"""

@@ -1,0 +1,165 @@
+"""One decoder layer's calibration step, as jitted pure functions plus the method's hooks (no I/O).
+
+For layer i (docs/method.md §2-§5):
+  1. ``fp_layer_pass``: the full-precision layer on full-precision inputs -> targets, statistics and
+     a token sample for searches;
+  2. ``calibrate_layer``: the method's vectors (init, then ``learn`` on the quantized inputs when it
+     trains), then its compensation -> a ``LayerResult``;
+  3. ``propagate``: the quantized layer on quantized inputs (what layer i+1 trains on).
+The runner (``masq_jax.calibrate.runner``) strings these together and owns checkpoints and reports.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from masq_jax.calibrate.batch import LayerBatch
+from masq_jax.core import stats as core_stats
+from masq_jax.methods.base import Method
+from masq_jax.models import decoder
+from masq_jax.settings import QuantSettings
+
+SEARCH_TOKENS = 2048  # tokens of the FP layer inputs kept for the AWQ / MBQ grid searches
+CHUNK = 8  # samples per jitted pass
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class FPLayer:
+    """What the full-precision pass yields for one layer."""
+
+    outputs: jax.Array  # [N, S, H]: the next layer's FP inputs and this layer's training target
+    stats: dict  # per input group (core.stats)
+    sample: dict  # up to SEARCH_TOKENS valid tokens' inputs per group, and their "modality_ids"
+
+
+@dataclasses.dataclass
+class LayerResult:
+    """One calibrated layer: its vectors, low-rank factors, loss per epoch and searched α."""
+
+    factors: dict[str, jax.Array]
+    lora: dict[str, tuple[jax.Array, jax.Array]]
+    losses: list[float]  # mean block loss per epoch ([] when the method does not train)
+    alphas: dict[str, float]  # searched α per linear ({} when the method does not search)
+
+    def to_state(self, st: QuantSettings, ranks: dict[str, int]) -> dict:
+        """The orbax checkpoint of this layer (fixed shapes, see ``state_template``)."""
+        n_loss = max(st.epochs, 1)
+        losses = list(self.losses) + [np.nan] * (n_loss - len(self.losses))
+        alphas = [self.alphas.get(n, np.nan) for n in decoder.LINEAR_NAMES]
+        state = {"factors": self.factors, "info": {"loss": np.asarray(losses, np.float32),
+                                                    "alpha": np.asarray(alphas, np.float32)}}
+        if self.lora and any(ranks.values()):
+            state["lora"] = {n: {"l": v[0], "r": v[1]} for n, v in self.lora.items()}
+        return state
+
+    @classmethod
+    def from_state(cls, state: dict, trains: bool) -> LayerResult:
+        lora = {n: (jnp.asarray(v["l"]), jnp.asarray(v["r"])) for n, v in state.get("lora", {}).items()}
+        losses = [float(x) for x in np.asarray(state["info"]["loss"])] if trains else []
+        alphas = {n: float(a) for n, a in zip(decoder.LINEAR_NAMES, np.asarray(state["info"]["alpha"]))
+                  if not math.isnan(a)}
+        return cls(state["factors"], lora, losses, alphas)
+
+    def report(self) -> dict:
+        """This layer's entry in report.json (loss per epoch and α where they exist)."""
+        rep = {}
+        if self.losses:
+            rep["loss_per_epoch"] = [float(x) for x in self.losses]
+        if self.alphas:
+            rep["alpha"] = dict(self.alphas)
+        return rep
+
+
+def state_template(cfg, st: QuantSettings, ranks: dict[str, int], compensates: bool) -> dict:
+    """Zero arrays with the shapes of a layer's checkpoint (what orbax restores into)."""
+    shapes = decoder.linear_shapes(cfg)
+    f = {n: np.zeros((3, shapes[n][1]), np.float32) for n in decoder.LINEAR_NAMES}
+    info = {"loss": np.zeros((max(st.epochs, 1),), np.float32),
+            "alpha": np.zeros((len(decoder.LINEAR_NAMES),), np.float32)}
+    state = {"factors": f, "info": info}
+    if compensates and any(ranks.values()):
+        state["lora"] = {n: {"l": np.zeros((3, shapes[n][1], ranks[n]), np.float32),
+                             "r": np.zeros((3, ranks[n], shapes[n][0]), np.float32)} for n in decoder.LINEAR_NAMES}
+    return state
+
+
+# ------------------------------------------------------------------------------------------------
+# 1. Full-precision pass with statistics.
+
+
+@functools.partial(jax.jit, static_argnames=("cfg",))
+def _fp_chunk(cfg, lp, h, batch: LayerBatch, stats, gram_index):
+    out, inputs = batch.layer(cfg, lp, h, capture=True)
+    return out, core_stats.accumulate(stats, inputs, batch.modality_ids, batch.valid, gram_index), inputs
+
+
+def fp_layer_pass(cfg, lp, h, batch: LayerBatch, *, with_gram: bool, chunk: int = CHUNK,
+                  search_tokens: int = SEARCH_TOKENS) -> FPLayer:
+    """Run the FP layer over all samples in chunks, accumulating statistics and a token sample
+    (the linear inputs of the first valid tokens, up to ``search_tokens``)."""
+    stats = core_stats.empty_stats(decoder.input_dims(cfg), with_gram)
+    outs, samples, got = [], {g: [] for g in decoder.INPUT_GROUPS}, 0
+    sample_mid = []
+    for i in range(0, h.shape[0], chunk):
+        sl = slice(i, i + chunk)
+        part = batch[sl]
+        gram_index = core_stats.modality_token_index(part.modality_ids, part.valid) if with_gram else None
+        out, stats, inputs = _fp_chunk(cfg, lp, h[sl], part, stats, gram_index)
+        outs.append(out)
+        if got < search_tokens:
+            v = part.valid.reshape(-1)
+            idx = jnp.nonzero(v)[0][: search_tokens - got]
+            for g in decoder.INPUT_GROUPS:
+                samples[g].append(inputs[g].reshape(-1, inputs[g].shape[-1])[idx])
+            sample_mid.append(part.modality_ids.reshape(-1)[idx])
+            got += int(idx.shape[0])
+    token_sample = {g: jnp.concatenate(v) for g, v in samples.items()}
+    token_sample["modality_ids"] = jnp.concatenate(sample_mid)
+    return FPLayer(jnp.concatenate(outs), stats, token_sample)
+
+
+# ------------------------------------------------------------------------------------------------
+# 2. The method's vectors and compensation for one layer.
+
+
+def calibrate_layer(method: Method, cfg, st: QuantSettings, lp, fp: FPLayer, h_q, batch: LayerBatch,
+                    modality_weights, key, ranks: dict[str, int], timer) -> LayerResult:
+    """Init, learn (on the quantized inputs ``h_q``, targets ``fp.outputs``) and compensate one layer."""
+    with timer("init"):
+        factors, alphas = method.init_factors(cfg, lp, fp.stats, fp.sample, st, modality_weights)
+    losses = []
+    if method.trains(st):
+        with timer("train"):
+            factors, per_epoch = method.learn(cfg, st, lp, factors, h_q, fp.outputs, batch, modality_weights, key)
+            factors = jax.block_until_ready(factors)
+            losses = np.asarray(per_epoch).tolist()
+    lora = {}
+    if method.compensates:
+        with timer("cmc"):
+            lora = jax.block_until_ready(method.compensate(lp, factors, fp.stats, st, ranks))
+    return LayerResult(factors, lora, losses, alphas)
+
+
+# ------------------------------------------------------------------------------------------------
+# 3. Quantized propagation.
+
+
+@functools.partial(jax.jit, static_argnames=("cfg", "method", "st"))
+def _quantized_chunk(cfg, method: Method, st: QuantSettings, lp, factors, h, batch: LayerBatch):
+    linear = method.training_linear(factors, batch.modality_ids, st, batch.active)
+    return batch.layer(cfg, lp, h, linear=linear)
+
+
+def propagate(cfg, method: Method, st: QuantSettings, lp, factors, h, batch: LayerBatch,
+              chunk: int = CHUNK) -> jax.Array:
+    """The layer's quantized outputs on quantized inputs ``h`` through the method's training linears."""
+    outs = [_quantized_chunk(cfg, method, st, lp, factors, h[i:i + chunk], batch[i:i + chunk])
+            for i in range(0, h.shape[0], chunk)]
+    return jnp.concatenate(outs)

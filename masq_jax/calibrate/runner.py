@@ -1,0 +1,240 @@
+"""``run_quantize``: the one place with I/O — model and data in, artefact and report out.
+
+Order of work (docs/method.md §2-§6): prepare the calibration set, then per decoder layer the
+full-precision pass with statistics, the method's vectors (learned when it trains), its compensation,
+quantized propagation; then the artefact, the held-out evaluation and ``report.json``. Two
+propagation strategies share resume, checkpoints and the per-layer report (``RunContext``):
+
+* ``sequential`` (the reference): layer i trains on the output of the already-quantized layers < i;
+* ``independent`` (learning methods only): every layer trains from full-precision inputs, training
+  and compensation vmapped over chunks of layers — faster, but blind to earlier layers' error.
+
+Everything is written into ``OUT.partial`` (an orbax checkpoint after every layer, so ``--resume``
+continues an interrupted run bit for bit) and renamed to ``OUT`` only when complete.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+import warnings
+from pathlib import Path
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+
+from masq_jax import artifact
+from masq_jax.calibrate.batch import PreparedData, prepare
+from masq_jax.calibrate.layer import (LayerResult, calibrate_layer, fp_layer_pass, propagate, state_template)
+from masq_jax.calibrate.loss_weights import resolve_loss_weights
+from masq_jax.calibrate.rundir import RunDir, fingerprint, write_json_atomic
+from masq_jax.errors import CheckpointError, SettingsError
+from masq_jax.eval.sqnr import compare
+from masq_jax.methods import registry
+from masq_jax.methods.base import Method
+from masq_jax.models import decoder
+from masq_jax.resources import StageTimer
+from masq_jax.settings import QuantSettings
+
+LayerCallback = Callable[[int, dict], None]
+INDEPENDENT_CHUNK = 4  # layers trained together (vmapped) by the independent strategy
+
+
+@dataclasses.dataclass
+class RunContext:
+    """What both strategies share: the run's inputs, its directory, timers and per-layer reports."""
+
+    method: Method
+    cfg: Any
+    st: QuantSettings
+    params: dict
+    data: PreparedData
+    modality_weights: jax.Array
+    ranks: dict[str, int]
+    run: RunDir
+    timer: StageTimer
+    progress: bool
+    on_layer: LayerCallback | None
+    rows: dict[int, dict] = dataclasses.field(default_factory=dict)
+
+    def layer_params(self, i: int) -> dict:
+        return jax.tree_util.tree_map(lambda a: a[i], self.params["layers"])
+
+    def layers(self, start: int, stop: int) -> dict:
+        return jax.tree_util.tree_map(lambda a: a[start:stop], self.params["layers"])
+
+    def key(self, i: int) -> jax.Array:
+        return jax.random.fold_in(jax.random.PRNGKey(self.st.seed), i)
+
+    def restore(self, i: int) -> LayerResult:
+        template = state_template(self.cfg, self.st, self.ranks, self.method.compensates)
+        return LayerResult.from_state(self.run.load_layer(i, template), self.method.trains(self.st))
+
+    def finish_layer(self, i: int, result: LayerResult, seconds: float, *, save: bool) -> None:
+        """Checkpoint a newly calibrated layer, record its report row, call ``on_layer``."""
+        if save:
+            with self.timer("checkpoint"):
+                self.run.save_layer(i, result.to_state(self.st, self.ranks))
+        self.rows[i] = {"index": i, **result.report(), "seconds": round(seconds, 3)}
+        if self.on_layer is not None:
+            self.on_layer(i, self.rows[i])
+
+    def progress_bar(self, iterable, unit: str):
+        from tqdm.auto import tqdm
+
+        return tqdm(iterable, desc=f"{self.st.method} {self.st.wbits}w{self.st.abits}a", unit=unit,
+                    disable=not self.progress, dynamic_ncols=True)
+
+
+def sequential(ctx: RunContext) -> list[LayerResult]:
+    """Layer by layer; the next layer trains on the quantized layers' output (docs/method.md §4).
+    As in the reference, propagation runs the method's training linears (the MAS model; CMC is
+    fitted on top, not trained through)."""
+    cfg, st, method, batch = ctx.cfg, ctx.st, ctx.method, ctx.data.batch
+    done = ctx.run.finished_layers()
+    if done and done != list(range(len(done))):
+        raise CheckpointError(f"checkpoints in {ctx.run.partial} are not a prefix of the layers ({done}); delete it")
+    h_fp = h_q = ctx.data.h0
+    results = []
+    bar = ctx.progress_bar(range(cfg.num_layers), "layer")
+    for i in bar:
+        t0 = time.perf_counter()
+        lp = ctx.layer_params(i)
+        with ctx.timer("fp_pass"):
+            fp = jax.block_until_ready(fp_layer_pass(cfg, lp, h_fp, batch, with_gram=method.compensates))
+        if i in done:
+            result = ctx.restore(i)
+        else:
+            result = calibrate_layer(method, cfg, st, lp, fp, h_q, batch, ctx.modality_weights, ctx.key(i),
+                                     ctx.ranks, ctx.timer)
+        results.append(result)
+        if result.losses:
+            bar.set_postfix(loss=f"{result.losses[-1]:.4g}")
+        if method.trains(st) and i + 1 < cfg.num_layers:
+            with ctx.timer("propagate"):
+                h_q = jax.block_until_ready(propagate(cfg, method, st, lp, result.factors, h_q, batch))
+        h_fp = fp.outputs
+        ctx.finish_layer(i, result, time.perf_counter() - t0, save=i not in done)
+    bar.close()
+    return results
+
+
+def independent(ctx: RunContext, layer_chunk: int = INDEPENDENT_CHUNK) -> list[LayerResult]:
+    """All layers from full-precision inputs; learning and compensation vmapped over chunks of
+    ``layer_chunk`` layers."""
+    cfg, st, method, batch = ctx.cfg, ctx.st, ctx.method, ctx.data.batch
+    n_layers = cfg.num_layers
+    done = set(ctx.run.finished_layers())
+    inputs, targets, stats, inits = [], [], [], []
+    h = ctx.data.h0
+    with ctx.timer("fp_pass"):
+        for i in range(n_layers):
+            lp = ctx.layer_params(i)
+            fp = fp_layer_pass(cfg, lp, h, batch, with_gram=method.compensates)
+            inputs.append(h)
+            targets.append(fp.outputs)
+            stats.append(fp.stats)
+            inits.append(method.init_factors(cfg, lp, fp.stats, fp.sample, st, ctx.modality_weights)[0])
+            h = fp.outputs
+    learn = jax.vmap(lambda lp, f, x, y, k: method.learn(cfg, st, lp, f, x, y, batch, ctx.modality_weights, k))
+    stack = lambda xs: jax.tree_util.tree_map(lambda *a: jnp.stack(a), *xs)  # noqa: E731
+    results: list[LayerResult | None] = [None] * n_layers
+    bar = ctx.progress_bar(range(0, n_layers, layer_chunk), "chunk")
+    for start in bar:
+        t0 = time.perf_counter()
+        idx = list(range(start, min(start + layer_chunk, n_layers)))
+        if all(i in done for i in idx):
+            for i in idx:
+                results[i] = ctx.restore(i)
+                ctx.finish_layer(i, results[i], 0.0, save=False)
+            continue
+        lps = ctx.layers(start, start + len(idx))
+        with ctx.timer("train"):
+            f_chunk, losses = jax.block_until_ready(learn(
+                lps, stack([inits[i] for i in idx]), stack([inputs[i] for i in idx]),
+                stack([targets[i] for i in idx]), jnp.stack([ctx.key(i) for i in idx])))
+        lora_chunk = {}
+        if method.compensates:
+            with ctx.timer("cmc"):
+                lora_chunk = jax.block_until_ready(
+                    method.compensate_layers(lps, f_chunk, stack([stats[i] for i in idx]), st, ctx.ranks))
+        seconds = (time.perf_counter() - t0) / len(idx)
+        for j, i in enumerate(idx):
+            pick = lambda tree: jax.tree_util.tree_map(lambda a: a[j], tree)  # noqa: E731
+            results[i] = ctx.restore(i) if i in done else LayerResult(
+                pick(f_chunk), pick(lora_chunk), [float(x) for x in losses[j]], {})
+            ctx.finish_layer(i, results[i], seconds, save=i not in done)
+        bar.set_postfix(loss=f"{float(losses[:, -1].mean()):.4g}")
+    bar.close()
+    return results
+
+
+def check_group_size(cfg, st: QuantSettings) -> None:
+    """Fail before calibrating when the weight group size does not divide every linear's input."""
+    if st.group_size is None:
+        return
+    dims = sorted(set(decoder.input_dims(cfg).values()))
+    bad = [d for d in dims if d % st.group_size]
+    if bad:
+        common = math.gcd(*dims)
+        divisors = [g for g in (256, 128, 64, 32, 16) if common % g == 0]
+        raise SettingsError(f"--group-size {st.group_size} does not divide the linear input widths {bad} of this "
+                            f"model; use one of {divisors or [common]} (or 0 for per-channel)")
+
+
+def run_quantize(model, calibset, out: str, st: QuantSettings, *, eval_set=None, seq_len: int | None = None,
+                 resume: bool = False, overwrite: bool = False, progress: bool = True, dtype=jnp.float32,
+                 source_name: str | None = None, calib_record: dict | None = None,
+                 timer: StageTimer | None = None, on_layer: LayerCallback | None = None) -> dict[str, Any]:
+    """Calibrate, write the artefact into ``out`` and return the report (see module docstring).
+
+    ``model``: a checkpoint path (HF directory or .gguf) or an in-memory ``(DecoderConfig, params)``.
+    ``timer``: a ``StageTimer`` that already holds earlier stages (``masq_jax.quantize`` times the
+    model and data loading in it). ``on_layer(index, row)`` is called after every layer is
+    checkpointed (progress, notebooks); an exception raised from it interrupts the run and leaves
+    ``OUT.partial`` for ``resume=True``.
+    """
+    from masq_jax.models import load_params
+
+    method = registry.get(st.method)
+    timer = timer or StageTimer()
+    in_memory = isinstance(model, tuple)
+    model_path = source_name or ("<in-memory>" if in_memory else str(model))
+    report: dict[str, Any] = {"settings": st.to_json(), "model": model_path, "warnings": []}
+    with timer("load_model"):
+        cfg, params = model if in_memory else load_params(model, dtype)
+    with timer("prepare_calibration"):
+        data = prepare(cfg, params, calibset, seq_len)
+        data_eval = prepare(cfg, params, eval_set, seq_len) if eval_set is not None else None
+    report["calibration"] = {"samples": data.samples, "seq_len": int(data.h0.shape[1]),
+                             "token_counts": data.token_counts,
+                             "eval_samples": 0 if data_eval is None else data_eval.samples}
+    report["warnings"] += method.warnings(cfg, data.token_counts, st)
+    for w in report["warnings"]:
+        warnings.warn(w, stacklevel=2)
+    check_group_size(cfg, st)
+    run = RunDir(out, fingerprint(st, cfg, params, calibset.fingerprint()), resume, overwrite)
+    with timer("loss_weights"):
+        weights, report["loss_weights"] = resolve_loss_weights(st, cfg, params, data)
+    ranks = method.ranks(cfg, st)
+    ctx = RunContext(method, cfg, st, params, data, weights, ranks, run, timer, progress, on_layer)
+    strategy = independent if st.propagation == "independent" and method.trains(st) else sequential
+    results = strategy(ctx)
+    with timer("export"):
+        qparams = artifact.build_quantized_params(method, params, [r.factors for r in results],
+                                                  [r.lora for r in results], st)
+        source = source_name or (model_path if in_memory else str(Path(model_path).absolute()))
+        qconfig = artifact.format.quantization_config(method, st, ranks, {
+            "source_model": source, "decoder_config": artifact.format.decoder_config_json(cfg),
+            "calibration": calib_record})
+        artifact.write_artifact(run.partial, cfg.hf_config, qparams, qconfig)
+    report["layers"] = [ctx.rows[i] for i in range(cfg.num_layers)]
+    with timer("evaluate"):
+        report["evaluated_on"] = "held-out" if data_eval is not None else "calibration"
+        report.update(compare(cfg, params, artifact.read_artifact(run.partial), data if data_eval is None else data_eval))
+    report["stages"] = timer.as_dict()
+    write_json_atomic(run.partial / "report.json", report)
+    run.finish(overwrite)
+    return report

@@ -1,0 +1,376 @@
+"""Cross-Modal Compensation (docs/method.md §5): one stored text weight plus whitened low-rank factors.
+
+For a non-text modality m the stored weight ``Wq = Q_w(W·diag(s_text))`` misses
+``ΔW_m = W·diag(s_m) − Wq``. ``low_rank_compensation`` finds ``L [in, r]``, ``R [r, out]`` minimising
+``‖X̃_m (ΔW_mᵀ − L R)‖_F`` (X̃_m = modality-m activations divided by s_m, ``cov = X̃ᵀX̃``), robustly:
+
+* computed in float32 at least (float64 when ``jax_enable_x64`` is on), covariance symmetrised;
+* optional damping / shrinkage ``C + δ·(tr C / in)·I`` (helps held-out data);
+* eigenvalues floored at ``eig_floor · λ_max`` (default ``in · eps``) and a pseudo-inverse that
+  zeroes exactly-null directions, so singular or ill-conditioned covariances (fewer tokens than
+  channels, dead channels, huge dynamic range) give finite factors;
+* ``fit="auto"`` (default) also computes the plain truncated SVD of ``ΔWᵀ`` and returns whichever
+  of the two has the smaller true residual ``tr(Eᵀ C E)``, so the result is never worse than plain SVD.
+
+Everything is a pure, jit-able function of one linear; stack layers on a leading axis and vmap.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from masq_jax.core import stats
+from masq_jax.core.checks import per_modality, weight_dims
+from masq_jax.core.metrics import effective_rank
+from masq_jax.core.qlinear import QLinear, make_qlinear
+from masq_jax.core.quant import SPEC_BOUND, Bound, fake_quant, validate_bits
+from masq_jax.errors import CoreInputError
+from masq_jax.modality import NON_TEXT, NUM_MODALITIES, TEXT
+
+__all__ = [
+    "RANK_FLOOR",
+    "resolve_rank",
+    "compute_dtype",
+    "low_rank_compensation",
+    "whitening",
+    "residual_spectrum",
+    "energy_at_rank",
+    "energy_curve",
+    "rank_for_energy",
+    "effective_rank",
+    "cmc_residual",
+    "modality_covariance",
+    "smoothed_covariance",
+    "cmc_factors",
+    "build_cmc_qlinear",
+]
+
+RANK_FLOOR = 32  # the reference floors every rank at 32 (never above min(in, out))
+HIGHEST = jax.lax.Precision.HIGHEST
+Fit = Literal["auto", "whitened", "plain"]
+
+
+# ----------------------------------------------------------------------------------------------
+# rank
+
+
+def resolve_rank(rank_or_ratio: float | int, in_dim: int, out_dim: int, floor: int = RANK_FLOOR) -> int:
+    """The reference rank rule: a value ``<= 1`` is a ratio of ``min(in, out)`` (1 = full rank), a
+    value ``> 1`` an absolute integer rank; the result is floored at ``floor`` but never exceeds
+    ``min(in, out)``. ``floor=0`` keeps small ranks as given."""
+    m = min(int(in_dim), int(out_dim))
+    v = rank_or_ratio
+    if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)) or not math.isfinite(v) or v < 0:
+        raise CoreInputError(f"rank must be a ratio in [0, 1] or an integer in 2..{m} (min(in, out)), got {v!r}")
+    if isinstance(floor, bool) or not isinstance(floor, (int, np.integer)) or floor < 0:
+        raise CoreInputError(f"floor must be a non-negative integer, got {floor!r}")
+    if v <= 1:
+        r = int(math.floor(float(v) * m + 1e-9))
+    else:
+        if float(v) != int(v):
+            raise CoreInputError(f"rank > 1 must be an integer rank, got {v!r}; use a ratio in [0, 1] or an integer")
+        r = int(v)
+        if r > m:
+            raise CoreInputError(f"rank={r} is larger than min(in, out)={m}; use a rank <= {m} or a ratio in [0, 1]")
+    return min(max(r, int(floor)), m)
+
+
+def _check_rank(rank, m: int) -> int:
+    if isinstance(rank, bool) or not isinstance(rank, (int, np.integer)) or rank < 0:
+        raise CoreInputError(f"rank must be a non-negative integer (use resolve_rank for ratios), got {rank!r}")
+    if rank > m:
+        raise CoreInputError(f"rank={rank} is larger than min(in, out)={m}; use a rank in 0..{m}")
+    return int(rank)
+
+
+# ----------------------------------------------------------------------------------------------
+# whitening
+
+
+def compute_dtype():
+    """float64 when ``jax_enable_x64`` is on, else float32 (never lower)."""
+    return jax.dtypes.canonicalize_dtype(jnp.float64)  # float32 unless x64 is on (also inside jax.enable_x64)
+
+
+def _check_cov(cov, in_dim: int) -> None:
+    if cov.shape != (in_dim, in_dim):
+        raise CoreInputError(f"cov must be [in, in]=[{in_dim}, {in_dim}] (XᵀX of the smoothed inputs), got {tuple(cov.shape)}")
+
+
+def _check_fit(fit: str) -> None:
+    if fit not in ("auto", "whitened", "plain"):
+        raise CoreInputError(f"fit must be 'auto', 'whitened' or 'plain', got {fit!r}")
+
+
+def whitening(cov: jax.Array, *, eig_floor: float | None = None, damping: float = 0.0):
+    """``(T, T_pinv)`` with ``TᵀT ≈ C`` (docs/method.md §5: ``T = S^{1/2}Uᵀ``) after symmetrising, damping
+    (``C + damping·tr(C)/in·I``) and flooring eigenvalues at ``eig_floor·λ_max`` (default ``in·eps``);
+    ``T_pinv`` zeroes directions whose floored eigenvalue is still 0 (an all-zero covariance)."""
+    dt = compute_dtype()
+    n = cov.shape[-1]
+    c = cov.astype(dt)
+    c = 0.5 * (c + c.T)
+    if not (isinstance(damping, (int, float)) and damping == 0):  # may be a traced scalar
+        c = c + (jnp.asarray(damping, dt) * jnp.trace(c) / n) * jnp.eye(n, dtype=dt)
+    s, u = jnp.linalg.eigh(c)
+    rtol = n * float(jnp.finfo(dt).eps) if eig_floor is None else float(eig_floor)
+    s = jnp.maximum(s, rtol * jnp.max(s))
+    s = jnp.maximum(s, 0.0)
+    sq = jnp.sqrt(s)
+    inv = jnp.where(sq > 0, 1.0 / jnp.where(sq > 0, sq, 1.0), 0.0)
+    return sq[:, None] * u.T, u * inv[None, :]
+
+
+def _check_svd(svd: str) -> None:
+    if svd not in ("svd", "gram"):
+        raise CoreInputError(f"svd must be 'svd' (exact) or 'gram' (eigh of the smaller Gram matrix), got {svd!r}")
+
+
+def _truncated_svd(a, rank: int, svd: str = "svd"):
+    """Rank-``rank`` factors ``(U_r, Σ_r V_rᵀ)`` of ``a`` [m, n].
+
+    ``svd="gram"`` replaces the SVD by ``eigh`` of the smaller Gram matrix (much faster on GPU, where
+    dense SVD is slow): ``L R`` is then the projection of ``a`` on the top-r singular subspace, exact
+    in the product even where small singular values are inaccurate (they cancel).
+    """
+    if svd == "svd":
+        u, s, vt = jnp.linalg.svd(a, full_matrices=False)
+        return u[:, :rank], s[:rank, None] * vt[:rank]
+    m, n = a.shape
+    if m <= n:
+        _, u = jnp.linalg.eigh(jnp.dot(a, a.T, precision=HIGHEST))
+        u = u[:, ::-1][:, :rank]
+        return u, jnp.dot(u.T, a, precision=HIGHEST)
+    ev, v = jnp.linalg.eigh(jnp.dot(a.T, a, precision=HIGHEST))
+    v = v[:, ::-1][:, :rank]
+    sig = jnp.sqrt(jnp.maximum(ev[::-1][:rank], 0.0))
+    inv = jnp.where(sig > 0, 1.0 / jnp.where(sig > 0, sig, 1.0), 0.0)
+    return jnp.dot(a, v, precision=HIGHEST) * inv[None, :], sig[:, None] * v.T
+
+
+def low_rank_compensation(
+    delta_w: jax.Array,
+    cov: jax.Array,
+    rank: int,
+    *,
+    eig_floor: float | None = None,
+    damping: float = 0.0,
+    fit: Fit = "auto",
+    svd: str = "svd",
+) -> tuple[jax.Array, jax.Array]:
+    """``(L [in, r], R [r, out])`` minimising ``‖X (ΔWᵀ − L R)‖_F`` with ``cov = XᵀX`` (docs/method.md §5).
+
+    ``delta_w`` [out, in]; ``cov`` [in, in]; ``rank`` a static int in 0..min(in, out). ``fit``:
+    "whitened" (docs/method.md §5 with a floored/damped spectrum), "plain" (truncated SVD of ΔWᵀ), or "auto"
+    (both, keep the smaller true residual). ``svd``: "svd" (exact) or "gram": every decomposition an
+    eigh of a min(in, out)-sized matrix — the whitened solution from the output side when
+    ``out < in`` (``_output_side``; ``eig_floor`` unused there), else ``_truncated_svd``'s Gram form.
+    Returned in the compute dtype (float32 / float64 with x64).
+    """
+    _check_fit(fit)
+    _check_svd(svd)
+    if delta_w.ndim != 2:
+        raise CoreInputError(f"delta_w must be [out, in], got shape {tuple(delta_w.shape)}")
+    out_dim, in_dim = delta_w.shape
+    _check_cov(cov, in_dim)
+    rank = _check_rank(rank, min(in_dim, out_dim))
+    dt = compute_dtype()
+    a = delta_w.astype(dt).T  # [in, out]
+    if rank == 0:
+        return jnp.zeros((in_dim, 0), dt), jnp.zeros((0, out_dim), dt)
+    if fit == "plain":
+        return _truncated_svd(a, rank, svd)
+    c = cov.astype(dt)
+    c = 0.5 * (c + c.T)
+    ca = jnp.dot(c, a, precision=HIGHEST)  # C ΔWᵀ: the output-side Gram and the residuals reuse it
+    if svd == "gram" and out_dim < in_dim:
+        l_w, r_w = _output_side(a, ca, rank, damping, in_dim, jnp.trace(c))
+    else:
+        t, t_pinv = whitening(cov, eig_floor=eig_floor, damping=damping)
+        u2, r_w = _truncated_svd(jnp.dot(t, a, precision=HIGHEST), rank, svd)
+        l_w = jnp.dot(t_pinv, u2, precision=HIGHEST)
+    if fit == "whitened":
+        return l_w, r_w
+    l_p, r_p = _truncated_svd(a, rank, svd)
+    res_w = _xnorm2_lowrank(a, ca, c, l_w, r_w)
+    res_p = _xnorm2_lowrank(a, ca, c, l_p, r_p)
+    use_w = jnp.isfinite(res_w) & (res_w <= res_p)
+    return jnp.where(use_w, l_w, l_p), jnp.where(use_w, r_w, r_p)
+
+
+def _output_side(a, ca, rank: int, damping, in_dim: int, trace_c):
+    """Whitened CMC without whitening when ``out < in``: the best rank-r ``X̃ (LR)`` is ``B V_r V_rᵀ``
+    with ``B = X̃ ΔWᵀ`` and ``V_r`` the top eigenvectors of ``BᵀB = ΔW C ΔWᵀ`` ([out, out]), so
+    ``L = ΔWᵀ V_r``, ``R = V_rᵀ``. The same product as docs/method.md §5's ``T⁻¹ (TΔWᵀ)_r`` whenever ``C`` is
+    invertible (always, with damping), with one eigh of the smaller side and no inverse at all."""
+    if not (isinstance(damping, (int, float)) and damping == 0):
+        ca = ca + (jnp.asarray(damping, ca.dtype) * trace_c / in_dim) * a
+    g = jnp.dot(a.T, ca, precision=HIGHEST)
+    _, v = jnp.linalg.eigh(0.5 * (g + g.T))
+    v = v[:, ::-1][:, :rank]
+    return jnp.dot(a, v, precision=HIGHEST), v.T
+
+
+def _xnorm2_lowrank(a, ca, c, l, r):
+    """``‖X (A − L R)‖_F² = tr(AᵀCA) − 2 tr(Rᵀ Lᵀ C A) + tr(Rᵀ Lᵀ C L R)`` from ``CA`` (no in×in×out
+    product per candidate)."""
+    lca = jnp.dot(l.T, ca, precision=HIGHEST)  # [r, out]
+    lcl = jnp.dot(l.T, jnp.dot(c, l, precision=HIGHEST), precision=HIGHEST)  # [r, r]
+    rrt = jnp.dot(r, r.T, precision=HIGHEST)
+    return jnp.sum(a * ca) - 2.0 * jnp.sum(r * lca) + jnp.sum(lcl * rrt)
+
+
+# ----------------------------------------------------------------------------------------------
+# spectrum diagnostics
+
+
+def residual_spectrum(delta_w: jax.Array, cov: jax.Array | None = None, *, eig_floor: float | None = None,
+                      damping: float = 0.0) -> jax.Array:
+    """Singular values of ``T ΔWᵀ`` (whitened, with ``cov``) or of ``ΔWᵀ`` (``cov=None``), descending."""
+    if delta_w.ndim != 2:
+        raise CoreInputError(f"delta_w must be [out, in], got shape {tuple(delta_w.shape)}")
+    a = delta_w.astype(compute_dtype()).T
+    if cov is not None:
+        _check_cov(cov, a.shape[0])
+        t, _ = whitening(cov, eig_floor=eig_floor, damping=damping)
+        a = jnp.dot(t, a, precision=HIGHEST)
+    return jnp.linalg.svd(a, compute_uv=False)
+
+
+def energy_curve(singular_values: jax.Array) -> jax.Array:
+    """Fraction of ``Σσ²`` captured by the top-k values, for k = 1..n (last axis)."""
+    e = jnp.cumsum(jnp.square(singular_values), axis=-1)
+    tot = e[..., -1:]
+    return jnp.where(tot > 0, e / jnp.where(tot > 0, tot, 1.0), 1.0)
+
+
+def energy_at_rank(singular_values: jax.Array, rank) -> jax.Array:
+    """Fraction of the residual's energy ``Σ_{i<r}σ²/Σσ²`` a rank-``rank`` factorisation captures."""
+    curve = energy_curve(singular_values)
+    r = jnp.asarray(rank)
+    return jnp.where(r <= 0, 0.0, jnp.take(curve, jnp.clip(r, 1, curve.shape[-1]) - 1, axis=-1))
+
+
+def rank_for_energy(singular_values: jax.Array, target: float) -> jax.Array:
+    """Smallest rank capturing at least ``target`` of the residual energy (int32; 0 for target <= 0)."""
+    curve = energy_curve(singular_values)
+    return jnp.where(target <= 0, 0, jnp.sum(curve < target - 1e-7, axis=-1) + 1).astype(jnp.int32)
+
+
+# ----------------------------------------------------------------------------------------------
+# residuals, covariances and the assembled CMC linear
+
+
+def cmc_residual(
+    weight: jax.Array,
+    s_m: jax.Array,
+    s_text: jax.Array,
+    wq_dequant: jax.Array | None = None,
+    *,
+    quantize_m: bool = False,
+    wbits: int | None = None,
+    w_symmetric: bool = True,
+    group_size: int | None = None,
+    bound: Bound = SPEC_BOUND,
+) -> jax.Array:
+    """``ΔW_m = W·diag(s_m) − Wq`` ([out, in], float32), ``Wq = Q_w(W·diag(s_text))``.
+
+    ``wq_dequant``: the stored text weight dequantized; computed from ``s_text`` with ``wbits`` when
+    None. ``quantize_m=True`` gives the variant ``Q_w(W·diag(s_m)) − Wq`` (needs ``wbits``).
+    """
+    _, in_dim = weight_dims(weight)
+    for name, v in (("s_m", s_m), ("s_text", s_text)):
+        if v.shape != (in_dim,):
+            raise CoreInputError(f"{name} must be [in]=[{in_dim}], got {tuple(v.shape)}")
+    w = weight.astype(jnp.float32)
+    qkw = dict(symmetric=w_symmetric, group_size=group_size, bound=bound)
+    if wq_dequant is None or quantize_m:
+        if wbits is None:
+            raise CoreInputError("wbits is required when wq_dequant is None or quantize_m=True")
+        wbits = validate_bits(wbits, "wbits")
+    if wq_dequant is None:
+        wq_dequant = fake_quant(w * s_text.astype(jnp.float32)[None, :], wbits, **qkw)
+    elif wq_dequant.shape != weight.shape:
+        raise CoreInputError(f"wq_dequant must have weight's shape {tuple(weight.shape)}, got {tuple(wq_dequant.shape)}")
+    wm = w * s_m.astype(jnp.float32)[None, :]
+    if quantize_m:
+        wm = fake_quant(wm, wbits, **qkw)
+    return wm - wq_dequant.astype(jnp.float32)
+
+
+def smoothed_covariance(gram: jax.Array, smooth: jax.Array) -> jax.Array:
+    """``diag(1/s)·XᵀX·diag(1/s)``: the whitening covariance of ``x̃ = x/s`` from raw Gram matrices.
+
+    ``gram`` [3, in, in] with ``smooth`` [3, in] (per modality), or one [in, in] with [in].
+    """
+    inv = 1.0 / smooth
+    return gram * inv[..., :, None] * inv[..., None, :]
+
+
+def modality_covariance(x: jax.Array, modality_ids: jax.Array, smooth: jax.Array,
+                        valid: jax.Array | None = None) -> jax.Array:
+    """``C_m = Σ_{t∈m} x̃_tᵀ x̃_t`` with ``x̃ = x / s_m`` over (valid) modality-m tokens: [3, in, in]
+    float32 (sum over calls to accumulate batches; zeros for an absent modality)."""
+    s3 = per_modality(smooth, x.shape[-1]).astype(jnp.float32)
+    return smoothed_covariance(stats.gram(x, modality_ids, valid), s3)
+
+
+def cmc_factors(
+    weight: jax.Array,
+    smooth: jax.Array,
+    covs: jax.Array,
+    rank: int,
+    *,
+    wbits: int,
+    w_symmetric: bool = True,
+    group_size: int | None = None,
+    bound: Bound = SPEC_BOUND,
+    quantize_m: bool = False,
+    eig_floor: float | None = None,
+    damping: float = 0.0,
+    fit: Fit = "auto",
+    svd: str = "svd",
+) -> tuple[jax.Array, jax.Array]:
+    """Per-modality factors ``(L [3, in, r], R [3, r, out])`` float32 with text's set to zero."""
+    out_dim, in_dim = weight_dims(weight)
+    s3 = per_modality(smooth, in_dim).astype(jnp.float32)
+    if covs.shape != (NUM_MODALITIES, in_dim, in_dim):
+        raise CoreInputError(f"covs must be [3, in, in]=[3, {in_dim}, {in_dim}], got {tuple(covs.shape)}")
+    rank = _check_rank(rank, min(in_dim, out_dim))
+    wbits = validate_bits(wbits, "wbits")
+    qkw = dict(w_symmetric=w_symmetric, group_size=group_size, bound=bound)
+    wq = fake_quant(weight.astype(jnp.float32) * s3[TEXT][None, :], wbits, symmetric=w_symmetric,
+                    group_size=group_size, bound=bound)
+    ls = [jnp.zeros((in_dim, rank), jnp.float32)]
+    rs = [jnp.zeros((rank, out_dim), jnp.float32)]
+    for m in NON_TEXT:
+        dw = cmc_residual(weight, s3[m], s3[TEXT], wq, quantize_m=quantize_m, wbits=wbits, **qkw)
+        l, r = low_rank_compensation(dw, covs[m], rank, eig_floor=eig_floor, damping=damping, fit=fit, svd=svd)
+        ls.append(l.astype(jnp.float32))
+        rs.append(r.astype(jnp.float32))
+    return jnp.stack(ls), jnp.stack(rs)
+
+
+def build_cmc_qlinear(
+    weight: jax.Array,
+    bias: jax.Array | None,
+    smooth: jax.Array,
+    covs: jax.Array,
+    *,
+    rank: int,
+    abits: int,
+    **options,
+) -> QLinear:
+    """The full CMC ``QLinear`` (docs/method.md §5-§6): ``Wq = Q_w(W·diag(s_text))`` stored as integers, the
+    three smoothing vectors, ``L_m, R_m`` for vision/audio (zeros for text). ``options`` are
+    ``cmc_factors``' keywords (``wbits`` required). Evaluate it with ``core.qlinear.qlinear_reference``."""
+    _, in_dim = weight_dims(weight)
+    s3 = per_modality(smooth, in_dim).astype(jnp.float32)
+    l, r = cmc_factors(weight, s3, covs, rank, **options)
+    storage = {k: options[k] for k in ("w_symmetric", "group_size", "bound") if k in options}
+    return make_qlinear(weight, bias, wbits=options["wbits"], abits=abits, smooth=s3, lora_l=l, lora_r=r, **storage)

@@ -1,0 +1,52 @@
+"""``masq eval``: load an artefact and its full-precision reference, measure SQNR and perplexity."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from masq_jax import artifact
+from masq_jax.errors import ArtifactError, MasqError
+from masq_jax.settings import DEFAULT_CALIB, DEFAULT_EVAL_SAMPLES, DEFAULT_EVAL_SEED
+
+
+def evaluate_artifact(model: str, *, reference: str | None = None, calib: str | None = None,
+                      samples: int = DEFAULT_EVAL_SAMPLES, seq_len: int | None = None,
+                      seed: int = DEFAULT_EVAL_SEED, plot_dir: str | None = None) -> dict:
+    """SQNR table + perplexity of artefact ``model`` against ``reference``.
+
+    Without ``calib`` the data is the artefact's own held-out split (same source, seed and split as at
+    calibration, so synthetic streams keep their channel layout); with it, ``samples`` samples drawn
+    from ``calib`` with ``seed``.
+    """
+    from masq_jax.calibrate.batch import prepare
+    from masq_jax.eval.sqnr import compare
+    from masq_jax.loading import load_calibration, load_checkpoint, resolve_model
+
+    if not Path(model).is_dir() or not artifact.is_artifact(model):
+        raise ArtifactError(f"--model {model} is not a masq-jax artefact directory (made by masq quantize)")
+    qmodel = artifact.read_artifact(model)
+    qc = qmodel.quantization_config
+    ref_path = resolve_model(reference or qc.get("source_model"))
+    cfg, params = load_checkpoint(ref_path)
+    if cfg.num_layers != qmodel.config.num_layers or cfg.hidden_size != qmodel.config.hidden_size:
+        raise MasqError(f"--reference {ref_path} ({cfg.num_layers} layers, hidden {cfg.hidden_size}) does not "
+                        f"match the artefact ({qmodel.config.num_layers} layers, hidden {qmodel.config.hidden_size})")
+    rec = qc.get("calibration")
+    if calib is None and rec and rec.get("eval_samples"):
+        seq_len = rec.get("seq_len") if seq_len is None else seq_len
+        _, data_set = load_calibration(rec["source"], ref_path, cfg, rec["samples"], rec["eval_samples"],
+                                       rec["seed"], seq_len)
+        source = f"held-out split of {rec['source']} (seed {rec['seed']})"
+    else:
+        data_set, _ = load_calibration(calib or DEFAULT_CALIB, ref_path, cfg, samples, 0, seed, seq_len)
+        source = f"{calib or DEFAULT_CALIB} (seed {seed}, {samples} samples)"
+    if data_set is None:
+        raise MasqError(f"{model} was calibrated without held-out samples; pass --calib SOURCE to evaluate")
+    res = compare(cfg, params, qmodel, prepare(cfg, params, data_set, seq_len))
+    res.update(reference=ref_path, data=source, artefact=str(model), settings=qc.get("settings"))
+    if plot_dir:
+        from masq_jax.eval.plots import plot_sqnr_per_layer
+
+        res["plots"] = [plot_sqnr_per_layer(res["sqnr"], Path(plot_dir) / "sqnr_per_layer.png",
+                                            title=f"{Path(model).name}: SQNR per layer")]
+    return res

@@ -1,0 +1,294 @@
+"""masq_jax.cmc against float64 NumPy (docs/method.md §5), robustness on singular covariances, bad input."""
+
+import functools
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from tests.core.np_refs import (np_fake_quant, np_lowrank_whitened, np_plain_lowrank, np_qlinear, np_xnorm_residual)
+from masq_jax.core import cmc
+from masq_jax.core import smoothing as sm
+from masq_jax.core import stats, training
+from masq_jax.core.qlinear import qlinear_reference
+from masq_jax.errors import CoreInputError
+
+
+def _problem(seed=0, tokens=400, din=48, dout=40, kind="normal"):
+    """Activations X [tokens, din] of a given pathology and a residual ΔW [dout, din]."""
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((tokens, din)) * np.exp(rng.uniform(-1, 1, din))
+    if kind == "dead":
+        x[:, :7] = 0.0
+    elif kind == "huge":
+        x[:, :3] *= 1e4
+        x[:, 3:6] *= 1e-4
+    elif kind == "lowrank":
+        x = rng.standard_normal((tokens, 3)) @ rng.standard_normal((3, din))
+    elif kind == "zero":
+        x[:] = 0.0
+    dw = rng.standard_normal((dout, din)) * 0.1
+    dw[:, :2] *= 20.0
+    return x.astype(np.float32), dw.astype(np.float32)
+
+
+def _cov(x):
+    return (x.astype(np.float64).T @ x.astype(np.float64))
+
+
+def test_whitened_matches_numpy_reference_and_is_optimal():
+    x, dw = _problem(0)
+    c = _cov(x)
+    for r in (1, 5, 20):
+        l, rr = cmc.low_rank_compensation(jnp.asarray(dw), jnp.asarray(c, jnp.float32), r, fit="whitened")
+        assert l.shape == (48, r) and rr.shape == (r, 40) and l.dtype == jnp.float32
+        lr_ref, rr_ref = np_lowrank_whitened(dw, c, r)
+        prod = np.asarray(l, np.float64) @ np.asarray(rr, np.float64)
+        np.testing.assert_allclose(prod, lr_ref @ rr_ref, rtol=1e-3, atol=1e-3 * np.abs(lr_ref @ rr_ref).max())
+        # Theorem 2: the residual equals the whitened tail energy, below the plain SVD's residual
+        t = np.sqrt(np.linalg.eigvalsh(c)).max()
+        res = np_xnorm_residual(dw, c, l, rr)
+        res_opt = np_xnorm_residual(dw, c, lr_ref, rr_ref)
+        lp, rp = np_plain_lowrank(dw, r)
+        assert res <= res_opt * (1 + 1e-4) + 1e-9 * t
+        assert res_opt < np_xnorm_residual(dw, c, lp, rp)
+    # auto picks the whitened solution on a well-conditioned covariance
+    la, ra = cmc.low_rank_compensation(jnp.asarray(dw), jnp.asarray(c, jnp.float32), 5)
+    lw, rw = cmc.low_rank_compensation(jnp.asarray(dw), jnp.asarray(c, jnp.float32), 5, fit="whitened")
+    np.testing.assert_array_equal(np.asarray(la), np.asarray(lw))
+    lp_j, rp_j = cmc.low_rank_compensation(jnp.asarray(dw), jnp.asarray(c, jnp.float32), 5, fit="plain")
+    lp, rp = np_plain_lowrank(dw, 5)
+    np.testing.assert_allclose(np.asarray(lp_j) @ np.asarray(rp_j), lp @ rp, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("kind,tokens", [("normal", 20), ("dead", 400), ("huge", 400), ("lowrank", 400),
+                                         ("zero", 400), ("normal", 400)])
+@pytest.mark.parametrize("damping", [0.0, 0.05])
+def test_never_worse_than_plain_svd_and_finite(kind, tokens, damping):
+    x, dw = _problem(1, tokens=tokens, kind=kind)
+    c = _cov(x)
+    scale = np.trace(c) * (dw.astype(np.float64) ** 2).sum() + 1e-30
+    for r in (1, 4, 16, 40):
+        l, rr = cmc.low_rank_compensation(jnp.asarray(dw), jnp.asarray(c, jnp.float32), r, damping=damping)
+        assert np.isfinite(np.asarray(l)).all() and np.isfinite(np.asarray(rr)).all()
+        lp, rp = np_plain_lowrank(dw, r)
+        res, res_p = np_xnorm_residual(dw, c, l, rr), np_xnorm_residual(dw, c, lp, rp)
+        assert res <= res_p * (1 + 1e-4) + 1e-9 * scale, (kind, r, res, res_p)
+        lw, rw = cmc.low_rank_compensation(jnp.asarray(dw), jnp.asarray(c, jnp.float32), r, fit="whitened",
+                                           damping=damping)
+        assert np.isfinite(np.asarray(lw)).all() and np.isfinite(np.asarray(rw)).all()
+
+
+def test_whitening_wins_on_singular_covariance_with_x64():
+    # fewer tokens than channels: whitening exploits the null space; float64 under x64
+    x, dw = _problem(2, tokens=12, din=48, dout=40)
+    c = _cov(x)
+    with jax.enable_x64(True):
+        l, rr = cmc.low_rank_compensation(jnp.asarray(dw, jnp.float64), jnp.asarray(c), 12)
+        assert l.dtype == jnp.float64
+    lp, rp = np_plain_lowrank(dw, 12)
+    res, res_p = np_xnorm_residual(dw, c, l, rr), np_xnorm_residual(dw, c, lp, rp)
+    assert res < 1e-8 * res_p  # X ΔWᵀ has rank <= 12: rank 12 whitened is exact on these tokens
+    l32, r32 = cmc.low_rank_compensation(jnp.asarray(dw), jnp.asarray(c, jnp.float32), 12)
+    assert np_xnorm_residual(dw, c, l32, r32) < 1e-3 * res_p
+
+
+def test_full_rank_cmc_reproduces_modality_weight_on_its_tokens():
+    rng = np.random.default_rng(3)
+    din, dout = 32, 24
+    for tokens in (300, 20):  # well-conditioned and singular (fewer tokens per modality than channels)
+        x = rng.standard_normal((tokens, din)).astype(np.float32)
+        mid = rng.integers(0, 3, size=tokens).astype(np.int32)
+        x[mid == 1, :3] *= 30
+        w = (rng.standard_normal((dout, din)) / np.sqrt(din)).astype(np.float32)
+        b = rng.standard_normal(dout).astype(np.float32)
+        s = np.exp(rng.uniform(-1, 1, (3, din))).astype(np.float32)
+        covs = jax.jit(cmc.modality_covariance)(jnp.asarray(x), jnp.asarray(mid), jnp.asarray(s))
+        build = jax.jit(cmc.build_cmc_qlinear, static_argnames=("rank", "wbits", "abits"))
+        run = jax.jit(qlinear_reference)
+        ql = build(jnp.asarray(w), jnp.asarray(b), jnp.asarray(s), covs, rank=min(din, dout), wbits=4, abits=16)
+        y = np.asarray(run(jnp.asarray(x), jnp.asarray(mid), ql), np.float64)
+        ref = x.astype(np.float64) @ w.T.astype(np.float64) + b
+        for m in (1, 2):
+            sel = mid == m
+            np.testing.assert_allclose(y[sel], ref[sel], rtol=1e-3, atol=1e-3 * np.abs(ref).max())
+        wq_ref = np_fake_quant(w.astype(np.float64) * s[0], 4)
+        text = mid == 0
+        np.testing.assert_allclose(y[text], (x[text] / s[0]) @ wq_ref.T + b, rtol=1e-4, atol=1e-4)
+        np.testing.assert_array_equal(np.asarray(ql.lora_l[0]), 0.0)
+        # with activation quantization: the docs/method.md §6 formula in float64
+        ql8 = build(jnp.asarray(w), jnp.asarray(b), jnp.asarray(s), covs, rank=8, wbits=4, abits=8)
+        y8 = np.asarray(run(jnp.asarray(x), jnp.asarray(mid), ql8), np.float64)
+        ref8 = np_qlinear(x, mid, w, b, s, np.asarray(ql8.lora_l), np.asarray(ql8.lora_r), 4, 8)
+        assert np.linalg.norm(y8 - ref8) / np.linalg.norm(ref8) < 2e-3
+
+
+def test_cmc_residual_and_variant():
+    rng = np.random.default_rng(4)
+    w = rng.standard_normal((16, 32)).astype(np.float32)
+    s_m, s_t = np.exp(rng.uniform(-1, 1, (2, 32))).astype(np.float32)
+    wq = np_fake_quant(w.astype(np.float64) * s_t, 4)
+    d = cmc.cmc_residual(jnp.asarray(w), jnp.asarray(s_m), jnp.asarray(s_t), wbits=4)
+    np.testing.assert_allclose(np.asarray(d), w.astype(np.float64) * s_m - wq, rtol=1e-4, atol=1e-4)
+    d2 = cmc.cmc_residual(jnp.asarray(w), jnp.asarray(s_m), jnp.asarray(s_t), jnp.asarray(wq, jnp.float32))
+    np.testing.assert_allclose(np.asarray(d2), np.asarray(d), rtol=1e-6, atol=1e-6)
+    dq = cmc.cmc_residual(jnp.asarray(w), jnp.asarray(s_m), jnp.asarray(s_t), quantize_m=True, wbits=4, group_size=8)
+    ref = np_fake_quant(w.astype(np.float64) * s_m, 4, True, 8) - np_fake_quant(w.astype(np.float64) * s_t, 4, True, 8)
+    assert np.abs(np.asarray(dq) - ref).mean() < 1e-3 * np.abs(ref).mean() + 1e-6
+    with pytest.raises(CoreInputError, match="wbits is required"):
+        cmc.cmc_residual(jnp.asarray(w), jnp.asarray(s_m), jnp.asarray(s_t))
+    with pytest.raises(CoreInputError, match="s_m must be"):
+        cmc.cmc_residual(jnp.asarray(w), jnp.asarray(s_m[:5]), jnp.asarray(s_t), wbits=4)
+
+
+def test_modality_covariance():
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((2, 30, 16)).astype(np.float32)
+    mid = rng.integers(0, 2, size=(2, 30)).astype(np.int32)  # no audio
+    valid = np.ones((2, 30), bool)
+    valid[1, 20:] = False
+    s = np.exp(rng.uniform(-1, 1, (3, 16))).astype(np.float32)
+    c = np.asarray(cmc.modality_covariance(jnp.asarray(x), jnp.asarray(mid), jnp.asarray(s), jnp.asarray(valid)))
+    assert c.shape == (3, 16, 16) and c.dtype == np.float32
+    xf, mf, vf = x.reshape(-1, 16).astype(np.float64), mid.ravel(), valid.ravel()
+    for m in (0, 1):
+        xt = xf[(mf == m) & vf] / s[m]
+        np.testing.assert_allclose(c[m], xt.T @ xt, rtol=1e-5, atol=1e-4)
+    np.testing.assert_array_equal(c[2], 0.0)
+    cb = cmc.modality_covariance(jnp.asarray(x, jnp.bfloat16), jnp.asarray(mid), jnp.asarray(s))
+    assert cb.dtype == jnp.float32
+
+
+def test_resolve_rank():
+    assert cmc.resolve_rank(1, 3584, 512) == 512  # 1 = full rank
+    assert cmc.resolve_rank(1.0, 3584, 18944) == 3584
+    assert cmc.resolve_rank(0.05, 3584, 3584) == 179
+    assert cmc.resolve_rank(0.01, 3584, 3584) == 35
+    assert cmc.resolve_rank(0.005, 3584, 3584) == 32  # floored at 32
+    assert cmc.resolve_rank(0.5, 40, 20) == 20 and cmc.resolve_rank(0.1, 40, 20) == 20  # floor capped at min
+    assert cmc.resolve_rank(0.1, 400, 200, floor=0) == 20
+    assert cmc.resolve_rank(64, 3584, 512) == 64
+    assert cmc.resolve_rank(8, 3584, 512) == 32 and cmc.resolve_rank(8, 3584, 512, floor=0) == 8
+    assert cmc.resolve_rank(0, 100, 100, floor=0) == 0
+    for bad in (-0.1, 1.5, float("nan"), True, "0.1"):
+        with pytest.raises(CoreInputError, match="rank"):
+            cmc.resolve_rank(bad, 100, 100)
+    with pytest.raises(CoreInputError, match=r"rank=600 is larger than min\(in, out\)=512"):
+        cmc.resolve_rank(600, 3584, 512)
+
+
+def test_spectrum_helpers():
+    x, dw = _problem(6)
+    c = _cov(x)
+    sv_plain = np.asarray(cmc.residual_spectrum(jnp.asarray(dw)))
+    np.testing.assert_allclose(sv_plain, np.linalg.svd(dw.astype(np.float64), compute_uv=False), rtol=1e-4)
+    sv_w = np.asarray(cmc.residual_spectrum(jnp.asarray(dw), jnp.asarray(c, jnp.float32)))
+    ev, u = np.linalg.eigh(c)
+    t = np.sqrt(np.maximum(ev, 0))[:, None] * u.T
+    np.testing.assert_allclose(sv_w, np.linalg.svd(t @ dw.T.astype(np.float64), compute_uv=False), rtol=1e-3,
+                               atol=1e-5 * sv_w.max())
+    e = sv_w.astype(np.float64) ** 2
+    for r in (0, 1, 5, 40, 60):
+        ref = e[:r].sum() / e.sum()
+        np.testing.assert_allclose(float(cmc.energy_at_rank(jnp.asarray(sv_w), r)), ref, rtol=1e-5)
+    r90 = int(cmc.rank_for_energy(jnp.asarray(sv_w), 0.9))
+    assert e[:r90].sum() / e.sum() >= 0.9 - 1e-6 and e[: r90 - 1].sum() / e.sum() < 0.9
+    assert int(cmc.rank_for_energy(jnp.asarray(sv_w), 1.0)) <= len(sv_w)
+    # the whitened residual energy at rank r = 1 - optimal residual / total
+    l, rr = np_lowrank_whitened(dw, c, 5)
+    np.testing.assert_allclose(float(cmc.energy_at_rank(jnp.asarray(sv_w), 5)),
+                               1 - np_xnorm_residual(dw, c, l, rr) / np_xnorm_residual(dw, c, l * 0, rr), rtol=1e-3)
+    assert float(cmc.effective_rank(jnp.asarray(sv_w))) > 1.0
+
+
+def test_vmap_over_layers_equals_loop_and_no_retrace():
+    rng = np.random.default_rng(7)
+    n, t, din, dout = 3, 60, 24, 16
+    X = jnp.asarray(rng.standard_normal((n, t, din)), jnp.float32)
+    M = jnp.asarray(rng.integers(0, 3, size=(n, t)), jnp.int32)
+    W = jnp.asarray(rng.standard_normal((n, dout, din)) / 5, jnp.float32)
+    S = jnp.asarray(np.exp(rng.uniform(-1, 1, (n, 3, din))), jnp.float32)
+
+    @chex.assert_max_traces(n=2)  # once for vmap, once for the single layer
+    def per_layer(x, mid, w, s):
+        covs = cmc.modality_covariance(x, mid, s)
+        ql = cmc.build_cmc_qlinear(w, None, s, covs, rank=8, wbits=4, abits=8, damping=0.01)
+        sv = cmc.residual_spectrum(cmc.cmc_residual(w, s[1], s[0], wbits=4), covs[1])
+        return covs, ql.lora_l, ql.lora_r, qlinear_reference(x, mid, ql), cmc.energy_at_rank(sv, 8)
+
+    vm = jax.jit(jax.vmap(per_layer))
+    out = vm(X, M, W, S)
+    vm(X * 2, M, W, S)  # no retrace
+    one = jax.jit(per_layer)
+    for i in range(n):
+        ref = one(X[i], M[i], W[i], S[i])
+        for a, b in zip(out, ref):
+            np.testing.assert_allclose(np.asarray(a[i]), np.asarray(b), rtol=1e-4, atol=1e-4)
+
+
+def test_bad_input():
+    dw = jnp.ones((8, 16))
+    c = jnp.eye(16)
+    with pytest.raises(CoreInputError, match=r"rank=9 is larger than min\(in, out\)=8"):
+        cmc.low_rank_compensation(dw, c, 9)
+    with pytest.raises(CoreInputError, match="rank must be a non-negative integer"):
+        cmc.low_rank_compensation(dw, c, 0.5)
+    with pytest.raises(CoreInputError, match=r"cov must be \[in, in\]=\[16, 16\]"):
+        cmc.low_rank_compensation(dw, jnp.eye(8), 2)
+    with pytest.raises(CoreInputError, match="delta_w must be"):
+        cmc.low_rank_compensation(jnp.ones(16), c, 2)
+    with pytest.raises(CoreInputError, match="fit must be"):
+        cmc.low_rank_compensation(dw, c, 2, fit="svd")
+    with pytest.raises(CoreInputError, match=r"covs must be \[3, in, in\]"):
+        cmc.build_cmc_qlinear(dw, None, jnp.ones((3, 16)), jnp.ones((2, 16, 16)), rank=2, wbits=4, abits=8)
+    with pytest.raises(CoreInputError, match=r"smooth must be"):
+        cmc.modality_covariance(jnp.ones((4, 16)), jnp.zeros(4, jnp.int32), jnp.ones((3, 15)))
+    with pytest.raises(CoreInputError, match=r"rank=20 is larger"):
+        cmc.cmc_factors(dw, jnp.ones((3, 16)), jnp.zeros((3, 16, 16)), 20, wbits=4)
+
+
+@pytest.mark.parametrize("din,dout", [(48, 40), (40, 48)])
+@pytest.mark.parametrize("kind,tokens", [("normal", 400), ("normal", 20), ("dead", 400), ("huge", 400)])
+def test_gram_svd_option_matches_exact(din, dout, kind, tokens):
+    x, dw = _problem(8, tokens=tokens, din=din, dout=dout, kind=kind)
+    c = _cov(x)
+    scale = np.trace(c) * (dw.astype(np.float64) ** 2).sum()
+    for r in (3, 12, min(din, dout)):
+        lg, rg = cmc.low_rank_compensation(jnp.asarray(dw), jnp.asarray(c, jnp.float32), r, svd="gram")
+        ls, rs = cmc.low_rank_compensation(jnp.asarray(dw), jnp.asarray(c, jnp.float32), r)
+        assert lg.shape == (din, r) and rg.shape == (r, dout)
+        res_g, res_s = np_xnorm_residual(dw, c, lg, rg), np_xnorm_residual(dw, c, ls, rs)
+        assert res_g <= res_s * (1 + 1e-3) + 1e-7 * scale, (r, res_g, res_s)
+        lp, rp = np_plain_lowrank(dw, r)
+        assert res_g <= np_xnorm_residual(dw, c, lp, rp) * (1 + 1e-3) + 1e-7 * scale
+    # at full rank the product reproduces ΔWᵀ
+    r = min(din, dout)
+    lg, rg = cmc.low_rank_compensation(jnp.asarray(dw), jnp.asarray(c, jnp.float32), r, svd="gram", fit="plain")
+    np.testing.assert_allclose(np.asarray(lg) @ np.asarray(rg), dw.T, atol=1e-4 * np.abs(dw).max())
+    with pytest.raises(CoreInputError, match="svd must be"):
+        cmc.low_rank_compensation(jnp.asarray(dw), jnp.asarray(c, jnp.float32), 2, svd="qr")
+
+
+@pytest.mark.parametrize("din,dout", [(48, 40), (64, 24)])
+def test_gram_output_side_equals_spec_whitened_product(din, dout):
+    """out < in: the gram solver's output-side solution is docs/method.md §5's T⁻¹(TΔWᵀ)_r (float64 NumPy)."""
+    x, dw = _problem(3, tokens=400, din=din, dout=dout)
+    c = _cov(x)
+    for r in (1, 6, dout):
+        l, rr = cmc.low_rank_compensation(jnp.asarray(dw), jnp.asarray(c, jnp.float32), r, fit="whitened",
+                                          svd="gram")
+        assert l.shape == (din, r) and rr.shape == (r, dout)
+        lr_ref, rr_ref = np_lowrank_whitened(dw, c, r)
+        ref = lr_ref @ rr_ref
+        prod = np.asarray(l, np.float64) @ np.asarray(rr, np.float64)
+        np.testing.assert_allclose(prod, ref, rtol=1e-3, atol=2e-3 * np.abs(ref).max())
+    # with damping it is the §5 solution on the damped covariance
+    damp = 0.05
+    cd = c + damp * np.trace(c) / din * np.eye(din)
+    l, rr = cmc.low_rank_compensation(jnp.asarray(dw), jnp.asarray(c, jnp.float32), 4, fit="whitened",
+                                      svd="gram", damping=damp)
+    lr_ref, rr_ref = np_lowrank_whitened(dw, cd, 4)
+    np.testing.assert_allclose(np.asarray(l, np.float64) @ np.asarray(rr, np.float64), lr_ref @ rr_ref,
+                               rtol=1e-3, atol=2e-3 * np.abs(lr_ref @ rr_ref).max())

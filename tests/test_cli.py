@@ -1,0 +1,143 @@
+"""The ``masq`` CLI: bad input gives one line on stderr and exit status 2, nothing half-written."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from masq_jax.cli import main
+from masq_jax.demos.toy import make_config, random_params
+
+pytestmark = pytest.mark.filterwarnings("ignore")
+
+
+def run(capsys, *argv):
+    code = main(list(argv))
+    cap = capsys.readouterr()
+    return code, cap.out, cap.err
+
+
+def one_line_error(err: str) -> str:
+    lines = [ln for ln in err.strip().splitlines() if ln.startswith("masq:")]
+    assert len(lines) == 1, err
+    assert "Traceback" not in err
+    return lines[0]
+
+
+@pytest.fixture(scope="module")
+def tiny_hf_dir(tmp_path_factory):
+    """A tiny Qwen2 checkpoint written by transformers (the real HF layout)."""
+    torch = pytest.importorskip("torch")
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    torch.manual_seed(0)
+    cfg = Qwen2Config(vocab_size=96, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
+                      tie_word_embeddings=False)
+    d = tmp_path_factory.mktemp("qwen2")
+    Qwen2ForCausalLM(cfg).save_pretrained(d)
+    return d
+
+
+def test_quantize_and_eval_on_a_checkpoint_dir(tiny_hf_dir, tmp_path, capsys):
+    out = tmp_path / "q"
+    code, stdout, err = run(capsys, "quantize", "--model", str(tiny_hf_dir), "--calib", "synthetic:hidden=64",
+                            "--method", "masquant", "--samples", "4", "--eval-samples", "2", "--epochs", "1",
+                            "--rank", "8", "--rank-floor", "0", "--out", str(out), "--quiet")
+    assert code == 0, err
+    assert "mean SQNR" in stdout
+    js = tmp_path / "eval.json"
+    code, stdout, err = run(capsys, "eval", "--model", str(out), "--calib", "synthetic:hidden=64", "--samples", "2",
+                            "--json", str(js), "--plot", str(tmp_path / "plots"))
+    assert code == 0, err
+    res = json.loads(js.read_text())
+    assert len(res["sqnr"]["per_layer"]) == 2 and res["sqnr"]["mean"]["all"] is not None
+    assert (tmp_path / "plots" / "sqnr_per_layer.png").stat().st_size > 1000
+    # Without --calib, eval uses the artefact's own held-out split: the report's numbers again.
+    js2 = tmp_path / "eval2.json"
+    code, stdout, err = run(capsys, "eval", "--model", str(out), "--json", str(js2))
+    assert code == 0, err
+    report = json.loads((out / "report.json").read_text())
+    again = json.loads(js2.read_text())
+    assert again["sqnr"]["mean"]["all"] == pytest.approx(report["sqnr"]["mean"]["all"], abs=1e-4)
+
+
+def test_missing_model(capsys, tmp_path):
+    code, _, err = run(capsys, "quantize", "--model", str(tmp_path / "nope"), "--out", str(tmp_path / "o"))
+    assert code == 2 and "no such file" in one_line_error(err)
+    assert not (tmp_path / "o").exists()
+
+
+def test_unsupported_architecture(capsys, tmp_path):
+    d = tmp_path / "m"
+    d.mkdir()
+    (d / "config.json").write_text(json.dumps({"architectures": ["GPT2LMHeadModel"], "model_type": "gpt2"}))
+    code, _, err = run(capsys, "quantize", "--model", str(d), "--out", str(tmp_path / "o"))
+    assert code == 2 and "supported" in one_line_error(err)
+
+
+def test_nan_in_calibration_npz(capsys, tiny_hf_dir, tmp_path):
+    emb = np.ones((2, 8, 64), np.float32)
+    emb[1, 3, 5] = np.nan
+    npz = tmp_path / "c.npz"
+    np.savez(npz, inputs_embeds=emb, position_ids=np.tile(np.arange(8), (2, 1)),
+             modality_ids=np.zeros((2, 8), np.int32))
+    code, _, err = run(capsys, "quantize", "--model", str(tiny_hf_dir), "--calib", str(npz), "--out",
+                       str(tmp_path / "o"), "--eval-samples", "0")
+    line = one_line_error(err)
+    assert code == 2 and "sample 1" in line and ("NaN" in line or "non-finite" in line), line
+
+
+def test_rank_larger_than_the_matrix(capsys, tiny_hf_dir, tmp_path):
+    code, _, err = run(capsys, "quantize", "--model", str(tiny_hf_dir), "--calib", "synthetic:hidden=64",
+                       "--samples", "2", "--eval-samples", "0", "--rank", "4096", "--out", str(tmp_path / "o"))
+    assert code == 2 and "rank" in one_line_error(err)
+    assert not (tmp_path / "o").exists()
+
+
+def test_bad_bits_and_methods(capsys, tmp_path):
+    code, _, err = run(capsys, "quantize", "--wbits", "1", "--out", str(tmp_path / "o"))
+    assert code == 2 and "wbits" in one_line_error(err)
+    with pytest.raises(SystemExit):
+        main(["quantize", "--method", "gptq", "--out", str(tmp_path / "o")])
+
+
+def test_eval_rejects_a_plain_model_dir(capsys, tiny_hf_dir):
+    code, _, err = run(capsys, "eval", "--model", str(tiny_hf_dir))
+    assert code == 2 and "not a masq-jax artefact" in one_line_error(err)
+
+
+def test_random_toy_model_has_the_layout_the_pipeline_expects():
+    cfg = make_config("tiny")
+    p = random_params(cfg)
+    assert p["layers"]["down_proj"]["w"].shape == (cfg.num_layers, cfg.hidden_size, cfg.intermediate_size)
+
+
+def test_group_size_that_does_not_divide_fails_before_calibrating(capsys, tiny_hf_dir, tmp_path):
+    code, _, err = run(capsys, "quantize", "--model", str(tiny_hf_dir), "--calib", "synthetic:hidden=64",
+                       "--samples", "2", "--eval-samples", "0", "--preset", "w4a16", "--out", str(tmp_path / "o"))
+    line = one_line_error(err)
+    assert code == 2 and "--group-size 128" in line and "64" in line, line
+    assert not (tmp_path / "o").exists() and not (tmp_path / "o.partial").exists()
+
+
+def test_only_masq_errors_become_one_line(monkeypatch, capsys, tmp_path):
+    """A bug (any exception that is not a MasqError) keeps its traceback instead of posing as bad input."""
+    import masq_jax.api
+
+    def broken(*a, **k):
+        raise ValueError("an internal bug")
+
+    monkeypatch.setattr(masq_jax.api, "quantize", broken)
+    with pytest.raises(ValueError, match="internal bug"):
+        main(["quantize", "--model", "toy:tiny", "--out", str(tmp_path / "o")])
+
+
+def test_unwritable_out_is_one_line(capsys, tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    code, _, err = run(capsys, "quantize", "--model", "toy:tiny", "--calib", "synthetic:hidden=64", "--samples",
+                       "2", "--eval-samples", "0", "--method", "rtn", "--out", str(blocker / "sub" / "o"))
+    assert code == 2 and "cannot create" in one_line_error(err)
