@@ -19,13 +19,11 @@ import argparse
 import dataclasses
 import json
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import jax
-import jax.numpy as jnp
 
 
 from masq_jax.calib.synthetic import SyntheticSpec, synthetic_calibset

@@ -59,7 +59,7 @@ def multimodal_part(a) -> dict:
     res = {}
     kw = dict(samples=a.samples, eval_samples=a.eval_samples, epochs=a.epochs)
     with tempfile.TemporaryDirectory() as tmp:
-        for method in ("rtn", "smoothquant", "mbq", "mas"):
+        for method in ("rtn", "smoothquant", "mbq", "smoothquant_pm", "mas"):
             res[method] = run("toy:small", method, "w4a8", "synthetic", tmp, **kw)["sqnr"]["mean"]
         for r in RANKS:
             res[f"masquant r={r}"] = run("toy:small", "masquant", "w4a8", "synthetic", tmp, rank=r, rank_floor=0,

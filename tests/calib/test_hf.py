@@ -8,7 +8,6 @@ the model's own get_rope_index called directly.
 import json
 import os
 import shutil
-import warnings
 from pathlib import Path
 
 import numpy as np

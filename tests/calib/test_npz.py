@@ -1,7 +1,6 @@
 """npz round trip (the bring-your-own layout) and every validation error, one line each."""
 
 import os
-import warnings
 
 import numpy as np
 import pytest

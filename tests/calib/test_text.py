@@ -1,7 +1,6 @@
 """Text source: windows equal an independent tokenization, seeded selection, files, GGUF default."""
 
 import os
-import warnings
 
 import numpy as np
 import pytest

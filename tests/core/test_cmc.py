@@ -1,6 +1,5 @@
 """masq_jax.cmc against float64 NumPy (docs/method.md §5), robustness on singular covariances, bad input."""
 
-import functools
 
 import chex
 import jax
@@ -10,8 +9,6 @@ import pytest
 
 from tests.core.np_refs import (np_fake_quant, np_lowrank_whitened, np_plain_lowrank, np_qlinear, np_xnorm_residual)
 from masq_jax.core import cmc
-from masq_jax.core import smoothing as sm
-from masq_jax.core import stats, training
 from masq_jax.core.qlinear import qlinear_reference
 from masq_jax.errors import CoreInputError
 

@@ -8,7 +8,6 @@ import pytest
 from tests.core.np_refs import np_mas_linear
 from masq_jax.core import matmul
 from masq_jax.core import smoothing as sm
-from masq_jax.core import stats, training
 from masq_jax.errors import CoreInputError
 from masq_jax.core.quant import fake_quant, fake_quant_grid
 

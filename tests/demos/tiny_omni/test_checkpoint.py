@@ -2,11 +2,8 @@
 CalibSets, and greedy decoding on a fresh test subset reaches the recorded FP accuracy."""
 
 import json
-import os
 from pathlib import Path
 
-import numpy as np
-import pytest
 
 CKPT = Path(__file__).resolve().parents[3] / "checkpoints" / "tiny-omni"
 
