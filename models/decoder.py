@@ -140,32 +140,65 @@ ATTN_CHUNK = 128  # query rows per causal block (at most MAX_ATTN_CHUNKS blocks 
 MAX_ATTN_CHUNKS = 16
 
 
+def attend(q: jax.Array, kt: jax.Array, vt: jax.Array, bias: jax.Array) -> jax.Array:
+    """GQA softmax attention of queries ``q`` [B,Sq,nH,D] over keys/values ``kt``/``vt`` [B,nKV,T,D]
+    (heads-major) under the additive ``bias`` [B|1,1,Sq,T] -> [B,Sq,nH*D]; scores in float32.
+
+    The query heads of one kv group are stacked into the GEMM's M dimension (one batched matmul per
+    group). Used block by block by ``attention`` and over the KV cache by ``layer_decode``.
+    """
+    b, c, nh, d = q.shape
+    nkv, t = kt.shape[1], kt.shape[2]
+    g = nh // nkv
+    qc = q.reshape(b, c, nkv, g, d).transpose(0, 2, 3, 1, 4).reshape(b, nkv, g * c, d)
+    sc = jnp.einsum("bnqd,bntd->bnqt", qc, kt, preferred_element_type=jnp.float32) * (d**-0.5)
+    sc = sc.reshape(b, nkv, g, c, t) + bias[:, :, None].astype(jnp.float32)
+    probs = jax.nn.softmax(sc, axis=-1).astype(vt.dtype).reshape(b, nkv, g * c, t)
+    o = jnp.einsum("bnqt,bntd->bnqd", probs, vt, preferred_element_type=jnp.float32)
+    return o.astype(vt.dtype).reshape(b, nkv, g, c, d).transpose(0, 3, 1, 2, 4).reshape(b, c, nh * d)
+
+
 def attention(cfg: DecoderConfig, q: jax.Array, k: jax.Array, v: jax.Array, bias: jax.Array) -> jax.Array:
     """Causal GQA softmax attention. q [B,S,nH,D], k/v [B,S,nKV,D], bias [B|1,1,S,S] from
     attention_bias -> [B,S,nH*D]; scores and softmax in float32.
 
     Query rows go in blocks; a block only meets the keys up to its last row (the rest are masked by
     the causal bias anyway), which skips ~half the work: 2-3x faster than one dense [S,S] block on CPU.
-    The query heads of one kv group are stacked into the GEMM's M dimension (one batched matmul per group).
     """
     del cfg
-    b, s, nh, d = q.shape
-    nkv = k.shape[2]
-    g = nh // nkv
+    s = q.shape[1]
     kt = k.transpose(0, 2, 1, 3)  # [B, nKV, S, D]
     vt = v.transpose(0, 2, 1, 3)
     chunk = max(ATTN_CHUNK, -(-s // MAX_ATTN_CHUNKS))
     outs = []
     for st in range(0, s, chunk):
         en = min(s, st + chunk)
-        c = en - st
-        qc = q[:, st:en].reshape(b, c, nkv, g, d).transpose(0, 2, 3, 1, 4).reshape(b, nkv, g * c, d)
-        sc = jnp.einsum("bnqd,bntd->bnqt", qc, kt[:, :, :en], preferred_element_type=jnp.float32) * (d**-0.5)
-        sc = sc.reshape(b, nkv, g, c, en) + bias[:, :, None, st:en, :en].astype(jnp.float32)
-        probs = jax.nn.softmax(sc, axis=-1).astype(v.dtype).reshape(b, nkv, g * c, en)
-        o = jnp.einsum("bnqt,bntd->bnqd", probs, vt[:, :, :en], preferred_element_type=jnp.float32)
-        outs.append(o.astype(v.dtype).reshape(b, nkv, g, c, d).transpose(0, 3, 1, 2, 4).reshape(b, c, nh * d))
+        outs.append(attend(q[:, st:en], kt[:, :, :en], vt[:, :, :en], bias[:, :, st:en, :en]))
     return outs[0] if len(outs) == 1 else jnp.concatenate(outs, axis=1)
+
+
+def attention_inputs(cfg: DecoderConfig, lp: Params, h: jax.Array, rope_cs: tuple[jax.Array, jax.Array],
+                     linear: LinearFn = dense_linear):
+    """``(x, q, k, v)``: the normalised layer input and its RoPE-rotated queries and keys, and values
+    (q [B,S,nH,D], k/v [B,S,nKV,D])."""
+    b, s, _ = h.shape
+    cos, sin = rope_cs
+    x = rms_norm(h, lp["input_norm"], cfg.rms_norm_eps)
+    q = linear("q_proj", x, lp["q_proj"]).reshape(b, s, cfg.num_heads, cfg.head_dim)
+    k = linear("k_proj", x, lp["k_proj"]).reshape(b, s, cfg.num_kv_heads, cfg.head_dim)
+    v = linear("v_proj", x, lp["v_proj"]).reshape(b, s, cfg.num_kv_heads, cfg.head_dim)
+    return x, apply_rope(q, cos, sin), apply_rope(k, cos, sin), v
+
+
+def layer_output(cfg: DecoderConfig, lp: Params, h: jax.Array, a: jax.Array, linear: LinearFn = dense_linear):
+    """``(h_out, x2, m)`` after attention output ``a``: residual o_proj, then the SwiGLU MLP (x2 its
+    normalised input, m the down_proj input)."""
+    h = h + linear("o_proj", a, lp["o_proj"])
+    x2 = rms_norm(h, lp["post_attn_norm"], cfg.rms_norm_eps)
+    g = linear("gate_proj", x2, lp["gate_proj"])
+    u = linear("up_proj", x2, lp["up_proj"])
+    m = jax.nn.silu(g) * u
+    return h + linear("down_proj", m, lp["down_proj"]), x2, m
 
 
 def layer_forward(
@@ -176,26 +209,35 @@ def layer_forward(
     bias: jax.Array,
     linear: LinearFn = dense_linear,
     capture: bool = False,
+    return_kv: bool = False,
 ):
     """One pre-norm decoder layer. ``lp`` is one layer's params (no L axis). With capture=True also
-    returns the four distinct linear inputs {"qkv", "o", "gate_up", "down"}."""
-    b, s, _ = h.shape
-    cos, sin = rope_cs
-    x = rms_norm(h, lp["input_norm"], cfg.rms_norm_eps)
-    q = linear("q_proj", x, lp["q_proj"]).reshape(b, s, cfg.num_heads, cfg.head_dim)
-    k = linear("k_proj", x, lp["k_proj"]).reshape(b, s, cfg.num_kv_heads, cfg.head_dim)
-    v = linear("v_proj", x, lp["v_proj"]).reshape(b, s, cfg.num_kv_heads, cfg.head_dim)
-    q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+    returns the four distinct linear inputs {"qkv", "o", "gate_up", "down"}; with return_kv=True the
+    layer's rotated keys and values ``(k, v)`` (what a KV cache holds)."""
+    x, q, k, v = attention_inputs(cfg, lp, h, rope_cs, linear)
     a = attention(cfg, q, k, v, bias)
-    h = h + linear("o_proj", a, lp["o_proj"])
-    x2 = rms_norm(h, lp["post_attn_norm"], cfg.rms_norm_eps)
-    g = linear("gate_proj", x2, lp["gate_proj"])
-    u = linear("up_proj", x2, lp["up_proj"])
-    m = jax.nn.silu(g) * u
-    h = h + linear("down_proj", m, lp["down_proj"])
+    h, x2, m = layer_output(cfg, lp, h, a, linear)
     if capture:
         return h, {"qkv": x, "o": a, "gate_up": x2, "down": m}
+    if return_kv:
+        return h, (k, v)
     return h
+
+
+def layer_decode(cfg: DecoderConfig, lp: Params, h: jax.Array, rope_cs: tuple[jax.Array, jax.Array],
+                 cache: tuple[jax.Array, jax.Array], layer, slot, bias: jax.Array, linear: LinearFn = dense_linear):
+    """Layer ``layer`` for new tokens ``h`` [B,T,H]: writes their keys and values into the stacked KV
+    cache ``(k, v)`` [L, B, S_max, nKV, D] at slots ``slot..slot+T-1`` (in place under jit), attends
+    over the layer's whole cache under ``bias`` [B|1,1,T,S_max]; returns ``(h, cache)``."""
+    cache_k, cache_v = cache
+    _, q, k, v = attention_inputs(cfg, lp, h, rope_cs, linear)
+    at = (layer, 0, slot, 0, 0)
+    cache_k = jax.lax.dynamic_update_slice(cache_k, k[None].astype(cache_k.dtype), at)
+    cache_v = jax.lax.dynamic_update_slice(cache_v, v[None].astype(cache_v.dtype), at)
+    kt = jax.lax.dynamic_index_in_dim(cache_k, layer, keepdims=False).transpose(0, 2, 1, 3)
+    vt = jax.lax.dynamic_index_in_dim(cache_v, layer, keepdims=False).transpose(0, 2, 1, 3)
+    h, _, _ = layer_output(cfg, lp, h, attend(q, kt, vt, bias), linear)
+    return h, (cache_k, cache_v)
 
 
 def layers_forward(

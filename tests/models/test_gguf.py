@@ -51,7 +51,7 @@ def torch_reference(path: str):
 
 @pytest.fixture(scope="module")
 def smollm2():
-    """(tokens [1, 1024], torch model, Flax model)."""
+    """(tokens [1, 1024], torch model, Flax model, tokenizer)."""
     from transformers import AutoTokenizer
 
     import masq_jax.models as mm
@@ -60,7 +60,7 @@ def smollm2():
     tok = AutoTokenizer.from_pretrained(os.path.dirname(path), gguf_file=GGUF_NAME)
     ids = np.asarray(tok(english_text())["input_ids"][:1024])[None]
     assert ids.shape == (1, 1024)
-    return ids, torch_reference(path), mm.load_pretrained(path)
+    return ids, torch_reference(path), mm.load_pretrained(path), tok
 
 
 def perplexity(logits: np.ndarray, ids: np.ndarray) -> float:
@@ -74,7 +74,7 @@ def perplexity(logits: np.ndarray, ids: np.ndarray) -> float:
 def _compare(smollm2, n: int):
     import torch
 
-    ids, tm, model = smollm2
+    ids, tm, model, _ = smollm2
     ids = ids[:, :n]
     with torch.no_grad():
         ref = tm(torch.tensor(ids)).logits.double().numpy()
@@ -153,3 +153,20 @@ def test_tiny_qwen2_gguf_roundtrip(tiny_models, tmp_path):
     ref = torch_logits("qwen2", tm, np.asarray(model.params["embed"])[ids])
     got = np.asarray(model(input_ids=ids), np.float64)
     assert np.max(np.abs(got - ref)) / np.max(np.abs(ref)) < 1e-4
+
+
+@needs_smollm2
+def test_smollm2_greedy_generation_equals_transformers(smollm2):
+    """24 greedy tokens through the KV cache equal transformers' generate on the real weights."""
+    import torch
+
+    _, tm, model, tok = smollm2
+    prompt = tok.apply_chat_template([{"role": "user", "content": "What is the capital of France?"}],
+                                     tokenize=False, add_generation_prompt=True)
+    ids = np.asarray([tok(prompt)["input_ids"]])
+    ours = model.generate(ids, max_new_tokens=24, eos_token_id=None, pad_token_id=0)
+    with torch.no_grad():
+        ref = tm.generate(torch.tensor(ids), max_new_tokens=24, do_sample=False, eos_token_id=None,
+                          pad_token_id=0)[:, ids.shape[1]:].numpy()
+    np.testing.assert_array_equal(ours, ref)
+    assert "Paris" in tok.decode(ours[0])  # real weights answer the question

@@ -1,3 +1,4 @@
 """The tiny omni model (docs/tiny_omni.md): ``data`` (offline digit tasks), ``model`` (decoder +
-encoders, checkpoint I/O), ``train`` (``python -m masq_jax.demos.tiny_omni.train``), ``eval``
-(``python -m masq_jax.demos.tiny_omni.eval``: task accuracy by greedy decoding)."""
+encoders, checkpoint I/O), ``train`` (``python -m masq_jax.demos.tiny_omni.train``), ``frontend``
+(its prompts for generation), ``tasks`` (the test split as a ``masq eval --tasks`` file: task
+accuracy by generation), ``ranges`` (activation ranges per modality)."""

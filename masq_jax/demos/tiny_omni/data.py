@@ -184,6 +184,8 @@ class TaskBatch:
     answer: np.ndarray  # [N, 2] answer token ids: (answer, <eos>)
     patches: np.ndarray  # [N, 16, 64] image patches (zeros when the task has no image)
     audio: np.ndarray  # [N, 16, 128] audio features (zeros when the task has no audio)
+    images: np.ndarray  # [N, 32, 32] the rendered images the patches come from (zeros when none)
+    waves: np.ndarray  # [N, 8000] the waveforms the audio features come from (zeros when none)
 
 
 def _prompt(task: str, a: int = 0, b: int = 0, op: str = "plus") -> list[int]:
@@ -208,6 +210,8 @@ def make_task(task: str, n: int, seed: int) -> TaskBatch:
     ids, ans = [], []
     patches = np.zeros((n, N_VISION, PATCH_FEAT), np.float32)
     audio = np.zeros((n, N_AUDIO, AUDIO_FEAT), np.float32)
+    images = np.zeros((n, IMG, IMG), np.float32)
+    waves = np.zeros((n, SR), np.float32)
     order = rng.permutation(np.arange(n) % 10)
     for i in range(n):
         d = int(order[i])
@@ -224,19 +228,22 @@ def make_task(task: str, n: int, seed: int) -> TaskBatch:
             continue
         ids.append(_prompt(task))
         if task in ("vision", "match"):
-            patches[i] = image_patches(render_digit(d, rng))
+            images[i] = render_digit(d, rng)
+            patches[i] = image_patches(images[i])
         if task == "vision":
             ans.append(TOK[str(d)])
         if task == "audio":
-            audio[i] = audio_tokens_features(log_mel(synth_digit_audio(d, rng)))
+            waves[i] = synth_digit_audio(d, rng)
+            audio[i] = audio_tokens_features(log_mel(waves[i]))
             ans.append(TOK[str(d)])
         if task == "match":
             same = rng.random() < 0.5
             h = d if same else int((d + rng.integers(1, 10)) % 10)
-            audio[i] = audio_tokens_features(log_mel(synth_digit_audio(h, rng)))
+            waves[i] = synth_digit_audio(h, rng)
+            audio[i] = audio_tokens_features(log_mel(waves[i]))
             ans.append(TOK["yes" if same else "no"])
     answer = np.stack([np.asarray(ans), np.full(n, TOK["<eos>"])], axis=1).astype(np.int32)
-    return TaskBatch(task, np.asarray(ids, np.int32), answer, patches, audio)
+    return TaskBatch(task, np.asarray(ids, np.int32), answer, patches, audio, images, waves)
 
 
 def make_split(split: str, n_per_task: int) -> dict[str, TaskBatch]:

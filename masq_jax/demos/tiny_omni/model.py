@@ -234,3 +234,24 @@ def load_encoders(path: str) -> tuple[dict, dict, np.ndarray]:
 
 def decoder_config(hf: dict) -> DecoderConfig:
     return config_from_hf(hf)
+
+
+def encode_split(fp_dir: str, split: str, n_per_task: int, with_answer: bool = False) -> dict[str, dict]:
+    """Per task: inputs_embeds [N,S,H] (encoders applied), position_ids [3,N,S], modality_ids [N,S],
+    answer [N,2]. ``with_answer`` appends the answer and ``<eos>`` (teacher-forced full sequences, for
+    calibration sets)."""
+    from masq_jax.models import load_params
+
+    hf, enc, sink = load_encoders(fp_dir)
+    cfg, params = load_params(fp_dir)
+    out = {}
+    for task, b in D.make_split(split, n_per_task).items():
+        ids = np.concatenate([b.input_ids, b.answer], axis=1) if with_answer else b.input_ids
+        pos = positions(cfg, b.input_ids)
+        if with_answer:
+            pos = extend_positions(pos, 2)
+        emb = assemble_embeds(params, enc, jnp.asarray(sink), jnp.asarray(ids), jnp.asarray(b.patches),
+                                jnp.asarray(b.audio))
+        out[task] = {"inputs_embeds": np.asarray(emb, np.float32), "position_ids": pos,
+                     "modality_ids": modality_ids(ids), "answer": b.answer}
+    return out

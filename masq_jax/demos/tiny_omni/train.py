@@ -56,11 +56,10 @@ def write_calibsets(out: str, n_calib: int, n_test: int) -> dict:
     encoders applied, 3-D positions and modality ids, tasks interleaved."""
     from masq_jax.calib import CalibSet
     from masq_jax.calib.sample import make_sample
-    from masq_jax.demos.tiny_omni.eval import prepare
 
     info = {}
     for name, split, n in (("calib", "calib", n_calib), ("test", "test", n_test)):
-        data = prepare(out, split, n, with_answer=True)
+        data = M.encode_split(out, split, n, with_answer=True)
         samples = []
         for i in range(n):
             for t in D.TASKS:
@@ -155,10 +154,11 @@ def main(argv: list[str] | None = None) -> int:
     log(f"training: {steps_done} steps in {train_s:.1f} s (including compilation)")
     M.save_checkpoint(a.out, hf, params["dec"], params["enc"])
 
-    from masq_jax.demos.tiny_omni.eval import evaluate, format_table
+    from masq_jax.demos.tiny_omni.tasks import accuracy, format_accuracy
+    from masq_jax.loading import load
 
-    res = evaluate(a.out, {"fp": a.out}, a.test_n, "test")["fp"]
-    log(format_table({"fp": res}))
+    res = accuracy({"fp": load(a.out)}, a.out, a.test_n)["fp"]
+    log(format_accuracy({"fp": res}))
     info = write_calibsets(a.out, a.calib_n, a.test_calib_n)
     log(f"calibsets: {json.dumps(info)}")
     with open(os.path.join(a.out, "fp_accuracy.json"), "w") as f:

@@ -1,5 +1,6 @@
 """The committed tiny-omni checkpoint: loads through masq_jax.models, its calibration files are valid
-CalibSets, and greedy decoding on a fresh test subset reaches the recorded FP accuracy."""
+CalibSets, and generation on a fresh test subset (through the tasks harness) reaches the recorded FP
+accuracy."""
 
 import json
 from pathlib import Path
@@ -36,9 +37,10 @@ def test_tiny_omni_calibration_files_are_calibsets_with_all_modalities():
 
 def test_tiny_omni_checkpoint_reaches_recorded_fp_accuracy_on_a_test_subset():
     from masq_jax.demos.tiny_omni import data as D
-    from masq_jax.demos.tiny_omni.eval import evaluate
+    from masq_jax.demos.tiny_omni.tasks import accuracy
+    from masq_jax.loading import load
 
     rec = json.loads((CKPT / "fp_accuracy.json").read_text())["accuracy"]
-    got = evaluate(str(CKPT), {"fp": str(CKPT)}, n_per_task=20)["fp"]
+    got = accuracy({"fp": load(CKPT)}, CKPT, n_per_task=20)["fp"]
     for t in D.TASKS:
         assert got[t] >= rec[t] - 0.1, (t, got[t], rec[t])
