@@ -20,7 +20,7 @@ def quantize(model: str | None = None, out: str = "runs/quantized", *, method: s
     """Quantize ``model`` with ``method`` and write the artefact to ``out``; returns the report dict.
 
     ``options`` are the remaining QuantSettings fields (wbits, abits, group_size, w_symmetric, rank,
-    rank_floor, loss_weights, epochs, lr, seed, alpha, propagation, cov_damping, train_matmul,
+    rank_floor, loss_weights, epochs, lr, seed, alpha, propagation, cov_shrinkage, rank_budget, train_matmul,
     cmc_solver, bound); ``None`` or absent means the default in ``masq_jax.settings``. ``calib`` is a
     calibration source: ``text``, ``text:PATH``, ``synthetic[:...]``, a ``.jsonl`` manifest or a
     ``.npz`` CalibSet; ``eval_samples`` more samples are drawn from it and held out for the report.
@@ -44,13 +44,13 @@ def quantize(model: str | None = None, out: str = "runs/quantized", *, method: s
 
 def evaluate(model: str, *, reference: str | None = None, calib: str | None = None,
              samples: int = DEFAULT_EVAL_SAMPLES, seq_len: int | None = None, seed: int = DEFAULT_EVAL_SEED,
-             plot_dir: str | None = None) -> dict:
+             plot_dir: str | None = None, with_calibration: bool = False) -> dict:
     """SQNR per layer × modality and perplexity of artefact ``model`` against ``reference`` (default:
     the artefact's source); see ``masq_jax.eval.report.evaluate_artifact``."""
     from masq_jax.eval.report import evaluate_artifact
 
     return evaluate_artifact(model, reference=reference, calib=calib, samples=samples, seq_len=seq_len, seed=seed,
-                             plot_dir=plot_dir)
+                             plot_dir=plot_dir, with_calibration=with_calibration)
 
 
 

@@ -19,6 +19,17 @@ from masq_jax.settings import (CMC_SOLVERS, DEFAULT_CALIB, DEFAULT_EVAL_SAMPLES,
 COLUMNS = ("all",) + NAMES
 
 
+def _auto_or_number(*words: str):
+    def parse(text: str):
+        if text in words:
+            return text
+        try:
+            return float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is neither {' nor '.join(map(repr, words))} nor a number") from None
+    return parse
+
+
 def _rank(text: str) -> float:
     try:
         return float(text)
@@ -65,6 +76,12 @@ def _add_quantize(sub) -> None:
                         "(default auto: bfloat16 on GPU/TPU, float32 on CPU)")
     q.add_argument("--cmc-solver", choices=CMC_SOLVERS, default=None,
                    help="CMC decompositions: eigh of min(in,out)-sized Gram matrices (default, fast) or dense SVDs")
+    q.add_argument("--cov-shrinkage", type=_auto_or_number("auto"), default=None,
+                   help="CMC whitening-covariance shrinkage ρ towards tr(C)/d·I: 'auto' (default: OAS or the "
+                        "fixed 1e-2 damping, whichever a validation fold of samples prefers) or a fixed ρ in [0, 1]")
+    q.add_argument("--rank-budget", type=_auto_or_number("auto", "off"), default=None,
+                   help="CMC ranks per linear and modality from validated error curves: 'auto' (default: the "
+                        "parameters --rank gives, reallocated), 'off' (--rank everywhere) or a mean rank")
     q.add_argument("--out", required=True, help="output directory (written atomically)")
     q.add_argument("--resume", action="store_true", help="continue an interrupted run in OUT.partial")
     q.add_argument("--overwrite", action="store_true", help="replace an existing OUT")
@@ -87,6 +104,9 @@ def _add_eval(sub) -> None:
     e.add_argument("--plot", default=None, help="write SQNR plots (PNG) into this directory")
     e.add_argument("--tasks", default=None,
                    help="a tasks .jsonl ({task, text, images, audios, answer, metric}): score generated answers")
+    e.add_argument("--with-calibration", action="store_true",
+                   help="also the SQNR on the artefact's own calibration samples, beside the held-out split "
+                        "(a fit that does not generalise shows as a gap)")
     e.add_argument("--max-new-tokens", type=int, default=32, help="with --tasks: the longest answer generated")
     e.add_argument("--batch-size", type=int, default=16, help="with --tasks: prompts generated together")
 
@@ -156,7 +176,8 @@ def cmd_quantize(a) -> int:
 
     opts = dict(preset=a.preset, wbits=a.wbits, abits=a.abits, group_size=a.group_size, rank=a.rank,
                 rank_floor=a.rank_floor, loss_weights=a.loss_weights, epochs=a.epochs, lr=a.lr, seed=a.seed,
-                propagation=a.propagation, train_matmul=a.train_matmul, cmc_solver=a.cmc_solver)
+                propagation=a.propagation, train_matmul=a.train_matmul, cmc_solver=a.cmc_solver,
+                cov_shrinkage=a.cov_shrinkage, rank_budget=a.rank_budget)
     results = {}
     for name in a.method:
         out = a.out if len(a.method) == 1 else str(Path(a.out) / name)
@@ -212,13 +233,19 @@ def cmd_eval(a) -> int:
         raise SettingsError("several --model values need --tasks; SQNR is measured for one artefact at a time")
     a.model = a.model[0]
     res = evaluate(a.model, reference=a.reference, calib=a.calib, samples=a.samples, seq_len=a.seq_len,
-                   seed=a.seed, plot_dir=a.plot)
+                   seed=a.seed, plot_dir=a.plot, with_calibration=a.with_calibration)
     _write_json(a.json, res)
     print(f"SQNR (dB) of {a.model} against {res['reference']} on {res['data']}")
     print(f"{'layer':>5}" + "".join(f"{k:>9}" for k in COLUMNS))
     for i, row in enumerate(res["sqnr"]["per_layer"]):
         print(f"{i:>5}" + "".join(_fmt(row[k], 9) for k in COLUMNS))
     print(f"{'mean':>5}" + "".join(_fmt(res["sqnr"]["mean"][k], 9) for k in COLUMNS))
+    if "calibration_sqnr" in res:
+        cal = res["calibration_sqnr"]["mean"]
+        print(f"{'calib':>5}" + "".join(_fmt(cal[k], 9) for k in COLUMNS) + "   (mean on the calibration samples)")
+        print(f"{'gap':>5}" + "".join(_fmt(None if cal[k] is None or res['sqnr']['mean'][k] is None
+                                           else cal[k] - res["sqnr"]["mean"][k], 9) for k in COLUMNS)
+              + "   (calibration − held-out: what the fit does not carry to new data)")
     if res.get("perplexity"):
         pp = res["perplexity"]
         print(f"perplexity: FP {pp['fp']:.3f}  quantized {pp['quantized']:.3f}  ({pp['tokens']} tokens)")

@@ -57,7 +57,8 @@ class QuantSettings:
     seed: int = 0
     alpha: float = 0.5
     propagation: str = "sequential"
-    cov_damping: float = 1e-2  # relative damping of the whitening covariance (ours, §5 robustness)
+    cov_shrinkage: str | float = "auto"  # CMC covariance shrinkage ρ: "auto" (validated) or a fixed ρ in [0, 1]
+    rank_budget: str | float = "auto"  # CMC ranks: "auto" (--rank's parameters, validated allocation), "off", or a mean rank
     train_matmul: str = "auto"  # MAS products: float32 HIGHEST or bf16 tensor cores (core.matmul)
     cmc_solver: str = "gram"  # CMC decompositions (core.cmc.low_rank_compensation's ``svd``)
     bound: str = SPEC_BOUND  # the symmetric quantization bound: "qmax" (the reference) or "qmax+0.5"
@@ -87,6 +88,12 @@ class QuantSettings:
         _choice("--train-matmul", self.train_matmul, TRAIN_MATMULS)
         _choice("--cmc-solver", self.cmc_solver, CMC_SOLVERS)
         _choice("--bound", self.bound, BOUNDS)
+        if self.cov_shrinkage != "auto" and (isinstance(self.cov_shrinkage, (str, bool))
+                                             or not 0.0 <= float(self.cov_shrinkage) <= 1.0):
+            raise SettingsError(f"--cov-shrinkage takes 'auto' or a number in [0, 1], got {self.cov_shrinkage!r}")
+        if self.rank_budget not in ("auto", "off") and (isinstance(self.rank_budget, (str, bool))
+                                                        or not float(self.rank_budget) > 0):
+            raise SettingsError(f"--rank-budget takes 'auto', 'off' or a mean rank > 0, got {self.rank_budget!r}")
         if self.train_matmul == "auto":  # recorded resolved, so the artefact says what ran
             object.__setattr__(self, "train_matmul", default_train_matmul())
         if isinstance(self.loss_weights, str):

@@ -65,6 +65,36 @@ def test_quantize_and_eval_on_a_checkpoint_dir(tiny_hf_dir, tmp_path, capsys):
     report = json.loads((out / "report.json").read_text())
     again = json.loads(js2.read_text())
     assert again["sqnr"]["mean"]["all"] == pytest.approx(report["sqnr"]["mean"]["all"], abs=1e-4)
+    # The validated compensation's choices are in the report, per layer and linear.
+    cmc = report["layers"][0]["cmc"]["q_proj"]
+    assert cmc["storage_rank"]["vision"] == 16 and 0 <= cmc["rank"]["vision"] <= 16
+    assert 0.0 <= cmc["shrinkage"]["audio"] <= 1.0
+    # Calibration vs held-out side by side.
+    js3 = tmp_path / "eval3.json"
+    code, stdout, err = run(capsys, "eval", "--model", str(out), "--with-calibration", "--json", str(js3))
+    assert code == 0, err
+    assert "calib" in stdout and "gap" in stdout
+    assert json.loads(js3.read_text())["calibration_sqnr"]["mean"]["all"] is not None
+
+
+def test_cmc_options_and_their_bad_values(tiny_hf_dir, tmp_path, capsys):
+    out = tmp_path / "q"
+    code, _, err = run(capsys, "quantize", "--model", str(tiny_hf_dir), "--calib", "synthetic:hidden=64",
+                       "--method", "masquant", "--samples", "4", "--eval-samples", "0", "--epochs", "0",
+                       "--rank", "8", "--rank-floor", "0", "--cov-shrinkage", "0.5", "--rank-budget", "off",
+                       "--out", str(out), "--quiet")
+    assert code == 0, err
+    report = json.loads((out / "report.json").read_text())
+    assert report["settings"]["cov_shrinkage"] == 0.5 and report["settings"]["rank_budget"] == "off"
+    assert report["layers"][0]["cmc"]["k_proj"]["rank"] == {"vision": 8, "audio": 8}
+    assert report["layers"][0]["cmc"]["k_proj"]["shrinkage"]["vision"] == pytest.approx(0.5)
+    bad = ["quantize", "--model", str(tiny_hf_dir), "--calib", "synthetic:hidden=64", "--out", str(tmp_path / "bad")]
+    with pytest.raises(SystemExit) as e:  # argparse: usage and one line
+        main(bad + ["--rank-budget", "lots"])
+    assert e.value.code == 2 and "neither 'auto' nor 'off' nor a number" in capsys.readouterr().err
+    code, _, err = run(capsys, *bad, "--cov-shrinkage", "1.5")
+    assert code == 2 and "--cov-shrinkage takes 'auto' or a number in [0, 1]" in one_line_error(err)
+    assert not (tmp_path / "bad").exists()
 
 
 def test_missing_model(capsys, tmp_path):

@@ -27,6 +27,13 @@ from masq_jax.settings import QuantSettings
 
 SEARCH_TOKENS = 2048  # tokens of the FP layer inputs kept for the AWQ / MBQ grid searches
 CHUNK = 8  # samples per jitted pass
+VALIDATION_EVERY = 4  # CMC's validation fold: every 4th calibration sample (with at least 4 samples)
+
+
+def validation_rows(n_samples: int) -> np.ndarray:
+    """``[N]`` bool: the samples of CMC's validation fold (split by sample; none below 4 samples)."""
+    rows = np.arange(n_samples) % VALIDATION_EVERY == VALIDATION_EVERY - 1
+    return rows if n_samples >= VALIDATION_EVERY else np.zeros(n_samples, bool)
 
 
 @jax.tree_util.register_dataclass
@@ -47,6 +54,7 @@ class LayerResult:
     lora: dict[str, tuple[jax.Array, jax.Array]]
     losses: list[float]  # mean block loss per epoch ([] when the method does not train)
     alphas: dict[str, float]  # searched α per linear ({} when the method does not search)
+    cmc: dict | None = None  # what the method's compensation chose (ranks, shrinkage, validated SQNR)
 
     def to_state(self, st: QuantSettings, ranks: dict[str, int]) -> dict:
         """The orbax checkpoint of this layer (fixed shapes, see ``state_template``)."""
@@ -57,6 +65,8 @@ class LayerResult:
                                                     "alpha": np.asarray(alphas, np.float32)}}
         if self.lora and any(ranks.values()):
             state["lora"] = {n: {"l": v[0], "r": v[1]} for n, v in self.lora.items()}
+        if self.cmc is not None:
+            state["cmc"] = {k: np.asarray(v, np.float32) for k, v in self.cmc.items()}
         return state
 
     @classmethod
@@ -65,7 +75,8 @@ class LayerResult:
         losses = [float(x) for x in np.asarray(state["info"]["loss"])] if trains else []
         alphas = {n: float(a) for n, a in zip(decoder.LINEAR_NAMES, np.asarray(state["info"]["alpha"]))
                   if not math.isnan(a)}
-        return cls(state["factors"], lora, losses, alphas)
+        cmc = {k: np.asarray(v) for k, v in state["cmc"].items()} if "cmc" in state else None
+        return cls(state["factors"], lora, losses, alphas, cmc)
 
     def report(self) -> dict:
         """This layer's entry in report.json (loss per epoch and α where they exist)."""
@@ -77,8 +88,9 @@ class LayerResult:
         return rep
 
 
-def state_template(cfg, st: QuantSettings, ranks: dict[str, int], compensates: bool) -> dict:
+def state_template(cfg, st: QuantSettings, ranks: dict[str, int], method: Method) -> dict:
     """Zero arrays with the shapes of a layer's checkpoint (what orbax restores into)."""
+    compensates = method.compensates
     shapes = decoder.linear_shapes(cfg)
     f = {n: np.zeros((3, shapes[n][1]), np.float32) for n in decoder.LINEAR_NAMES}
     info = {"loss": np.zeros((max(st.epochs, 1),), np.float32),
@@ -87,6 +99,9 @@ def state_template(cfg, st: QuantSettings, ranks: dict[str, int], compensates: b
     if compensates and any(ranks.values()):
         state["lora"] = {n: {"l": np.zeros((3, shapes[n][1], ranks[n]), np.float32),
                              "r": np.zeros((3, ranks[n], shapes[n][0]), np.float32)} for n in decoder.LINEAR_NAMES}
+    info = method.compensation_info_template()
+    if info is not None:
+        state["cmc"] = info
     return state
 
 
@@ -95,23 +110,32 @@ def state_template(cfg, st: QuantSettings, ranks: dict[str, int], compensates: b
 
 
 @functools.partial(jax.jit, static_argnames=("cfg",))
-def _fp_chunk(cfg, lp, h, batch: LayerBatch, stats, gram_index):
+def _fp_chunk(cfg, lp, h, batch: LayerBatch, stats, gram_index, val_index, val_valid):
     out, inputs = batch.layer(cfg, lp, h, capture=True)
-    return out, core_stats.accumulate(stats, inputs, batch.modality_ids, batch.valid, gram_index), inputs
+    stats = core_stats.accumulate(stats, inputs, batch.modality_ids, batch.valid, gram_index, val_index, val_valid)
+    return out, stats, inputs
 
 
-def fp_layer_pass(cfg, lp, h, batch: LayerBatch, *, with_gram: bool, chunk: int = CHUNK,
+def fp_layer_pass(cfg, lp, h, batch: LayerBatch, *, with_gram: bool | str, chunk: int = CHUNK,
                   search_tokens: int = SEARCH_TOKENS) -> FPLayer:
     """Run the FP layer over all samples in chunks, accumulating statistics and a token sample
-    (the linear inputs of the first valid tokens, up to ``search_tokens``)."""
+    (the linear inputs of the first valid tokens, up to ``search_tokens``). ``with_gram="validation"``
+    also keeps the Gram matrices of the validation fold (``validation_rows``) for CMC's selection."""
+    if with_gram == "validation" and not validation_rows(h.shape[0]).any():
+        with_gram = True
     stats = core_stats.empty_stats(decoder.input_dims(cfg), with_gram)
+    val_rows = validation_rows(h.shape[0])
     outs, samples, got = [], {g: [] for g in decoder.INPUT_GROUPS}, 0
     sample_mid = []
     for i in range(0, h.shape[0], chunk):
         sl = slice(i, i + chunk)
         part = batch[sl]
         gram_index = core_stats.modality_token_index(part.modality_ids, part.valid) if with_gram else None
-        out, stats, inputs = _fp_chunk(cfg, lp, h[sl], part, stats, gram_index)
+        val_index = val_valid = None
+        if with_gram == "validation":
+            val_valid = np.asarray(part.valid) & val_rows[sl][:, None]
+            val_index = core_stats.modality_token_index(part.modality_ids, val_valid)
+        out, stats, inputs = _fp_chunk(cfg, lp, h[sl], part, stats, gram_index, val_index, val_valid)
         outs.append(out)
         if got < search_tokens:
             v = part.valid.reshape(-1)
@@ -140,11 +164,11 @@ def calibrate_layer(method: Method, cfg, st: QuantSettings, lp, fp: FPLayer, h_q
             factors, per_epoch = method.learn(cfg, st, lp, factors, h_q, fp.outputs, batch, modality_weights, key)
             factors = jax.block_until_ready(factors)
             losses = np.asarray(per_epoch).tolist()
-    lora = {}
+    lora, info = {}, None
     if method.compensates:
         with timer("cmc"):
-            lora = jax.block_until_ready(method.compensate(lp, factors, fp.stats, st, ranks))
-    return LayerResult(factors, lora, losses, alphas)
+            lora, info = jax.block_until_ready(method.compensate(lp, factors, fp.stats, st, ranks))
+    return LayerResult(factors, lora, losses, alphas, info)
 
 
 # ------------------------------------------------------------------------------------------------

@@ -69,7 +69,7 @@ class RunContext:
         return jax.random.fold_in(jax.random.PRNGKey(self.st.seed), i)
 
     def restore(self, i: int) -> LayerResult:
-        template = state_template(self.cfg, self.st, self.ranks, self.method.compensates)
+        template = state_template(self.cfg, self.st, self.ranks, self.method)
         return LayerResult.from_state(self.run.load_layer(i, template), self.method.trains(self.st))
 
     def finish_layer(self, i: int, result: LayerResult, seconds: float, *, save: bool) -> None:
@@ -78,6 +78,8 @@ class RunContext:
             with self.timer("checkpoint"):
                 self.run.save_layer(i, result.to_state(self.st, self.ranks))
         self.rows[i] = {"index": i, **result.report(), "seconds": round(seconds, 3)}
+        if result.cmc is not None:
+            self.rows[i]["cmc"] = self.method.compensation_report(result.cmc)
         if self.on_layer is not None:
             self.on_layer(i, self.rows[i])
 
@@ -103,7 +105,7 @@ def sequential(ctx: RunContext) -> list[LayerResult]:
         t0 = time.perf_counter()
         lp = ctx.layer_params(i)
         with ctx.timer("fp_pass"):
-            fp = jax.block_until_ready(fp_layer_pass(cfg, lp, h_fp, batch, with_gram=method.compensates))
+            fp = jax.block_until_ready(fp_layer_pass(cfg, lp, h_fp, batch, with_gram=method.gram_statistics(st)))
         if i in done:
             result = ctx.restore(i)
         else:
@@ -132,7 +134,7 @@ def independent(ctx: RunContext, layer_chunk: int = INDEPENDENT_CHUNK) -> list[L
     with ctx.timer("fp_pass"):
         for i in range(n_layers):
             lp = ctx.layer_params(i)
-            fp = fp_layer_pass(cfg, lp, h, batch, with_gram=method.compensates)
+            fp = fp_layer_pass(cfg, lp, h, batch, with_gram=method.gram_statistics(st))
             inputs.append(h)
             targets.append(fp.outputs)
             stats.append(fp.stats)
@@ -155,16 +157,19 @@ def independent(ctx: RunContext, layer_chunk: int = INDEPENDENT_CHUNK) -> list[L
             f_chunk, losses = jax.block_until_ready(learn(
                 lps, stack([inits[i] for i in idx]), stack([inputs[i] for i in idx]),
                 stack([targets[i] for i in idx]), jnp.stack([ctx.key(i) for i in idx])))
-        lora_chunk = {}
+        pick = lambda tree, j: jax.tree_util.tree_map(lambda a: a[j], tree)  # noqa: E731
+        compensated = {}
         if method.compensates:
             with ctx.timer("cmc"):
-                lora_chunk = jax.block_until_ready(
-                    method.compensate_layers(lps, f_chunk, stack([stats[i] for i in idx]), st, ctx.ranks))
+                for j, i in enumerate(idx):
+                    if i not in done:
+                        compensated[i] = jax.block_until_ready(
+                            method.compensate(pick(lps, j), pick(f_chunk, j), stats[i], st, ctx.ranks))
         seconds = (time.perf_counter() - t0) / len(idx)
         for j, i in enumerate(idx):
-            pick = lambda tree: jax.tree_util.tree_map(lambda a: a[j], tree)  # noqa: E731
+            lora, info = compensated.get(i, ({}, None))
             results[i] = ctx.restore(i) if i in done else LayerResult(
-                pick(f_chunk), pick(lora_chunk), [float(x) for x in losses[j]], {})
+                pick(f_chunk, j), lora, [float(x) for x in losses[j]], {}, info)
             ctx.finish_layer(i, results[i], seconds, save=i not in done)
         bar.set_postfix(loss=f"{float(losses[:, -1].mean()):.4g}")
     bar.close()
@@ -231,6 +236,10 @@ def run_quantize(model, calibset, out: str, st: QuantSettings, *, eval_set=None,
             "calibration": calib_record})
         artifact.write_artifact(run.partial, cfg.hf_config, qparams, qconfig)
     report["layers"] = [ctx.rows[i] for i in range(cfg.num_layers)]
+    guard = method.compensation_warnings([r.cmc for r in results])
+    for w in guard:
+        warnings.warn(w, stacklevel=2)
+    report["warnings"] += guard
     with timer("evaluate"):
         report["evaluated_on"] = "held-out" if data_eval is not None else "calibration"
         report.update(compare(cfg, params, artifact.read_artifact(run.partial), data if data_eval is None else data_eval))

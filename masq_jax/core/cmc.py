@@ -43,6 +43,8 @@ __all__ = [
     "energy_curve",
     "rank_for_energy",
     "effective_rank",
+    "validation_curve",
+    "validated_fit",
     "cmc_residual",
     "modality_covariance",
     "smoothed_covariance",
@@ -223,6 +225,68 @@ def _xnorm2_lowrank(a, ca, c, l, r):
     lcl = jnp.dot(l.T, jnp.dot(c, l, precision=HIGHEST), precision=HIGHEST)  # [r, r]
     rrt = jnp.dot(r, r.T, precision=HIGHEST)
     return jnp.sum(a * ca) - 2.0 * jnp.sum(r * lca) + jnp.sum(lcl * rrt)
+
+
+def validation_curve(delta_w: jax.Array, l: jax.Array, r: jax.Array, cov_val: jax.Array) -> jax.Array:
+    """``‖X_val (ΔWᵀ − L_k R_k)‖²_F`` for k = 0..rank (``[rank + 1]``): the residual on other tokens
+    (``cov_val = X_valᵀ X_val``) of every prefix of the factors, from one set of products.
+
+    With ``P = Lᵀ C_val ΔWᵀ`` and ``M = (Lᵀ C_val L) ∘ (R Rᵀ)``: residual(k) = tr(ΔW C_val ΔWᵀ)
+    − 2 Σ_{i<k} ⟨P_i, R_i⟩ + Σ_{i,j<k} M_ij (any factors; no orthogonality assumed).
+    """
+    dt = compute_dtype()
+    a, l, r, c = (v.astype(dt) for v in (delta_w.T, l, r, cov_val))
+    ca = jnp.dot(c, a, precision=HIGHEST)
+    total = jnp.sum(a * ca)
+    cross = jnp.sum(jnp.dot(l.T, ca, precision=HIGHEST) * r, axis=1)  # [rank]
+    m = jnp.dot(l.T, jnp.dot(c, l, precision=HIGHEST), precision=HIGHEST) * jnp.dot(r, r.T, precision=HIGHEST)
+    block = jnp.diagonal(jnp.cumsum(jnp.cumsum(m, axis=0), axis=1))  # Σ_{i,j<k} M_ij for k = 1..rank
+    curve = total - 2.0 * jnp.cumsum(cross) + block
+    return jnp.concatenate([total[None], curve])
+
+
+def validated_fit(delta_w: jax.Array, cov_fit: jax.Array, cov_val: jax.Array, shrinkages, rank: int, *,
+                  max_rank: int | None = None, svd: str = "svd") -> tuple[jax.Array, jax.Array]:
+    """``(curves [K, max_rank+1], best)``: for each candidate shrinkage ``ρ_k`` the whitened fit on
+    ``shrink(cov_fit, ρ_k)`` up to ``max_rank`` (default min(in, out)), scored by ``validation_curve``
+    on ``cov_val``; ``best`` the candidate with the smallest validation residual at ``rank`` (int32;
+    the first on ties).
+
+    One decomposition serves every candidate where it can: shrinking towards ``tr(C)/d·I`` keeps
+    ``C``'s eigenvectors (only the eigenvalues move), and with ``svd="gram"`` and ``out < in`` the
+    output-side Gram is ``(1−ρ)·ΔW C ΔWᵀ + ρ·tr(C)/d·ΔW ΔWᵀ`` (one small eigh per candidate)."""
+    _check_svd(svd)
+    out_dim, in_dim = delta_w.shape
+    _check_cov(cov_fit, in_dim)
+    full = _check_rank(min(in_dim, out_dim) if max_rank is None else max_rank, min(in_dim, out_dim))
+    rank = _check_rank(rank, full)
+    dt = compute_dtype()
+    a = delta_w.astype(dt).T
+    c = cov_fit.astype(dt)
+    c = 0.5 * (c + c.T)
+    mu = jnp.trace(c) / in_dim
+    curves = []
+    if svd == "gram" and out_dim < in_dim:
+        g0 = jnp.dot(a.T, jnp.dot(c, a, precision=HIGHEST), precision=HIGHEST)
+        g1 = jnp.dot(a.T, a, precision=HIGHEST)
+        for rho in shrinkages:
+            g = (1.0 - rho) * g0 + (rho * mu) * g1
+            _, v = jnp.linalg.eigh(0.5 * (g + g.T))
+            v = v[:, ::-1][:, :full]
+            curves.append(validation_curve(delta_w, jnp.dot(a, v, precision=HIGHEST), v.T, cov_val))
+    else:
+        s, u = jnp.linalg.eigh(c)
+        ua = jnp.dot(u.T, a, precision=HIGHEST)
+        floor = in_dim * float(jnp.finfo(dt).eps)
+        for rho in shrinkages:
+            lam = (1.0 - rho) * s + rho * mu
+            lam = jnp.maximum(jnp.maximum(lam, floor * jnp.max(lam)), 0.0)
+            sq = jnp.sqrt(lam)
+            inv = jnp.where(sq > 0, 1.0 / jnp.where(sq > 0, sq, 1.0), 0.0)
+            u2, r = _truncated_svd(sq[:, None] * ua, full, svd)
+            curves.append(validation_curve(delta_w, jnp.dot(u, inv[:, None] * u2, precision=HIGHEST), r, cov_val))
+    curves = jnp.stack(curves)
+    return curves, jnp.argmin(curves[:, rank]).astype(jnp.int32)
 
 
 # ----------------------------------------------------------------------------------------------

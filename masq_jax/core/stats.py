@@ -64,8 +64,9 @@ def _masked_gram(x2: jax.Array, onehot: jax.Array) -> jax.Array:
     return jnp.einsum("mti,mtj->mij", xm, xm, precision="highest")
 
 
-def empty_stats(dims: dict[str, int], with_gram: bool) -> dict[str, dict[str, jax.Array]]:
-    """Zeroed accumulators for input groups of the given widths."""
+def empty_stats(dims: dict[str, int], with_gram: bool | str) -> dict[str, dict[str, jax.Array]]:
+    """Zeroed accumulators for input groups of the given widths; ``with_gram="validation"`` adds the
+    Gram matrices and token counts of a validation fold (``gram_val``, ``count_val``)."""
     out = {}
     for group, d in dims.items():
         s = {
@@ -76,6 +77,9 @@ def empty_stats(dims: dict[str, int], with_gram: bool) -> dict[str, dict[str, ja
         }
         if with_gram:
             s["gram"] = jnp.zeros((NUM_MODALITIES, d, d), jnp.float32)
+            if with_gram == "validation":  # CMC's held-out fold: its own Gram and counts besides the totals
+                s["gram_val"] = jnp.zeros((NUM_MODALITIES, d, d), jnp.float32)
+                s["count_val"] = jnp.zeros((NUM_MODALITIES,), jnp.float32)
         out[group] = s
     return out
 
@@ -94,11 +98,14 @@ def modality_token_index(modality_ids, valid, multiple: int = 128) -> tuple[np.n
 
 
 def accumulate(stats: dict, inputs: dict[str, jax.Array], modality_ids: jax.Array, valid: jax.Array,
-               gram_index: tuple[jax.Array, ...] | None = None) -> dict:
+               gram_index: tuple[jax.Array, ...] | None = None, val_index: tuple[jax.Array, ...] | None = None,
+               val_valid: jax.Array | None = None) -> dict:
     """Fold a batch of linear inputs ``[B, S, in]`` into ``stats`` (pure; jit-able).
 
     ``gram_index`` (from ``modality_token_index``): gather each modality's tokens for its Gram matrix
     (the FLOPs of one product over all tokens instead of three masked ones); without it, masked.
+    ``val_index`` / ``val_valid``: the same for the tokens of the validation fold (``gram_val``,
+    ``count_val``; they also count in the totals).
     """
     onehot = _onehot(modality_ids, valid)  # [T, 3]
     new = {}
@@ -113,15 +120,23 @@ def accumulate(stats: dict, inputs: dict[str, jax.Array], modality_ids: jax.Arra
             "count": acc["count"] + jnp.sum(onehot, axis=0),
         }
         if "gram" in acc and gram_index is not None:
-            grams = []
-            for idx in gram_index:
-                xg = jnp.take(x, idx, axis=0, mode="fill", fill_value=0.0)
-                grams.append(jnp.dot(xg.T, xg, precision="highest"))
-            upd["gram"] = acc["gram"] + jnp.stack(grams)
+            upd["gram"] = acc["gram"] + _indexed_gram(x, gram_index)
         elif "gram" in acc:
             upd["gram"] = acc["gram"] + _masked_gram(x, onehot)
+        if "gram_val" in acc:
+            upd["gram_val"] = acc["gram_val"] + _indexed_gram(x, val_index)
+            upd["count_val"] = acc["count_val"] + jnp.sum(_onehot(modality_ids, val_valid), axis=0)
         new[group] = upd
     return new
+
+
+def _indexed_gram(x: jax.Array, index: tuple[jax.Array, ...]) -> jax.Array:
+    """``[3, in, in]``: each modality's Gram from its gathered token rows (out-of-range rows are zero)."""
+    grams = []
+    for idx in index:
+        xg = jnp.take(x, idx, axis=0, mode="fill", fill_value=0.0)
+        grams.append(jnp.dot(xg.T, xg, precision="highest"))
+    return jnp.stack(grams)
 
 
 def mean_abs(stats_group: dict) -> jax.Array:

@@ -14,6 +14,9 @@ CONFIGS = {
                    num_kv_heads=2, head_dim=128),
     "omni7b": dict(vocab_size=152064, hidden_size=3584, intermediate_size=18944, num_layers=28, num_heads=28,
                    num_kv_heads=4, head_dim=128),
+    # 512 wide, 2 layers: where a modality's few hundred calibration tokens under-determine its covariance.
+    "wide": dict(vocab_size=256, hidden_size=512, intermediate_size=1024, num_layers=2, num_heads=8,
+                 num_kv_heads=2, head_dim=64),
     "small": dict(vocab_size=1024, hidden_size=256, intermediate_size=704, num_layers=4, num_heads=4,
                   num_kv_heads=2, head_dim=64),
     "tiny": dict(vocab_size=128, hidden_size=64, intermediate_size=128, num_layers=2, num_heads=4,

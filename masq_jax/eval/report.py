@@ -11,12 +11,14 @@ from masq_jax.settings import DEFAULT_CALIB, DEFAULT_EVAL_SAMPLES, DEFAULT_EVAL_
 
 def evaluate_artifact(model: str, *, reference: str | None = None, calib: str | None = None,
                       samples: int = DEFAULT_EVAL_SAMPLES, seq_len: int | None = None,
-                      seed: int = DEFAULT_EVAL_SEED, plot_dir: str | None = None) -> dict:
+                      seed: int = DEFAULT_EVAL_SEED, plot_dir: str | None = None,
+                      with_calibration: bool = False) -> dict:
     """SQNR table + perplexity of artefact ``model`` against ``reference``.
 
     Without ``calib`` the data is the artefact's own held-out split (same source, seed and split as at
     calibration, so synthetic streams keep their channel layout); with it, ``samples`` samples drawn
-    from ``calib`` with ``seed``.
+    from ``calib`` with ``seed``. ``with_calibration``: also the SQNR table on the artefact's own
+    calibration samples (``res["calibration_sqnr"]``), so a fit that does not generalise shows.
     """
     from masq_jax.calibrate.batch import prepare
     from masq_jax.eval.sqnr import compare
@@ -32,10 +34,11 @@ def evaluate_artifact(model: str, *, reference: str | None = None, calib: str | 
         raise MasqError(f"--reference {ref_path} ({cfg.num_layers} layers, hidden {cfg.hidden_size}) does not "
                         f"match the artefact ({qmodel.config.num_layers} layers, hidden {qmodel.config.hidden_size})")
     rec = qc.get("calibration")
+    calib_set = None
     if calib is None and rec and rec.get("eval_samples"):
         seq_len = rec.get("seq_len") if seq_len is None else seq_len
-        _, data_set = load_calibration(rec["source"], ref_path, cfg, rec["samples"], rec["eval_samples"],
-                                       rec["seed"], seq_len)
+        calib_set, data_set = load_calibration(rec["source"], ref_path, cfg, rec["samples"], rec["eval_samples"],
+                                               rec["seed"], seq_len)
         source = f"held-out split of {rec['source']} (seed {rec['seed']})"
     else:
         data_set, _ = load_calibration(calib or DEFAULT_CALIB, ref_path, cfg, samples, 0, seed, seq_len)
@@ -43,6 +46,12 @@ def evaluate_artifact(model: str, *, reference: str | None = None, calib: str | 
     if data_set is None:
         raise MasqError(f"{model} was calibrated without held-out samples; pass --calib SOURCE to evaluate")
     res = compare(cfg, params, qmodel, prepare(cfg, params, data_set, seq_len))
+    if with_calibration:
+        if calib is not None or not rec:
+            raise MasqError("--with-calibration compares with the artefact's own held-out split; drop --calib")
+        if calib_set is None:  # calibrated without a held-out split: the calibration samples alone
+            calib_set, _ = load_calibration(rec["source"], ref_path, cfg, rec["samples"], 0, rec["seed"], seq_len)
+        res["calibration_sqnr"] = compare(cfg, params, qmodel, prepare(cfg, params, calib_set, seq_len))["sqnr"]
     res.update(reference=ref_path, data=source, artefact=str(model), settings=qc.get("settings"))
     if plot_dir:
         from masq_jax.eval.plots import plot_sqnr_per_layer

@@ -6,7 +6,8 @@ writer and the quantized model never look at a method's name. A method:
 * ``init_factors``: smoothing vectors ``{linear: [3, in]}`` (one row per modality; shared-vector
   methods repeat one row) from the layer's full-precision statistics, plus any searched α;
 * ``learn`` (when ``trains``): refines them on the block loss, jit-able and vmappable over layers;
-* ``compensate`` / ``compensate_layers`` (when ``compensates``): CMC low-rank factors;
+* ``compensate`` (when ``compensates``): CMC low-rank factors and what was chosen for them
+  (``compensation_report``, ``compensation_warnings`` turn that into report.json entries);
 * ``training_linear``: how its linears run while training and propagating (fake quant);
 * ``export_linear``: what the artefact stores for one linear (a ``QLinear``, or for
   ``per_modality_weights`` one per modality stacked on a leading axis);
@@ -98,15 +99,27 @@ class Method:
         """The CMC rank of each linear (0: no low-rank branch)."""
         return {n: 0 for n in decoder.LINEAR_NAMES}
 
+    def gram_statistics(self, st: QuantSettings) -> bool | str:
+        """Which Gram statistics the FP pass keeps: none, all tokens (True) or also a validation fold."""
+        return self.compensates
+
     def compensate(self, lp: dict, factors: Factors, stats: dict, st: QuantSettings,
-                   ranks: dict[str, int]) -> Lora:
-        """CMC factors of one layer (``{}`` for methods that do not compensate)."""
+                   ranks: dict[str, int]) -> tuple[Lora, dict | None]:
+        """CMC factors of one layer and what was chosen for them (``({}, None)`` without CMC); the
+        factors are stored at ``ranks`` (the storage rank per linear)."""
+        return {}, None
+
+    def compensation_info_template(self) -> dict | None:
+        """Zero arrays shaped like ``compensate``'s info (what a checkpoint restores into)."""
+        return None
+
+    def compensation_report(self, info: dict) -> dict:
+        """One layer's report.json entry for ``compensate``'s info."""
         return {}
 
-    def compensate_layers(self, lps: dict, factors: Factors, stats: dict, st: QuantSettings,
-                          ranks: dict[str, int]) -> Lora:
-        """``compensate`` over a stack of layers (leading axis on every leaf), in one program."""
-        return {}
+    def compensation_warnings(self, infos: list[dict]) -> list[str]:
+        """Run-level warnings from every layer's ``compensate`` info."""
+        return []
 
     def training_linear(self, factors: Factors, modality_ids: jax.Array, st: QuantSettings,
                         active: tuple[int, ...]) -> decoder.LinearFn:

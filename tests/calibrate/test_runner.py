@@ -189,29 +189,66 @@ def test_bf16_training_and_svd_solver_match_the_defaults(masquant_run, tmp_path)
         settings(train_matmul="fp8")
 
 
-def test_cmc_vmapped_over_layers_equals_per_layer():
-    """The independent mode's CMC runs vmapped over a chunk of layers: same factors as layer by layer."""
-    prep = prepare(CFG, PARAMS, calib(4))
-    st = settings()
+def _layer_compensation(st, samples=8):
+    prep = prepare(CFG, PARAMS, calib(samples))
     method = registry.get("masquant")
+    lp = jax.tree_util.tree_map(lambda a: a[0], PARAMS["layers"])
+    fp = fp_layer_pass(CFG, lp, prep.h0, prep.batch, with_gram=method.gram_statistics(st))
+    f, _ = method.init_factors(CFG, lp, fp.stats, fp.sample, st, jnp.asarray((1.0, 0.5, 1.0)))
     ranks = method.ranks(CFG, st)
-    h, lps, fs, stats = prep.h0, [], [], []
-    for i in range(CFG.num_layers):
-        lp = jax.tree_util.tree_map(lambda a: a[i], PARAMS["layers"])
-        fp = fp_layer_pass(CFG, lp, h, prep.batch, with_gram=True)
-        f, _ = method.init_factors(CFG, lp, fp.stats, fp.sample, st, jnp.asarray((1.0, 0.5, 1.0)))
-        h = fp.outputs
-        lps.append(lp), fs.append(f), stats.append(fp.stats)
-    stack = lambda xs: jax.tree_util.tree_map(lambda *a: jnp.stack(a), *xs)  # noqa: E731
-    together = method.compensate_layers(stack(lps), stack(fs), stack(stats), st, ranks)
-    for i in range(CFG.num_layers):
-        alone = method.compensate(lps[i], fs[i], stats[i], st, ranks)
-        for name, (l, r) in alone.items():
-            np.testing.assert_allclose(np.asarray(together[name][0][i] @ together[name][1][i]),
-                                       np.asarray(l @ r), rtol=1e-4, atol=1e-5 * float(jnp.abs(l @ r).max()))
+    return method, fp, ranks, method.compensate(lp, f, fp.stats, st, ranks)
 
 
-@pytest.mark.gpu
-@pytest.mark.skipif(jax.default_backend() == "cpu", reason="the vmapped CMC path runs on accelerators only")
-def test_cmc_vmapped_path_on_accelerator():
-    test_cmc_vmapped_over_layers_equals_per_layer()
+def test_validated_compensation_spends_each_modality_budget_and_zero_pads():
+    """With a validation fold, every modality's ranks cost at most its --rank budget; columns beyond a
+    modality's allocated rank are zero; the report names rank, shrinkage and validated SQNRs."""
+    from masq_jax.models import decoder
+
+    st = settings(rank=8)
+    method, fp, ranks, (lora, info) = _layer_compensation(st)
+    assert "gram_val" in fp.stats["qkv"] and float(fp.stats["qkv"]["count_val"][1]) > 0
+    shapes = decoder.linear_shapes(CFG)
+    for j in range(2):
+        spent = sum(info["rank"][i, j] * sum(shapes[n]) for i, n in enumerate(decoder.LINEAR_NAMES))
+        assert spent <= sum(8 * sum(shapes[n]) for n in decoder.LINEAR_NAMES)
+    for i, n in enumerate(decoder.LINEAR_NAMES):
+        assert lora[n][0].shape[-1] == ranks[n] >= 8
+        for j, m in enumerate((1, 2)):
+            r = int(info["rank"][i, j])
+            assert not np.any(np.asarray(lora[n][0][m][:, r:])) and not np.any(np.asarray(lora[n][1][m][r:]))
+        assert not np.any(np.asarray(lora[n][0][0]))  # text has no branch
+    rep = method.compensation_report(info)
+    assert set(rep["q_proj"]) == {"rank", "storage_rank", "shrinkage", "val_sqnr", "mas_val_sqnr", "needed_rank"}
+    assert 0.0 <= rep["q_proj"]["shrinkage"]["vision"] <= 1.0
+
+
+def test_fixed_settings_keep_the_earlier_compensation():
+    """--cov-shrinkage ρ --rank-budget off: no validation fold, --rank everywhere, the earlier fit
+    (damping δ = ρ/(1−ρ)) exactly."""
+    from masq_jax.core import cmc
+    from masq_jax.models import decoder
+
+    st = settings(rank=8, cov_shrinkage=0.01 / 1.01, rank_budget="off")
+    method, fp, ranks, (lora, info) = _layer_compensation(st)
+    assert "gram_val" not in fp.stats["qkv"] and set(ranks.values()) == {8}
+    assert np.all(info["rank"] == 8)
+    lp = jax.tree_util.tree_map(lambda a: a[0], PARAMS["layers"])
+    f, _ = method.init_factors(CFG, lp, fp.stats, fp.sample, st, jnp.asarray((1.0, 0.5, 1.0)))
+    for n in decoder.LINEAR_NAMES:
+        covs = cmc.smoothed_covariance(fp.stats[decoder.INPUT_OF[n]]["gram"], f[n])
+        l, r = cmc.cmc_factors(lp[n]["w"], f[n], covs, 8, **st.weight_kwargs(), damping=0.01, svd=st.cmc_solver)
+        np.testing.assert_allclose(np.asarray(lora[n][0] @ lora[n][1]), np.asarray(l @ r), rtol=1e-3,
+                                   atol=1e-3 * float(jnp.abs(l @ r).max()))
+
+
+def test_guard_warns_where_cmc_stays_below_mas(masquant_run):
+    """The guard's lines name the linear, the modality and the rank that would reach MAS's error."""
+    _, rep = masquant_run
+    rows = [row["cmc"] for row in rep["layers"]]
+    below = [(n, m) for row in rows for n, v in row.items() for m in ("vision", "audio")
+             if v["val_sqnr"][m] is not None and v["val_sqnr"][m] < v["mas_val_sqnr"][m]]
+    lines = [w for w in rep["warnings"] if w.startswith("masquant: ")]
+    assert len(lines) == len(set(below))
+    for n, m in set(below):
+        assert any(w.startswith(f"masquant: {n} {m}: validated CMC error above MAS's") and "would need rank" in w
+                   for w in lines)

@@ -289,3 +289,51 @@ def test_gram_output_side_equals_spec_whitened_product(din, dout):
     lr_ref, rr_ref = np_lowrank_whitened(dw, cd, 4)
     np.testing.assert_allclose(np.asarray(l, np.float64) @ np.asarray(rr, np.float64), lr_ref @ rr_ref,
                                rtol=1e-3, atol=2e-3 * np.abs(lr_ref @ rr_ref).max())
+
+
+# ----------------------------------------------------------------------------------------------
+# validated compensation (docs/method.md §5: shrinkage and rank chosen on held-out tokens)
+
+
+def test_validation_curve_is_the_residual_of_every_prefix():
+    """``validation_curve`` against ``tr(Eᵀ C_val E)`` of each prefix in float64, for the whitened
+    factors and for arbitrary (non-orthogonal) ones."""
+    x_fit, dw = _problem(seed=3, tokens=60, din=32, dout=24)
+    x_val, _ = _problem(seed=4, tokens=80, din=32, dout=24)
+    c_fit, c_val = x_fit.T @ x_fit, x_val.T @ x_val
+    rng = np.random.default_rng(5)
+    for l, r in (cmc.low_rank_compensation(jnp.asarray(dw, jnp.float32), jnp.asarray(c_fit, jnp.float32), 24,
+                                           damping=0.1, fit="whitened"),
+                 (rng.standard_normal((32, 7)), rng.standard_normal((7, 24)))):
+        l, r = np.asarray(l, np.float64), np.asarray(r, np.float64)
+        got = np.asarray(cmc.validation_curve(jnp.asarray(dw), jnp.asarray(l), jnp.asarray(r), jnp.asarray(c_val)))
+        want = [np_xnorm_residual(dw, c_val, l[:, :k], r[:k]) for k in range(l.shape[1] + 1)]
+        np.testing.assert_allclose(got, want, rtol=2e-4, atol=1e-4 * want[0])
+
+
+def test_validated_fit_picks_the_shrinkage_that_generalises():
+    """A fit fold of few tokens from an anisotropic population, a validation fold from the same
+    population: the candidate chosen is the one with the smallest brute-force float64 validation
+    residual at the rank, and with few fit tokens a strong shrinkage beats none."""
+    rng = np.random.default_rng(7)
+    din, dout, rank = 48, 40, 12
+    scales = np.exp(rng.uniform(-1, 1, din))
+    x_fit = rng.standard_normal((30, din)) * scales  # fewer tokens than channels
+    x_val = rng.standard_normal((2000, din)) * scales
+    dw = rng.standard_normal((dout, din))
+    c_fit, c_val = x_fit.T @ x_fit, x_val.T @ x_val
+    rhos = [0.0, 0.05, 0.3, 0.9]
+    curves, best = cmc.validated_fit(jnp.asarray(dw, jnp.float32), jnp.asarray(c_fit, jnp.float32),
+                                     jnp.asarray(c_val, jnp.float32), [jnp.float32(r) for r in rhos], rank)
+    brute = []
+    for rho in rhos:
+        c = (1 - rho) * c_fit + rho * np.trace(c_fit) / din * np.eye(din)
+        s, u = np.linalg.eigh(c)
+        s = np.maximum(s, din * np.finfo(np.float64).eps * s.max())
+        t = np.sqrt(s)[:, None] * u.T
+        u2, sig, v2t = np.linalg.svd(t @ dw.T, full_matrices=False)
+        l, r = np.linalg.pinv(t) @ u2[:, :rank], sig[:rank, None] * v2t[:rank]
+        brute.append(np_xnorm_residual(dw, c_val, l, r))
+    assert int(best) == int(np.argmin(brute))
+    np.testing.assert_allclose(np.asarray(curves)[:, rank], brute, rtol=2e-3)
+    assert brute[int(best)] < brute[0]  # shrinking beats the raw covariance of 30 tokens in 48 dims
