@@ -120,12 +120,18 @@ def whitening(cov: jax.Array, *, eig_floor: float | None = None, damping: float 
     if not (isinstance(damping, (int, float)) and damping == 0):  # may be a traced scalar
         c = c + (jnp.asarray(damping, dt) * jnp.trace(c) / n) * jnp.eye(n, dtype=dt)
     s, u = jnp.linalg.eigh(c)
-    rtol = n * float(jnp.finfo(dt).eps) if eig_floor is None else float(eig_floor)
-    s = jnp.maximum(s, rtol * jnp.max(s))
-    s = jnp.maximum(s, 0.0)
-    sq = jnp.sqrt(s)
-    inv = jnp.where(sq > 0, 1.0 / jnp.where(sq > 0, sq, 1.0), 0.0)
+    sq, inv = _floored_sqrt(s, eig_floor)
     return sq[:, None] * u.T, u * inv[None, :]
+
+
+def _floored_sqrt(eigenvalues: jax.Array, eig_floor: float | None = None) -> tuple[jax.Array, jax.Array]:
+    """``(√λ, 1/√λ)`` of a covariance's eigenvalues floored at ``eig_floor·λ_max`` (default ``in·eps``),
+    with ``1/√λ = 0`` where the floored value is still 0 (the pseudo-inverse's rule)."""
+    dt = eigenvalues.dtype
+    rtol = eigenvalues.shape[-1] * float(jnp.finfo(dt).eps) if eig_floor is None else float(eig_floor)
+    lam = jnp.maximum(jnp.maximum(eigenvalues, rtol * jnp.max(eigenvalues)), 0.0)
+    sq = jnp.sqrt(lam)
+    return sq, jnp.where(sq > 0, 1.0 / jnp.where(sq > 0, sq, 1.0), 0.0)
 
 
 def _check_svd(svd: str) -> None:
@@ -277,12 +283,8 @@ def validated_fit(delta_w: jax.Array, cov_fit: jax.Array, cov_val: jax.Array, sh
     else:
         s, u = jnp.linalg.eigh(c)
         ua = jnp.dot(u.T, a, precision=HIGHEST)
-        floor = in_dim * float(jnp.finfo(dt).eps)
         for rho in shrinkages:
-            lam = (1.0 - rho) * s + rho * mu
-            lam = jnp.maximum(jnp.maximum(lam, floor * jnp.max(lam)), 0.0)
-            sq = jnp.sqrt(lam)
-            inv = jnp.where(sq > 0, 1.0 / jnp.where(sq > 0, sq, 1.0), 0.0)
+            sq, inv = _floored_sqrt((1.0 - rho) * s + rho * mu)  # shrinking keeps C's eigenvectors
             u2, r = _truncated_svd(sq[:, None] * ua, full, svd)
             curves.append(validation_curve(delta_w, jnp.dot(u, inv[:, None] * u2, precision=HIGHEST), r, cov_val))
     curves = jnp.stack(curves)

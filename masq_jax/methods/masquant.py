@@ -22,7 +22,6 @@ import jax.numpy as jnp
 import numpy as np
 
 from masq_jax.core import cmc, rank_budget, shrinkage
-from masq_jax.core.quant import fake_quant
 from masq_jax.methods.mas import MAS
 from masq_jax.modality import NAMES, NON_TEXT, TEXT
 from masq_jax.models import decoder
@@ -63,8 +62,8 @@ class MASQuant(MAS):
         else:
             alloc = {n: np.full(len(NON_TEXT), budget[n]) for n in decoder.LINEAR_NAMES}
             val, info = None, empty_info()
-            info["rank"][:] = [[alloc[n][j] for j in range(len(NON_TEXT))] for n in decoder.LINEAR_NAMES]
-            info["storage_rank"][:] = [[ranks[n]] * len(NON_TEXT) for n in decoder.LINEAR_NAMES]
+        info["rank"][:] = [alloc[n] for n in decoder.LINEAR_NAMES]
+        info["storage_rank"][:] = [[ranks[n]] * len(NON_TEXT) for n in decoder.LINEAR_NAMES]
         choice = {n: (np.zeros(len(NON_TEXT), np.int32) if val is None else val[n]["choice"])
                   for n in decoder.LINEAR_NAMES}
         lora, rho = _final(lp, factors, stats, st, tuple(sorted(ranks.items())),
@@ -126,7 +125,8 @@ def _resolved(st, rank, shapes: dict[str, tuple[int, int]]) -> dict[str, int]:
 
 def allocate_layer(val: dict, stats: dict, st, ranks: dict[str, int], budget: dict[str, int],
                    shapes: dict[str, tuple[int, int]]) -> tuple[dict[str, np.ndarray], dict]:
-    """Ranks ``{linear: [2]}`` from the validated curves (``--rank-budget``) and the layer's info."""
+    """Ranks ``{linear: [2]}`` from the validated curves (``--rank-budget``) and the layer's validated
+    SQNRs (the caller records the ranks)."""
     alloc = {n: np.full(len(NON_TEXT), budget[n], np.int64) for n in decoder.LINEAR_NAMES}
     units = []
     for j, m in enumerate(NON_TEXT):  # one budget per modality: one modality never buys rank with another's
@@ -149,11 +149,9 @@ def allocate_layer(val: dict, stats: dict, st, ranks: dict[str, int], budget: di
         for j in range(len(NON_TEXT)):
             curve = np.asarray(val[n]["curve"][j], np.float64)
             mas = float(val[n]["mas"][j])
-            r = int(alloc[n][j])
-            info["rank"][i, j] = r
-            info["storage_rank"][i, j] = ranks[n]
             if (n, j) not in units:
                 continue
+            r = int(alloc[n][j])
             info["val_sqnr"][i, j] = _db(curve[min(r, len(curve) - 1)])
             info["mas_val_sqnr"][i, j] = _db(mas)
             reach = np.nonzero(curve <= mas)[0]
@@ -176,7 +174,7 @@ def _residuals(lp, factors, name, st):
     """``(W, s [3, in], Wq)`` of one linear: its weight, vectors and stored text weight (dequantized)."""
     w = lp[name]["w"].astype(jnp.float32)
     s = factors[name].astype(jnp.float32)
-    wq = fake_quant(w * s[TEXT][None, :], st.wbits, symmetric=st.w_symmetric, group_size=st.group_size, bound=st.bound)
+    wq = st.weights.fake_quant(w * s[TEXT][None, :])
     return w, s, wq
 
 
@@ -218,7 +216,7 @@ def _validate(lp, factors, stats, st, ranks, base):
         def one(dw, c_all, c_val, n_all, n_val, wm, rank=ranks[name]):
             c_fit = c_all - c_val
             ref = jnp.maximum(jnp.sum(wm.T * jnp.dot(c_val, wm.T, precision=cmc.HIGHEST)), 1e-30)
-            e = (wm - fake_quant(wm, st.wbits, symmetric=st.w_symmetric, group_size=st.group_size, bound=st.bound)).T
+            e = (wm - st.weights.fake_quant(wm)).T
             mas = jnp.sum(e * jnp.dot(c_val, e, precision=cmc.HIGHEST)) / ref
             curves, best = cmc.validated_fit(dw, c_fit, c_val, _candidates(st, c_fit, n_all - n_val), base[name],
                                              max_rank=rank, svd=st.cmc_solver)
