@@ -53,23 +53,20 @@ def evaluate(model: str, *, reference: str | None = None, calib: str | None = No
                              plot_dir=plot_dir, with_calibration=with_calibration)
 
 
-
 def generate_text(model: str, prompt: str, *, images: Sequence[str] = (), audios: Sequence[str] = (),
                   videos: Sequence[str] = (), max_new_tokens: int = 128, temperature: float = 0.0, top_p: float = 1.0,
                   seed: int = 0, stream: Callable[[str], None] | None = None) -> str:
     """The answer of ``model`` (a checkpoint, .gguf or artefact) to a prompt with media files: the
     checkpoint's own processor and chat template build the inputs, its tokenizer decodes the tokens.
     ``stream(text)`` receives each new piece of text as it is generated (``masq generate``)."""
+    from masq_jax.eval.tasks import batch_prompts
     from masq_jax.frontend import frontend_for
     from masq_jax.loading import load
     from masq_jax.models.generate import generate
 
     frontend = frontend_for(model)
     m = load(model)
-    sample = frontend.encode(prompt, images, audios, videos)
-    arrays = {"inputs_embeds": sample.inputs_embeds[None]} if sample.inputs_embeds is not None else \
-        {"input_ids": sample.input_ids[None]}
-    pos = sample.position_ids[:, None] if sample.position_ids.ndim == 2 else sample.position_ids[None]
+    arrays = batch_prompts([frontend.encode(prompt, images, audios, videos)])
     on_tokens = None
     if stream is not None:
         seen: list[int] = []
@@ -82,8 +79,7 @@ def generate_text(model: str, prompt: str, *, images: Sequence[str] = (), audios
                 stream(text[len(shown[0]):])
                 shown[0] = text
 
-    out = generate(m, **arrays, position_ids=pos, modality_ids=sample.modality_ids[None],
-                   max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, seed=seed,
+    out = generate(m, **arrays, max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, seed=seed,
                    eos_token_id=frontend.eos_ids or None, stream=on_tokens)
     return frontend.decode(out[0])
 

@@ -129,8 +129,8 @@ def encode_items(frontend, items: Sequence[TaskItem]) -> list:
     return out
 
 
-def _batch(samples: Sequence) -> dict[str, np.ndarray]:
-    """Left-pad prompts to one length: the arrays ``generate`` takes."""
+def batch_prompts(samples: Sequence) -> dict[str, np.ndarray]:
+    """Left-pad prompts (``CalibSample``s) to one length: the arrays ``generate`` takes."""
     p = max(s.length for s in samples)
     b = len(samples)
     embeds = samples[0].inputs_embeds is not None
@@ -160,7 +160,7 @@ def generate_answers(model, frontend, samples: Sequence, *, max_new_tokens: int 
     answers = []
     for i in range(0, len(samples), batch_size):
         chunk = samples[i:i + batch_size]
-        out = generate(model, **_batch(chunk), max_new_tokens=max_new_tokens, eos_token_id=frontend.eos_ids or None)
+        out = generate(model, **batch_prompts(chunk), max_new_tokens=max_new_tokens, eos_token_id=frontend.eos_ids or None)
         answers += [frontend.decode(row) for row in out]
     return answers
 
