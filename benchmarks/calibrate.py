@@ -6,10 +6,14 @@
     python benchmarks/calibrate.py --modes sequential,independent
     python benchmarks/calibrate.py --layers 6          # first 6 layers only, extrapolated to all 36
     python benchmarks/calibrate.py --layers 6 --variants float32:svd,bfloat16:gram   # precision/solver
+    python benchmarks/calibrate.py --small --host-devices 8 --mesh "none;data=8;data=4,model=2;data=1,model=8"
 
 Prints per-stage wall time, peak memory, per-layer time (first layer with compilation, then the
 steady-state median and the full-depth extrapolation) and mean SQNR for each mode / variant, in one
 process. A variant is ``TRAIN_MATMUL:CMC_SOLVER`` (default: what ``masq quantize`` picks here).
+``--mesh`` (``;``-separated, ``none`` = one device) adds a scaling table: speed-up against the first
+mesh and the bytes each device held (params, calibration activations, stored artefact);
+``--host-devices N`` splits a CPU into N XLA devices (set before JAX starts).
 The reference (PyTorch, bf16) needs 45–90 min for Qwen2.5-Omni-3B (docs/method.md §7); target here ≤ 10 min.
 """
 
@@ -18,18 +22,24 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
 
-import jax
+if __name__ == "__main__" and "--host-devices" in sys.argv:  # must precede JAX's start
+    _n = sys.argv[sys.argv.index("--host-devices") + 1]
+    os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count={_n}"
 
+import jax  # noqa: E402
 
-from masq_jax.calib.synthetic import SyntheticSpec, synthetic_calibset
-from masq_jax.calibrate.runner import run_quantize
-from masq_jax.demos.toy import CONFIGS, make_config, random_params
-from masq_jax.settings import QuantSettings
+from masq_jax.calib.synthetic import SyntheticSpec, synthetic_calibset  # noqa: E402
+from masq_jax.calibrate.runner import run_quantize  # noqa: E402
+from masq_jax.demos.toy import CONFIGS, make_config, random_params  # noqa: E402
+from masq_jax.settings import QuantSettings  # noqa: E402
+
 
 def calib_spec(hidden: int, samples: int, seq_len: int, seed: int) -> SyntheticSpec:
     """Synthetic Omni-layout samples of exactly ``seq_len`` tokens (3 text runs, image, audio)."""
@@ -55,6 +65,8 @@ def main() -> None:
                     help="calibrate only the first N layers (sequential mode) and extrapolate to the full depth")
     ap.add_argument("--variants", default="auto:gram",
                     help="comma list of TRAIN_MATMUL:CMC_SOLVER (auto|float32|bfloat16 : gram|svd)")
+    ap.add_argument("--mesh", default="none", help="';'-separated meshes: none | data=D,model=M")
+    ap.add_argument("--host-devices", type=int, default=None, help="XLA CPU devices (set before JAX starts)")
     a = ap.parse_args()
     name = "small" if a.small else a.config
     samples = a.samples or (16 if name == "small" else 128)
@@ -70,17 +82,23 @@ def main() -> None:
           f"{cfg.hidden_size}, intermediate {cfg.intermediate_size}; {len(train)} samples x {train.max_len} "
           f"tokens ({train.token_counts()}), {a.epochs} epochs, method {a.method}")
     rows = {}
-    for mode in a.modes.split(","):
-        for variant in a.variants.split(","):
-            matmul, _, solver = variant.partition(":")
-            st = QuantSettings(method=a.method, wbits=4, abits=8, epochs=a.epochs, samples=samples, propagation=mode,
-                               train_matmul=matmul or "auto", cmc_solver=solver or "gram")
-            with tempfile.TemporaryDirectory() as tmp:
-                t0 = time.perf_counter()
-                rep = run_quantize((cfg, params), train, str(Path(tmp) / "out"), st, eval_set=held,
-                                   progress=a.progress)
-                rep["wall_seconds"] = time.perf_counter() - t0
-            rows[f"{mode[:3]} {st.train_matmul[:4]}:{st.cmc_solver}"] = rep
+    meshes = a.mesh.split(";")
+    for mesh in meshes:
+        for mode in a.modes.split(","):
+            for variant in a.variants.split(","):
+                matmul, _, solver = variant.partition(":")
+                st = QuantSettings(method=a.method, wbits=4, abits=8, epochs=a.epochs, samples=samples,
+                                   propagation=mode, train_matmul=matmul or "auto", cmc_solver=solver or "gram")
+                with tempfile.TemporaryDirectory() as tmp:
+                    t0 = time.perf_counter()
+                    rep = run_quantize((cfg, params), train, str(Path(tmp) / "out"), st, eval_set=held,
+                                       progress=a.progress, mesh=None if mesh == "none" else mesh)
+                    rep["wall_seconds"] = time.perf_counter() - t0
+                label = f"{mode[:3]} {st.train_matmul[:4]}:{st.cmc_solver}"
+                if len(meshes) > 1:
+                    label = mesh.replace("data=", "d").replace("model=", "m").replace(",", "") if len(
+                        a.modes.split(",")) * len(a.variants.split(",")) == 1 else f"{mesh} {label}"
+                rows[label] = rep
     print(f"\n{'stage (s)':<22}" + "".join(f"{m:>14}" for m in rows))
     stages = sorted({k for r in rows.values() for k in r["stages"] if k != "total_seconds"})
     for s in stages + ["total_seconds"]:
@@ -109,8 +127,12 @@ def main() -> None:
     if len(rows) > 1:
         base = next(iter(rows.values()))["stages"]["total_seconds"]
         print(f"{'speed vs first':<22}" + "".join(f"{base / r['stages']['total_seconds']:>13.2f}x" for r in rows.values()))
+    if len(meshes) > 1:
+        for key in ("params", "calibration", "quantized_params"):
+            vals = [max(r["mesh"]["device_bytes"][key].values()) for r in rows.values()]
+            print(f"{key[:14] + ' MiB/dev':<22}" + "".join(f"{v / 2**20:>14.2f}" for v in vals))
     if a.json:
-        Path(a.json).write_text(json.dumps({m: {k: r[k] for k in ("stages", "sqnr", "settings")}
+        Path(a.json).write_text(json.dumps({m: {k: r[k] for k in ("stages", "sqnr", "settings", "mesh")}
                                             for m, r in rows.items()}, indent=1))
 
 

@@ -122,7 +122,7 @@ def cmc_cost(model, cal, reps: int = 3) -> None:
     base = None
     for v, kw in VARIANTS.items():
         st = make_settings(method="masquant", preset_name="w4a8", samples=len(cal), rank=0.25, **kw)
-        fp = fp_layer_pass(cfg, lp, prep.h0, prep.batch, with_gram=method.gram_statistics(st))
+        fp = fp_layer_pass(cfg, lp, prep.h0, prep, with_gram=method.gram_statistics(st))
         f, _ = method.init_factors(cfg, lp, fp.stats, fp.sample, st, jnp.asarray((1.0, 0.5, 1.0)))
         ranks = method.ranks(cfg, st)
         jax.block_until_ready(method.compensate(lp, f, fp.stats, st, ranks))  # compile

@@ -35,7 +35,7 @@ def all_token_absmax(cfg, params, calibset) -> list[dict]:
     h, out = prep.h0, []
     for i in range(cfg.num_layers):
         lp = jax.tree_util.tree_map(lambda a: a[i], params["layers"])
-        fp = fp_layer_pass(cfg, lp, h, prep.batch, with_gram=False)
+        fp = fp_layer_pass(cfg, lp, h, prep, with_gram=False)
         h = fp.outputs
         out.append({g: v["absmax_all"] for g, v in fp.stats.items()})
     return out

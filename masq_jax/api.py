@@ -16,7 +16,8 @@ from masq_jax.settings import DEFAULT_CALIB, DEFAULT_EVAL_SAMPLES, DEFAULT_EVAL_
 def quantize(model: str | None = None, out: str = "runs/quantized", *, method: str | None = None,
              preset: str | None = None, calib: str = DEFAULT_CALIB, samples: int | None = None,
              eval_samples: int = DEFAULT_EVAL_SAMPLES, seq_len: int | None = None, resume: bool = False,
-             overwrite: bool = False, progress: bool = True, **options: Any) -> dict:
+             overwrite: bool = False, progress: bool = True, mesh: Any = None, stream: bool = False,
+             **options: Any) -> dict:
     """Quantize ``model`` with ``method`` and write the artefact to ``out``; returns the report dict.
 
     ``options`` are the remaining QuantSettings fields (wbits, abits, group_size, w_symmetric, rank,
@@ -24,22 +25,30 @@ def quantize(model: str | None = None, out: str = "runs/quantized", *, method: s
     cmc_solver, bound); ``None`` or absent means the default in ``masq_jax.settings``. ``calib`` is a
     calibration source: ``text``, ``text:PATH``, ``synthetic[:...]``, a ``.jsonl`` manifest or a
     ``.npz`` CalibSet; ``eval_samples`` more samples are drawn from it and held out for the report.
+    ``mesh``: ``"data=D,model=M"`` or a ``jax.sharding.Mesh`` (``masq_jax.parallel``); in a cluster
+    environment (coordinator address, SLURM, Open MPI, TPU slice) ``jax.distributed`` starts first.
+    ``stream``: read each decoder layer from the checkpoint when it is needed instead of loading the
+    model (host memory bounded by a few layers plus the artefact; toy models are always in memory).
     """
+    from masq_jax import parallel
     from masq_jax.calibrate.runner import run_quantize
 
+    parallel.initialize_distributed()
+    mesh = parallel.make_mesh(mesh)  # a bad --mesh fails before anything loads
     st = make_settings(method=method, preset_name=preset, samples=samples, **options)
     model_path = resolve_model(model)
     if not model_path.startswith(TOY_PREFIX):
         model_path = os.path.abspath(model_path)
     timer = StageTimer()
     with timer("load_model"):  # once: its config also shapes the calibration data
-        cfg, params = load_checkpoint(model_path)
+        cfg, params = load_checkpoint(model_path, stream=stream)
     with timer("load_calibration"):
         train, held = load_calibration(calib, model_path, cfg, st.samples, eval_samples, st.seed, seq_len)
     record = {"source": calib, "samples": st.samples, "eval_samples": eval_samples, "seed": st.seed,
               "seq_len": seq_len}
     return run_quantize((cfg, params), train, out, st, source_name=model_path, calib_record=record, eval_set=held,
-                        seq_len=seq_len, resume=resume, overwrite=overwrite, progress=progress, timer=timer)
+                        seq_len=seq_len, resume=resume, overwrite=overwrite, progress=progress, timer=timer,
+                        mesh=mesh)
 
 
 def evaluate(model: str, *, reference: str | None = None, calib: str | None = None,
@@ -55,17 +64,18 @@ def evaluate(model: str, *, reference: str | None = None, calib: str | None = No
 
 def generate_text(model: str, prompt: str, *, images: Sequence[str] = (), audios: Sequence[str] = (),
                   videos: Sequence[str] = (), max_new_tokens: int = 128, temperature: float = 0.0, top_p: float = 1.0,
-                  seed: int = 0, stream: Callable[[str], None] | None = None) -> str:
+                  seed: int = 0, stream: Callable[[str], None] | None = None, mesh: Any = None) -> str:
     """The answer of ``model`` (a checkpoint, .gguf or artefact) to a prompt with media files: the
     checkpoint's own processor and chat template build the inputs, its tokenizer decodes the tokens.
-    ``stream(text)`` receives each new piece of text as it is generated (``masq generate``)."""
+    ``stream(text)`` receives each new piece of text as it is generated (``masq generate``); ``mesh``
+    splits the weights along its ``model`` axis (``masq_jax.load``)."""
     from masq_jax.eval.tasks import batch_prompts
     from masq_jax.frontend import frontend_for
     from masq_jax.loading import load
     from masq_jax.models.generate import generate
 
     frontend = frontend_for(model)
-    m = load(model)
+    m = load(model, mesh=mesh)
     arrays = batch_prompts([frontend.encode(prompt, images, audios, videos)])
     on_tokens = None
     if stream is not None:

@@ -82,6 +82,10 @@ def _add_quantize(sub) -> None:
     q.add_argument("--rank-budget", type=_auto_or_number("auto", "off"), default=None,
                    help="CMC ranks per linear and modality from validated error curves: 'auto' (default: the "
                         "parameters --rank gives, reallocated), 'off' (--rank everywhere) or a mean rank")
+    q.add_argument("--mesh", default=None,
+                   help="data=D,model=M: calibrate on a device mesh (samples along data, the linears along model)")
+    q.add_argument("--stream", action="store_true",
+                   help="read each decoder layer from the checkpoint when needed (host memory: a few layers)")
     q.add_argument("--out", required=True, help="output directory (written atomically)")
     q.add_argument("--resume", action="store_true", help="continue an interrupted run in OUT.partial")
     q.add_argument("--overwrite", action="store_true", help="replace an existing OUT")
@@ -122,6 +126,7 @@ def _add_generate(sub) -> None:
     g.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
     g.add_argument("--top-p", type=float, default=1.0)
     g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--mesh", default=None, help="data=D,model=M: the weights split along model, as calibration does")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -183,7 +188,7 @@ def cmd_quantize(a) -> int:
         out = a.out if len(a.method) == 1 else str(Path(a.out) / name)
         rep = quantize(a.model, out, method=name, calib=a.calib, samples=a.samples,
                        eval_samples=a.eval_samples, seq_len=a.seq_len, resume=a.resume, overwrite=a.overwrite,
-                       progress=not a.quiet, **opts)
+                       progress=not a.quiet, mesh=a.mesh, stream=a.stream, **opts)
         results[name] = rep
         print_summary(name, rep, out)
     if len(results) > 1:
@@ -258,7 +263,7 @@ def cmd_generate(a) -> int:
     from masq_jax.api import generate_text
 
     generate_text(a.model, a.prompt, images=a.image, audios=a.audio, videos=a.video, max_new_tokens=a.max_new_tokens,
-                  temperature=a.temperature, top_p=a.top_p, seed=a.seed,
+                  temperature=a.temperature, top_p=a.top_p, seed=a.seed, mesh=a.mesh,
                   stream=lambda piece: print(piece, end="", flush=True))
     print()
     return 0

@@ -46,8 +46,9 @@ def resolve_model(model: str | os.PathLike | None) -> str:
     return model
 
 
-def load_checkpoint(model_path: str, dtype: Any = jnp.float32):
-    """``(DecoderConfig, params)`` of a resolved full-precision spec (``toy:NAME``: seed 0)."""
+def load_checkpoint(model_path: str, dtype: Any = jnp.float32, stream: bool = False):
+    """``(DecoderConfig, params)`` of a resolved full-precision spec (``toy:NAME``: seed 0, in memory);
+    ``stream`` leaves a checkpoint's decoder layers on disk (``models.StreamedLayers``)."""
     if model_path.startswith(TOY_PREFIX):
         from masq_jax.demos.toy import make_config, random_params
 
@@ -55,23 +56,25 @@ def load_checkpoint(model_path: str, dtype: Any = jnp.float32):
         return cfg, random_params(cfg, dtype=dtype)
     from masq_jax.models import load_params
 
-    return load_params(model_path, dtype)
+    return load_params(model_path, dtype, stream=stream)
 
 
-def load(model: str | os.PathLike | None, dtype: Any = None, *, implementation: str | None = "xla"):
+def load(model: str | os.PathLike | None, dtype: Any = None, *, implementation: str | None = "xla", mesh=None):
     """A callable model — ``model(input_ids=..., inputs_embeds=..., position_ids=...,
     attention_mask=..., modality_ids=...) -> logits`` — for any spec: a ``QuantizedModel`` for a
     masq-jax artefact directory (``implementation`` picks its ``kernels.qmatmul``), else a
     full-precision ``masq_jax.models.Model``. ``dtype`` casts the unquantized tensors (FP default
-    float32; an artefact keeps the dtypes it was written with)."""
-    from masq_jax import artifact
+    float32; an artefact keeps the dtypes it was written with). ``mesh`` (``"data=D,model=M"`` or a
+    ``jax.sharding.Mesh``) places the params as calibration does: the linears split along ``model``;
+    ``generate`` and ``__call__`` then run on the mesh."""
+    from masq_jax import artifact, parallel
 
     if model is not None and artifact.is_artifact(model):
-        return artifact.read_artifact(model, dtype, implementation=implementation)
+        return artifact.read_artifact(model, dtype, implementation=implementation, mesh=mesh)
     from masq_jax.models import Model
 
     cfg, params = load_checkpoint(resolve_model(model), jnp.float32 if dtype is None else dtype)
-    return Model(cfg, params)
+    return Model(cfg, parallel.shard_params(params, parallel.make_mesh(mesh)))
 
 
 def load_calibration(source: str, model_path: str, cfg, samples: int, eval_samples: int, seed: int,

@@ -36,6 +36,7 @@ from masq_jax.models.errors import (
 )
 from masq_jax.models.generate import generate
 from masq_jax.models.model import LinearFactory, Model, load_params, load_pretrained
+from masq_jax.models.params import StreamedLayers, layer_params
 from masq_jax.models.rope_index import get_rope_index, omni_rope_index, vl_rope_index
 
 __all__ = [
@@ -45,6 +46,6 @@ __all__ = [
     "rms_norm", "rope",
     "CheckpointNotFoundError", "ConfigError", "InputError", "MissingTensorsError", "ModelLoadError",
     "ShapeMismatchError", "UnsupportedArchitectureError",
-    "LinearFactory", "Model", "generate", "load_params", "load_pretrained",
+    "LinearFactory", "Model", "generate", "load_params", "load_pretrained", "StreamedLayers", "layer_params",
     "get_rope_index", "omni_rope_index", "vl_rope_index",
 ]

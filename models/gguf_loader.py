@@ -87,8 +87,9 @@ def gguf_hf_config(reader) -> dict:
     }
 
 
-def load_gguf(path: str, dtype: Any = jnp.float32) -> tuple[DecoderConfig, dict]:
-    """(config, params) from a .gguf file, weights dequantized to float32 then cast to ``dtype``."""
+def load_gguf(path: str, dtype: Any = jnp.float32, stream: bool = False) -> tuple[DecoderConfig, dict]:
+    """(config, params) from a .gguf file, weights dequantized to float32 then cast to ``dtype``;
+    ``stream`` dequantizes a layer only when it is asked for (``params.StreamedLayers``)."""
     import gguf  # local: only GGUF users pay the import
 
     try:
@@ -114,5 +115,8 @@ def load_gguf(path: str, dtype: Any = jnp.float32) -> tuple[DecoderConfig, dict]
     sources = {
         p: (k, loader(tensors[k], p), tuple(int(x) for x in reversed(tensors[k].shape))) for p, k in mapped.items()
     }
-    params = assemble(cfg, sources, dtype, has_lm_head=not cfg.tie_word_embeddings)
+    from masq_jax.models.hf_loader import files_fingerprint
+
+    params = assemble(cfg, sources, dtype, not cfg.tie_word_embeddings, stream,
+                      files_fingerprint(path) if stream else "")
     return cfg, params

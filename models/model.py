@@ -85,19 +85,20 @@ def _check_path(path: str | os.PathLike) -> str:
     return path
 
 
-def load_params(path: str | os.PathLike, dtype: Any = jnp.float32) -> tuple[DecoderConfig, dict]:
-    """(DecoderConfig, params) from an HF directory or a .gguf file."""
+def load_params(path: str | os.PathLike, dtype: Any = jnp.float32, stream: bool = False) -> tuple[DecoderConfig, dict]:
+    """(DecoderConfig, params) from an HF directory or a .gguf file; ``stream``: the decoder layers
+    stay on disk and are read one at a time (``params["layers"]`` is a ``StreamedLayers``)."""
     path = _check_path(path)
     if os.path.isfile(path):
         if path.endswith(".gguf"):
             from masq_jax.models.gguf_loader import load_gguf
 
-            return load_gguf(path, dtype)
+            return load_gguf(path, dtype, stream)
         raise CheckpointNotFoundError(f"{path}: a file that is not .gguf; pass an HF model directory or a .gguf file")
     _refuse_quantized(path)
     from masq_jax.models.hf_loader import load_hf_dir
 
-    return load_hf_dir(path, dtype)
+    return load_hf_dir(path, dtype, stream)
 
 
 def _refuse_quantized(directory: str) -> None:

@@ -61,14 +61,59 @@ def np_dtype(dtype: Any) -> np.dtype:
     return np.dtype(jnp.dtype(dtype).name)
 
 
+Sources = dict[Path, tuple[str, Callable[[], np.ndarray], tuple[int, ...]]]
+
+
+class StreamedLayers:
+    """The decoder layers of a checkpoint left on disk: ``layer(i)`` reads layer i's tensors (memory-
+    mapped safetensors or GGUF) when asked and keeps nothing, so host memory holds the layers in use,
+    not the model. Stands in for ``params["layers"]`` (``layer_params`` reads either)."""
+
+    def __init__(self, cfg: DecoderConfig, sources: Sources, dtype: Any, fingerprint: str = ""):
+        self.num_layers = cfg.num_layers
+        self._sources = {p: v for p, v in sources.items() if p[0] == "layers"}
+        self._npd = np_dtype(dtype)
+        self.fingerprint = fingerprint  # what identifies the files (names, sizes, times), for resume
+        self.placement: Callable[[dict], dict] | None = None  # e.g. onto a device mesh, applied on read
+
+    def layer(self, i: int) -> dict:
+        """Layer ``i``'s params (the stacked layout without the layer axis), read now."""
+        if not 0 <= i < self.num_layers:
+            raise IndexError(f"layer {i} of {self.num_layers}")
+        out: dict[str, Any] = {}
+        for (_, name, leaf, layer), (_, load, _) in self._sources.items():
+            if layer != i:
+                continue
+            arr = jnp.asarray(np.asarray(load()).astype(self._npd, copy=False))
+            if leaf is None:
+                out[name] = arr
+            else:
+                out.setdefault(name, {})[leaf] = arr
+        return out if self.placement is None else self.placement(out)
+
+
+def layer_params(params: dict, i: int) -> dict:
+    """Layer ``i``'s params from stacked ``params["layers"]`` or from ``StreamedLayers``."""
+    layers = params["layers"]
+    if isinstance(layers, StreamedLayers):
+        return layers.layer(i)
+    import jax
+
+    return jax.tree_util.tree_map(lambda a: a[i], layers)
+
+
 def assemble(
     cfg: DecoderConfig,
-    sources: dict[Path, tuple[str, Callable[[], np.ndarray], tuple[int, ...]]],
+    sources: Sources,
     dtype: Any,
     has_lm_head: bool,
+    stream: bool = False,
+    fingerprint: str = "",
 ) -> dict:
     """Build the params pytree. ``sources`` maps param path -> (checkpoint key, loader, shape).
-    Raises MissingTensorsError / ShapeMismatchError listing every problem at once."""
+    Raises MissingTensorsError / ShapeMismatchError listing every problem at once, before reading.
+    ``stream``: only the embeddings, final norm and head are read; ``params["layers"]`` is a
+    ``StreamedLayers`` (``fingerprint`` identifies its files)."""
     want = expected_shapes(cfg, has_lm_head)
     missing = [p for p in want if p not in sources]
     bad = [
@@ -84,6 +129,12 @@ def assemble(
     npd = np_dtype(dtype)
     params: dict[str, Any] = {}
     stacked: dict[tuple, np.ndarray] = {}
+    if stream:
+        for p in want:
+            if p[0] != "layers":
+                params[p[0]] = jnp.asarray(np.asarray(sources[p][1]()).astype(npd, copy=False))
+        params["layers"] = StreamedLayers(cfg, {p: sources[p] for p in want}, dtype, fingerprint)
+        return params
     for p, shape in want.items():
         arr = np.asarray(sources[p][1]())
         if p[0] == "layers":

@@ -20,15 +20,16 @@ import os
 from pathlib import Path
 
 import jax
-import jax.numpy as jnp
-from safetensors.flax import load_file, save_file
+import numpy as np
+from safetensors.flax import load_file
+from safetensors.numpy import save_file
 
 from masq_jax.core.qlinear import QLinear
 from masq_jax.core.quant import SPEC_BOUND, QArray
 from masq_jax.errors import ArtifactError
 from masq_jax.methods.base import Method
 from masq_jax.modality import BASE, NAMES
-from masq_jax.models import LINEAR_NAMES
+from masq_jax.models import LINEAR_NAMES, layer_params
 from masq_jax.models.config import DecoderConfig, config_from_hf
 from masq_jax.settings import QuantSettings
 
@@ -37,22 +38,27 @@ FORMAT_VERSION = 1
 QLINEAR_FIELDS = ("qvalue", "scale", "zero_point", "smooth", "lora_l", "lora_r", "bias")
 
 
-def _stack(trees):
-    return jax.tree_util.tree_map(lambda *xs: jnp.stack(xs), *trees)
-
-
 def build_quantized_params(method: Method, params: dict, factors: list[dict], loras: list[dict],
                            st: QuantSettings) -> dict:
-    """Replace the seven linears of every layer by stacked QLinears (other params untouched)."""
-    layers = dict(params["layers"])
-    for name in LINEAR_NAMES:
-        per_layer = []
-        for i in range(len(factors)):
-            p = jax.tree_util.tree_map(lambda a: a[i], params["layers"][name])
+    """Replace the seven linears of every layer by stacked QLinears (other params untouched). Layer
+    by layer (``models.layer_params``): each exported layer goes to host memory, into arrays stacked
+    over layers, and its device copies and (streamed) FP weights are released before the next."""
+    from masq_jax import parallel
+
+    stacked = None
+    n = len(factors)
+    for i in range(n):
+        lp = layer_params(params, i)
+        out = {name: v for name, v in lp.items() if name not in LINEAR_NAMES}
+        for name in LINEAR_NAMES:
             lora = loras[i].get(name) if loras and loras[i] else None
-            per_layer.append(method.export_linear(p, factors[i][name], lora, st))
-        layers[name] = _stack(per_layer)
-    return {**params, "layers": layers}
+            out[name] = method.export_linear(lp[name], factors[i][name], lora, st)
+        host = jax.tree_util.tree_map(parallel.to_host, out)
+        if stacked is None:
+            stacked = jax.tree_util.tree_map(lambda a: np.empty((n,) + a.shape, a.dtype), host)
+        jax.tree_util.tree_map(lambda dst, src: dst.__setitem__(i, src), stacked, host)
+        del lp, out, host
+    return {**params, "layers": stacked}
 
 
 def quantization_config(method: Method, st: QuantSettings, ranks: dict[str, int], extra: dict | None = None) -> dict:
@@ -90,18 +96,25 @@ def _flatten(params: dict) -> dict[str, jax.Array]:
 
 
 def write_artifact(tmp_dir: Path, hf_config: dict, params: dict, qconfig: dict) -> None:
-    """Write config.json and model.safetensors into ``tmp_dir`` (the caller renames it into place)."""
-    tmp_dir.mkdir(parents=True, exist_ok=True)
-    cfg = dict(hf_config)
-    cfg["quantization_config"] = qconfig
-    (tmp_dir / "config.json").write_text(json.dumps(cfg, indent=2, sort_keys=True))
-    flat = {k: jnp.asarray(v) for k, v in _flatten(params).items()}
-    save_file(flat, str(tmp_dir / "model.safetensors"), metadata={"format": FORMAT})
+    """Write config.json and model.safetensors into ``tmp_dir`` (the caller renames it into place).
+    Sharded arrays are gathered whole first; in a multi-process run only process 0 writes."""
+    from masq_jax import parallel
+
+    flat = {k: parallel.to_host(v) for k, v in _flatten(params).items()}  # every process takes part
+    if parallel.is_writer():
+        tmp_dir.mkdir(parents=True, exist_ok=True)
+        cfg = dict(hf_config)
+        cfg["quantization_config"] = qconfig
+        (tmp_dir / "config.json").write_text(json.dumps(cfg, indent=2, sort_keys=True))
+        save_file(flat, str(tmp_dir / "model.safetensors"), metadata={"format": FORMAT})
+    parallel.sync("masq-artifact-written")
 
 
-def read_artifact(path: str | os.PathLike, dtype=None, implementation: str | None = "xla"):
+def read_artifact(path: str | os.PathLike, dtype=None, implementation: str | None = "xla", mesh=None):
     """Load an artefact directory into a ``QuantizedModel``; ``dtype`` casts the unquantized tensors
-    (embeddings, norms, head; the integer weights, scales and factors keep theirs)."""
+    (embeddings, norms, head; the integer weights, scales and factors keep theirs). ``mesh`` places
+    the params by calibration's rules (``masq_jax.parallel.rules``): integer weights, scales and
+    low-rank factors split along ``model``."""
     from masq_jax.artifact.qmodel import QuantizedModel
 
     path = Path(path)
@@ -136,6 +149,10 @@ def read_artifact(path: str | os.PathLike, dtype=None, implementation: str | Non
         params["layers"][name] = QLinear(weight, g["smooth"], g["lora_l"], g["lora_r"], g["bias"], abits=qc["abits"],
                                          act_bound=bound)
     hf["quantization_config"] = qc  # cfg.hf_config is the artefact's whole config.json
+    if mesh is not None:
+        from masq_jax import parallel
+
+        params = parallel.shard_params(params, parallel.make_mesh(mesh))
     return QuantizedModel(cfg, params, qc, implementation=implementation)
 
 

@@ -19,21 +19,22 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from masq_jax.calibrate.batch import LayerBatch
+from masq_jax.calibrate.batch import LayerBatch, PreparedData
 from masq_jax.core import stats as core_stats
 from masq_jax.methods.base import Method
 from masq_jax.models import decoder
 from masq_jax.settings import QuantSettings
 
 SEARCH_TOKENS = 2048  # tokens of the FP layer inputs kept for the AWQ / MBQ grid searches
-CHUNK = 8  # samples per jitted pass
 VALIDATION_EVERY = 4  # CMC's validation fold: every 4th calibration sample (with at least 4 samples)
 
 
-def validation_rows(n_samples: int) -> np.ndarray:
-    """``[N]`` bool: the samples of CMC's validation fold (split by sample; none below 4 samples)."""
-    rows = np.arange(n_samples) % VALIDATION_EVERY == VALIDATION_EVERY - 1
-    return rows if n_samples >= VALIDATION_EVERY else np.zeros(n_samples, bool)
+def validation_rows(logical: np.ndarray, n_samples: int) -> np.ndarray:
+    """Bool per row: whether the sample at that row (``logical`` its index in the calibration set)
+    is in CMC's validation fold (split by sample; none below 4 samples; never the mesh's padding)."""
+    logical = np.asarray(logical)
+    rows = (logical % VALIDATION_EVERY == VALIDATION_EVERY - 1) & (logical < n_samples)
+    return rows if n_samples >= VALIDATION_EVERY else np.zeros(logical.shape, bool)
 
 
 @jax.tree_util.register_dataclass
@@ -109,59 +110,68 @@ def state_template(cfg, st: QuantSettings, ranks: dict[str, int], method: Method
 # 1. Full-precision pass with statistics.
 
 
-@functools.partial(jax.jit, static_argnames=("cfg",))
-def _fp_chunk(cfg, lp, h, batch: LayerBatch, stats, gram_index, val_index, val_valid):
+@functools.partial(jax.jit, static_argnames=("cfg", "shards"))
+def _fp_chunk(cfg, lp, h, batch: LayerBatch, stats, gram_index, val_index, val_valid, shards):
     out, inputs = batch.layer(cfg, lp, h, capture=True)
-    stats = core_stats.accumulate(stats, inputs, batch.modality_ids, batch.valid, gram_index, val_index, val_valid)
+    stats = core_stats.accumulate(stats, inputs, batch.modality_ids, batch.valid, gram_index, val_index, val_valid,
+                                  shards)
     return out, stats, inputs
 
 
-def fp_layer_pass(cfg, lp, h, batch: LayerBatch, *, with_gram: bool | str, chunk: int = CHUNK,
+def fp_layer_pass(cfg, lp, h, data: PreparedData, *, with_gram: bool | str,
                   search_tokens: int = SEARCH_TOKENS) -> FPLayer:
-    """Run the FP layer over all samples in chunks, accumulating statistics and a token sample
-    (the linear inputs of the first valid tokens, up to ``search_tokens``). ``with_gram="validation"``
-    also keeps the Gram matrices of the validation fold (``validation_rows``) for CMC's selection."""
-    if with_gram == "validation" and not validation_rows(h.shape[0]).any():
+    """Run the FP layer over all samples chunk by chunk (``data.layout``), accumulating statistics
+    and a token sample (the linear inputs of the first valid tokens in calibration-set order, up to
+    ``search_tokens``). ``with_gram="validation"`` also keeps the Gram matrices of the validation
+    fold (``validation_rows``) for CMC's selection."""
+    layout = data.layout
+    val_rows = validation_rows(layout.logical, layout.samples)
+    if with_gram == "validation" and not val_rows.any():
         with_gram = True
     stats = core_stats.empty_stats(decoder.input_dims(cfg), with_gram)
-    val_rows = validation_rows(h.shape[0])
     outs, samples, got = [], {g: [] for g in decoder.INPUT_GROUPS}, 0
     sample_mid = []
-    for i in range(0, h.shape[0], chunk):
-        sl = slice(i, i + chunk)
-        part = batch[sl]
-        gram_index = core_stats.modality_token_index(part.modality_ids, part.valid) if with_gram else None
-        val_index = val_valid = None
+    place = lambda index: tuple(layout.place(i) for i in index)  # noqa: E731
+    for c in data.chunks():
+        part = data.take(data.batch, c)
+        valid, mid = layout.take_host(data.host_valid, c), layout.take_host(data.host_modality_ids, c)
+        gram_index = val_index = val_valid = None
+        if with_gram:
+            gram_index = place(core_stats.modality_token_index(mid, valid, shards=layout.shards))
         if with_gram == "validation":
-            val_valid = np.asarray(part.valid) & val_rows[sl][:, None]
-            val_index = core_stats.modality_token_index(part.modality_ids, val_valid)
-        out, stats, inputs = _fp_chunk(cfg, lp, h[sl], part, stats, gram_index, val_index, val_valid)
+            val_valid = valid & layout.take_host(val_rows, c)[:, None]
+            val_index = place(core_stats.modality_token_index(mid, val_valid, shards=layout.shards))
+            val_valid = layout.place(val_valid)
+        out, stats, inputs = _fp_chunk(cfg, lp, data.take(h, c), part, stats, gram_index, val_index, val_valid,
+                                       layout.shards)
         outs.append(out)
         if got < search_tokens:
-            v = part.valid.reshape(-1)
-            idx = jnp.nonzero(v)[0][: search_tokens - got]
+            idx = np.nonzero(valid.reshape(-1))[0][: search_tokens - got]
             for g in decoder.INPUT_GROUPS:
                 samples[g].append(inputs[g].reshape(-1, inputs[g].shape[-1])[idx])
-            sample_mid.append(part.modality_ids.reshape(-1)[idx])
+            sample_mid.append(mid.reshape(-1)[idx])
             got += int(idx.shape[0])
     token_sample = {g: jnp.concatenate(v) for g, v in samples.items()}
-    token_sample["modality_ids"] = jnp.concatenate(sample_mid)
-    return FPLayer(jnp.concatenate(outs), stats, token_sample)
+    token_sample["modality_ids"] = jnp.asarray(np.concatenate(sample_mid))
+    return FPLayer(data.put(outs), stats, token_sample)
 
 
 # ------------------------------------------------------------------------------------------------
 # 2. The method's vectors and compensation for one layer.
 
 
-def calibrate_layer(method: Method, cfg, st: QuantSettings, lp, fp: FPLayer, h_q, batch: LayerBatch,
+def calibrate_layer(method: Method, cfg, st: QuantSettings, lp, fp: FPLayer, h_q, data: PreparedData,
                     modality_weights, key, ranks: dict[str, int], timer) -> LayerResult:
-    """Init, learn (on the quantized inputs ``h_q``, targets ``fp.outputs``) and compensate one layer."""
+    """Init, learn (on the quantized inputs ``h_q``, targets ``fp.outputs``) and compensate one layer.
+    Training visits one sample per step (batch 1, as the paper), so its inputs are replicated along
+    the mesh's data axis; the model axis still splits the weights."""
     with timer("init"):
         factors, alphas = method.init_factors(cfg, lp, fp.stats, fp.sample, st, modality_weights)
     losses = []
     if method.trains(st):
         with timer("train"):
-            factors, per_epoch = method.learn(cfg, st, lp, factors, h_q, fp.outputs, batch, modality_weights, key)
+            h, target, batch = data.layout.replicate((h_q, fp.outputs, data.batch))
+            factors, per_epoch = method.learn(cfg, st, lp, factors, h, target, batch, modality_weights, key)
             factors = jax.block_until_ready(factors)
             losses = np.asarray(per_epoch).tolist()
     lora, info = {}, None
@@ -181,9 +191,7 @@ def _quantized_chunk(cfg, method: Method, st: QuantSettings, lp, factors, h, bat
     return batch.layer(cfg, lp, h, linear=linear)
 
 
-def propagate(cfg, method: Method, st: QuantSettings, lp, factors, h, batch: LayerBatch,
-              chunk: int = CHUNK) -> jax.Array:
+def propagate(cfg, method: Method, st: QuantSettings, lp, factors, h, data: PreparedData) -> jax.Array:
     """The layer's quantized outputs on quantized inputs ``h`` through the method's training linears."""
-    outs = [_quantized_chunk(cfg, method, st, lp, factors, h[i:i + chunk], batch[i:i + chunk])
-            for i in range(0, h.shape[0], chunk)]
-    return jnp.concatenate(outs)
+    return data.put([_quantized_chunk(cfg, method, st, lp, factors, data.take(h, c), data.take(data.batch, c))
+                     for c in data.chunks()])

@@ -9,13 +9,17 @@ import numpy as np
 
 from masq_jax.eval.perplexity import next_token_nll
 from masq_jax.modality import NAMES, NUM_MODALITIES, TEXT
-from masq_jax.models import decoder
+from masq_jax.errors import SettingsError
+from masq_jax.models import StreamedLayers, decoder
 from masq_jax.settings import QuantSettings
 
 
 def resolve_loss_weights(st: QuantSettings, cfg, params, data) -> tuple[jax.Array, dict]:
     """``(weights [3] float32, report entry)``."""
     if isinstance(st.loss_weights, str):  # "mbq": gradient-derived
+        if isinstance(params["layers"], StreamedLayers):
+            raise SettingsError("--loss-weights mbq differentiates through the whole model at once; it cannot "
+                                "stream layers: give the weights (e.g. --loss-weights 1,1,1) or drop --stream")
         w = gradient_modality_weights(cfg, params, data)
         return jnp.asarray(w, jnp.float32), {"source": "mbq-gradient", **dict(zip(NAMES, map(float, w)))}
     return jnp.asarray(st.loss_weights, jnp.float32), {"source": "given", **dict(zip(NAMES, st.loss_weights))}
@@ -46,12 +50,13 @@ def gradient_modality_weights(cfg, params, data, max_samples: int = 16) -> np.nd
     grad_fn = jax.jit(jax.grad(loss_fn))
     sums, counts = np.zeros(NUM_MODALITIES), np.zeros(NUM_MODALITIES)
     for j in range(n):
-        sl = slice(j, j + 1)
+        row = int(data.layout.rows[j])  # the j-th calibration sample, wherever the mesh put it
+        sl = slice(row, row + 1)
         deltas = jnp.zeros((cfg.num_layers,) + data.h0[sl].shape, data.h0.dtype)
         ids = None if data.input_ids is None else data.input_ids[sl]
         g = grad_fn(deltas, data.h0[sl], data.batch[sl], ids)
         mag = np.asarray(jnp.mean(jnp.abs(g), axis=(0, -1)))[0]  # [S], averaged over layers and channels
-        mid, valid = np.asarray(data.batch.modality_ids[j]), np.asarray(data.batch.valid[j])
+        mid, valid = data.host_modality_ids[row], data.host_valid[row]
         for m in range(NUM_MODALITIES):
             sel = (mid == m) & valid
             sums[m] += mag[sel].sum()

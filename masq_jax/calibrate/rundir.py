@@ -14,9 +14,10 @@ import shutil
 from pathlib import Path
 
 import jax
-import numpy as np
 
+from masq_jax import parallel
 from masq_jax.errors import CheckpointError, OutputDirError
+from masq_jax.models import StreamedLayers
 from masq_jax.settings import QuantSettings
 
 
@@ -26,14 +27,19 @@ def fingerprint(st: QuantSettings, cfg, params, calib_fingerprint: str) -> str:
     h.update(json.dumps(st.to_json(), sort_keys=True).encode())
     h.update(repr(cfg).encode())
     for leaf in jax.tree_util.tree_leaves(params):  # a cheap content probe of every tensor
-        a = np.asarray(leaf).reshape(-1)
+        if isinstance(leaf, StreamedLayers):  # left on disk: its files' names, sizes and times
+            h.update(leaf.fingerprint.encode())
+            continue
+        a = parallel.to_host(leaf).reshape(-1)
         h.update(a[:: max(1, a.size // 4096)].tobytes())
     h.update(calib_fingerprint.encode())
     return h.hexdigest()
 
 
 def write_json_atomic(path: Path, payload: dict) -> None:
-    """Write ``payload`` as JSON to ``path`` through a temporary file and a rename."""
+    """Write ``payload`` as JSON to ``path`` through a temporary file and a rename (process 0 only)."""
+    if not parallel.is_writer():
+        return
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(payload, indent=2))
     os.replace(tmp, path)
@@ -61,13 +67,14 @@ class RunDir:
                     f"{self.partial} was made with a different model, calibration set or settings; "
                     "rerun with the same options, or delete it to start again"
                 )
-        else:
+        elif parallel.is_writer():
             try:
                 self.partial.mkdir(parents=True)
                 write_json_atomic(run_json, {"fingerprint": fingerprint})
             except OSError as e:
                 raise OutputDirError(f"--out {self.out}: cannot create {self.partial} ({e.strerror or e}); "
                                      "choose a writable directory") from None
+        parallel.sync("masq-run-dir")  # every process checked the same directory before anyone writes
         import orbax.checkpoint as ocp
 
         self._ocp = ocp
@@ -80,6 +87,8 @@ class RunDir:
         return sorted(self.manager.all_steps())
 
     def save_layer(self, index: int, state: dict) -> None:
+        """Checkpoint one layer's state as host arrays (every process calls this; orbax writes once)."""
+        state = jax.tree_util.tree_map(parallel.to_host, state)
         self.manager.save(index, args=self._ocp.args.StandardSave(state))
         self.manager.wait_until_finished()
 
@@ -94,7 +103,10 @@ class RunDir:
 
     def finish(self, overwrite: bool) -> None:
         self.manager.close()
-        (self.partial / "run.json").unlink(missing_ok=True)
-        if self.out.exists() and overwrite:
-            shutil.rmtree(self.out)
-        os.replace(self.partial, self.out)
+        parallel.sync("masq-run-finished")
+        if parallel.is_writer():
+            (self.partial / "run.json").unlink(missing_ok=True)
+            if self.out.exists() and overwrite:
+                shutil.rmtree(self.out)
+            os.replace(self.partial, self.out)
+        parallel.sync("masq-run-renamed")

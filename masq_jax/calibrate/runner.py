@@ -25,7 +25,7 @@ from typing import Any, Callable
 import jax
 import jax.numpy as jnp
 
-from masq_jax import artifact
+from masq_jax import artifact, parallel
 from masq_jax.calibrate.batch import PreparedData, prepare
 from masq_jax.calibrate.layer import (LayerResult, calibrate_layer, fp_layer_pass, propagate, state_template)
 from masq_jax.calibrate.loss_weights import resolve_loss_weights
@@ -34,7 +34,7 @@ from masq_jax.errors import CheckpointError, SettingsError
 from masq_jax.eval.sqnr import compare
 from masq_jax.methods import registry
 from masq_jax.methods.base import Method
-from masq_jax.models import decoder
+from masq_jax.models import StreamedLayers, decoder, layer_params
 from masq_jax.resources import StageTimer
 from masq_jax.settings import QuantSettings
 
@@ -60,9 +60,11 @@ class RunContext:
     rows: dict[int, dict] = dataclasses.field(default_factory=dict)
 
     def layer_params(self, i: int) -> dict:
-        return jax.tree_util.tree_map(lambda a: a[i], self.params["layers"])
+        return layer_params(self.params, i)
 
     def layers(self, start: int, stop: int) -> dict:
+        if isinstance(self.params["layers"], StreamedLayers):
+            return jax.tree_util.tree_map(lambda *a: jnp.stack(a), *(self.layer_params(i) for i in range(start, stop)))
         return jax.tree_util.tree_map(lambda a: a[start:stop], self.params["layers"])
 
     def key(self, i: int) -> jax.Array:
@@ -94,7 +96,7 @@ def sequential(ctx: RunContext) -> list[LayerResult]:
     """Layer by layer; the next layer trains on the quantized layers' output (docs/method.md §4).
     As in the reference, propagation runs the method's training linears (the MAS model; CMC is
     fitted on top, not trained through)."""
-    cfg, st, method, batch = ctx.cfg, ctx.st, ctx.method, ctx.data.batch
+    cfg, st, method = ctx.cfg, ctx.st, ctx.method
     done = ctx.run.finished_layers()
     if done and done != list(range(len(done))):
         raise CheckpointError(f"checkpoints in {ctx.run.partial} are not a prefix of the layers ({done}); delete it")
@@ -105,18 +107,18 @@ def sequential(ctx: RunContext) -> list[LayerResult]:
         t0 = time.perf_counter()
         lp = ctx.layer_params(i)
         with ctx.timer("fp_pass"):
-            fp = jax.block_until_ready(fp_layer_pass(cfg, lp, h_fp, batch, with_gram=method.gram_statistics(st)))
+            fp = jax.block_until_ready(fp_layer_pass(cfg, lp, h_fp, ctx.data, with_gram=method.gram_statistics(st)))
         if i in done:
             result = ctx.restore(i)
         else:
-            result = calibrate_layer(method, cfg, st, lp, fp, h_q, batch, ctx.modality_weights, ctx.key(i),
+            result = calibrate_layer(method, cfg, st, lp, fp, h_q, ctx.data, ctx.modality_weights, ctx.key(i),
                                      ctx.ranks, ctx.timer)
         results.append(result)
         if result.losses:
             bar.set_postfix(loss=f"{result.losses[-1]:.4g}")
         if method.trains(st) and i + 1 < cfg.num_layers:
             with ctx.timer("propagate"):
-                h_q = jax.block_until_ready(propagate(cfg, method, st, lp, result.factors, h_q, batch))
+                h_q = jax.block_until_ready(propagate(cfg, method, st, lp, result.factors, h_q, ctx.data))
         h_fp = fp.outputs
         ctx.finish_layer(i, result, time.perf_counter() - t0, save=i not in done)
     bar.close()
@@ -126,7 +128,8 @@ def sequential(ctx: RunContext) -> list[LayerResult]:
 def independent(ctx: RunContext, layer_chunk: int = INDEPENDENT_CHUNK) -> list[LayerResult]:
     """All layers from full-precision inputs; learning and compensation vmapped over chunks of
     ``layer_chunk`` layers."""
-    cfg, st, method, batch = ctx.cfg, ctx.st, ctx.method, ctx.data.batch
+    cfg, st, method = ctx.cfg, ctx.st, ctx.method
+    batch = ctx.data.layout.replicate(ctx.data.batch)  # batch-1 training indexes any sample
     n_layers = cfg.num_layers
     done = set(ctx.run.finished_layers())
     inputs, targets, stats, inits = [], [], [], []
@@ -134,7 +137,7 @@ def independent(ctx: RunContext, layer_chunk: int = INDEPENDENT_CHUNK) -> list[L
     with ctx.timer("fp_pass"):
         for i in range(n_layers):
             lp = ctx.layer_params(i)
-            fp = fp_layer_pass(cfg, lp, h, batch, with_gram=method.gram_statistics(st))
+            fp = fp_layer_pass(cfg, lp, h, ctx.data, with_gram=method.gram_statistics(st))
             inputs.append(h)
             targets.append(fp.outputs)
             stats.append(fp.stats)
@@ -154,9 +157,9 @@ def independent(ctx: RunContext, layer_chunk: int = INDEPENDENT_CHUNK) -> list[L
             continue
         lps = ctx.layers(start, start + len(idx))
         with ctx.timer("train"):
+            xs, ys = ctx.data.layout.replicate((stack([inputs[i] for i in idx]), stack([targets[i] for i in idx])))
             f_chunk, losses = jax.block_until_ready(learn(
-                lps, stack([inits[i] for i in idx]), stack([inputs[i] for i in idx]),
-                stack([targets[i] for i in idx]), jnp.stack([ctx.key(i) for i in idx])))
+                lps, stack([inits[i] for i in idx]), xs, ys, jnp.stack([ctx.key(i) for i in idx])))
         pick = lambda tree, j: jax.tree_util.tree_map(lambda a: a[j], tree)  # noqa: E731
         compensated = {}
         if method.compensates:
@@ -192,14 +195,20 @@ def check_group_size(cfg, st: QuantSettings) -> None:
 def run_quantize(model, calibset, out: str, st: QuantSettings, *, eval_set=None, seq_len: int | None = None,
                  resume: bool = False, overwrite: bool = False, progress: bool = True, dtype=jnp.float32,
                  source_name: str | None = None, calib_record: dict | None = None,
-                 timer: StageTimer | None = None, on_layer: LayerCallback | None = None) -> dict[str, Any]:
+                 timer: StageTimer | None = None, on_layer: LayerCallback | None = None,
+                 mesh=None, stream: bool = False) -> dict[str, Any]:
     """Calibrate, write the artefact into ``out`` and return the report (see module docstring).
 
     ``model``: a checkpoint path (HF directory or .gguf) or an in-memory ``(DecoderConfig, params)``.
     ``timer``: a ``StageTimer`` that already holds earlier stages (``masq_jax.quantize`` times the
     model and data loading in it). ``on_layer(index, row)`` is called after every layer is
     checkpointed (progress, notebooks); an exception raised from it interrupts the run and leaves
-    ``OUT.partial`` for ``resume=True``.
+    ``OUT.partial`` for ``resume=True``. ``mesh``: ``"data=D,model=M"``, a ``parallel.MeshSpec`` or a
+    ``jax.sharding.Mesh`` with axes (data, model): samples along data, the linears along model
+    (``masq_jax.parallel``); the mesh is not part of the run's fingerprint, so a run may resume on another.
+    ``stream`` (with a checkpoint path; in-memory params stream when their ``"layers"`` is a
+    ``models.StreamedLayers``): decoder layers are read from disk when calibrated, exported and
+    evaluated, and not kept (host memory: a few layers plus the stored artefact, not the model).
     """
     from masq_jax.models import load_params
 
@@ -208,14 +217,22 @@ def run_quantize(model, calibset, out: str, st: QuantSettings, *, eval_set=None,
     in_memory = isinstance(model, tuple)
     model_path = source_name or ("<in-memory>" if in_memory else str(model))
     report: dict[str, Any] = {"settings": st.to_json(), "model": model_path, "warnings": []}
+    mesh = parallel.make_mesh(mesh)
     with timer("load_model"):
-        cfg, params = model if in_memory else load_params(model, dtype)
+        cfg, params = model if in_memory else load_params(model, dtype, stream=stream)
+        params = parallel.shard_params(params, mesh)
+        if isinstance(params["layers"], StreamedLayers):
+            params["layers"].placement = lambda lp: parallel.shard_params(lp, mesh)
     with timer("prepare_calibration"):
-        data = prepare(cfg, params, calibset, seq_len)
-        data_eval = prepare(cfg, params, eval_set, seq_len) if eval_set is not None else None
+        data = prepare(cfg, params, calibset, seq_len, mesh)
+        data_eval = prepare(cfg, params, eval_set, seq_len, mesh) if eval_set is not None else None
     report["calibration"] = {"samples": data.samples, "seq_len": int(data.h0.shape[1]),
                              "token_counts": data.token_counts,
                              "eval_samples": 0 if data_eval is None else data_eval.samples}
+    report["mesh"] = {**parallel.mesh_record(mesh), "padded_samples": data.layout.padded - data.samples,
+                      "replicated_linears": parallel.rules.replicated_linears(params, mesh),
+                      "device_bytes": {"params": parallel.device_bytes(params),
+                                       "calibration": parallel.device_bytes((data.h0, data.batch))}}
     report["warnings"] += method.warnings(cfg, data.token_counts, st)
     for w in report["warnings"]:
         warnings.warn(w, stacklevel=2)
@@ -235,6 +252,7 @@ def run_quantize(model, calibset, out: str, st: QuantSettings, *, eval_set=None,
             "source_model": source, "decoder_config": artifact.format.decoder_config_json(cfg),
             "calibration": calib_record})
         artifact.write_artifact(run.partial, cfg.hf_config, qparams, qconfig)
+        del qparams  # on disk now; the evaluation reads it back
     report["layers"] = [ctx.rows[i] for i in range(cfg.num_layers)]
     guard = method.compensation_warnings([r.cmc for r in results])
     for w in guard:
@@ -242,7 +260,9 @@ def run_quantize(model, calibset, out: str, st: QuantSettings, *, eval_set=None,
     report["warnings"] += guard
     with timer("evaluate"):
         report["evaluated_on"] = "held-out" if data_eval is not None else "calibration"
-        report.update(compare(cfg, params, artifact.read_artifact(run.partial), data if data_eval is None else data_eval))
+        qmodel = artifact.read_artifact(run.partial, mesh=mesh)
+        report["mesh"]["device_bytes"]["quantized_params"] = parallel.device_bytes(qmodel.params)
+        report.update(compare(cfg, params, qmodel, data if data_eval is None else data_eval))
     report["stages"] = timer.as_dict()
     write_json_atomic(run.partial / "report.json", report)
     run.finish(overwrite)

@@ -84,28 +84,39 @@ def empty_stats(dims: dict[str, int], with_gram: bool | str) -> dict[str, dict[s
     return out
 
 
-def modality_token_index(modality_ids, valid, multiple: int = 128) -> tuple[np.ndarray, ...]:
+def modality_token_index(modality_ids, valid, multiple: int = 128, shards: int = 1) -> tuple[np.ndarray, ...]:
     """Host-side flat token indices of each modality (valid tokens only), padded to a multiple of
     ``multiple`` with an out-of-range index (gathers as a zero row): lets ``accumulate`` form each
-    modality's Gram from its own tokens instead of three masked products over all of them."""
-    mid = np.asarray(modality_ids).reshape(-1)
-    ok = np.asarray(valid).reshape(-1).astype(bool)
+    modality's Gram from its own tokens instead of three masked products over all of them.
+
+    ``shards > 1`` (samples split in equal blocks over the mesh's data axis): each block gets its
+    own local indices, padded to one length, concatenated ``[shards · K]`` (gathered where the tokens live).
+    """
+    mid = np.asarray(modality_ids).reshape(shards, -1)
+    ok = np.asarray(valid).reshape(shards, -1).astype(bool)
     out = []
     for m in range(NUM_MODALITIES):
-        idx = np.nonzero((mid == m) & ok)[0].astype(np.int32)
-        out.append(np.concatenate([idx, np.full((-len(idx)) % multiple, mid.size, np.int32)]))
+        local = [np.nonzero((mid[d] == m) & ok[d])[0].astype(np.int32) for d in range(shards)]
+        width = max(len(i) for i in local)
+        width += (-width) % multiple
+        if shards > 1:
+            width = max(width, multiple)  # every block gathers at least one padded row
+        out.append(np.concatenate([np.concatenate([i, np.full(width - len(i), mid.shape[1], np.int32)])
+                                   for i in local]))
     return tuple(out)
 
 
 def accumulate(stats: dict, inputs: dict[str, jax.Array], modality_ids: jax.Array, valid: jax.Array,
                gram_index: tuple[jax.Array, ...] | None = None, val_index: tuple[jax.Array, ...] | None = None,
-               val_valid: jax.Array | None = None) -> dict:
+               val_valid: jax.Array | None = None, shards: int = 1) -> dict:
     """Fold a batch of linear inputs ``[B, S, in]`` into ``stats`` (pure; jit-able).
 
     ``gram_index`` (from ``modality_token_index``): gather each modality's tokens for its Gram matrix
     (the FLOPs of one product over all tokens instead of three masked ones); without it, masked.
     ``val_index`` / ``val_valid``: the same for the tokens of the validation fold (``gram_val``,
-    ``count_val``; they also count in the totals).
+    ``count_val``; they also count in the totals). ``shards``: the indices are per block of samples
+    (``modality_token_index(..., shards=)``), so each device gathers its own tokens and one sum
+    across the mesh's data axis completes the Gram.
     """
     onehot = _onehot(modality_ids, valid)  # [T, 3]
     new = {}
@@ -120,22 +131,29 @@ def accumulate(stats: dict, inputs: dict[str, jax.Array], modality_ids: jax.Arra
             "count": acc["count"] + jnp.sum(onehot, axis=0),
         }
         if "gram" in acc and gram_index is not None:
-            upd["gram"] = acc["gram"] + _indexed_gram(x, gram_index)
+            upd["gram"] = acc["gram"] + _indexed_gram(x, gram_index, shards)
         elif "gram" in acc:
             upd["gram"] = acc["gram"] + _masked_gram(x, onehot)
         if "gram_val" in acc:
-            upd["gram_val"] = acc["gram_val"] + _indexed_gram(x, val_index)
+            upd["gram_val"] = acc["gram_val"] + _indexed_gram(x, val_index, shards)
             upd["count_val"] = acc["count_val"] + jnp.sum(_onehot(modality_ids, val_valid), axis=0)
         new[group] = upd
     return new
 
 
-def _indexed_gram(x: jax.Array, index: tuple[jax.Array, ...]) -> jax.Array:
-    """``[3, in, in]``: each modality's Gram from its gathered token rows (out-of-range rows are zero)."""
+def _indexed_gram(x: jax.Array, index: tuple[jax.Array, ...], shards: int = 1) -> jax.Array:
+    """``[3, in, in]``: each modality's Gram from its gathered token rows (out-of-range rows are zero);
+    with ``shards`` blocks, a block-local gather per block and a sum over blocks."""
     grams = []
     for idx in index:
-        xg = jnp.take(x, idx, axis=0, mode="fill", fill_value=0.0)
-        grams.append(jnp.dot(xg.T, xg, precision="highest"))
+        if shards == 1:
+            xg = jnp.take(x, idx, axis=0, mode="fill", fill_value=0.0)
+            grams.append(jnp.dot(xg.T, xg, precision="highest"))
+            continue
+        xb = x.reshape(shards, -1, x.shape[-1])
+        take = jax.vmap(lambda a, i: jnp.take(a, i, axis=0, mode="fill", fill_value=0.0))
+        xg = take(xb, idx.reshape(shards, -1))
+        grams.append(jnp.einsum("dki,dkj->ij", xg, xg, precision="highest"))
     return jnp.stack(grams)
 
 

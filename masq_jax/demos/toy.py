@@ -50,3 +50,50 @@ def random_params(cfg: DecoderConfig, seed: int = 0, dtype=jnp.float32) -> dict:
     }
     return {"embed": w(cfg.vocab_size, H), "layers": layers, "final_norm": jnp.ones((H,), dtype),
             "lm_head": w(cfg.vocab_size, H)}
+
+
+def save_checkpoint(path: str, name: str = "small", *, num_layers: int | None = None, seed: int = 0) -> int:
+    """Write a random Qwen2 text checkpoint with toy config ``name``'s widths as an HF directory
+    (config.json, one safetensors shard per layer, the index), a layer at a time so that writing a
+    model larger than memory never holds it; returns the weight bytes written (float32)."""
+    import json
+    import os
+
+    import numpy as np
+    from safetensors.numpy import save_file
+
+    c = dict(CONFIGS[name], num_layers=num_layers or CONFIGS[name]["num_layers"])
+    H, I, L = c["hidden_size"], c["intermediate_size"], c["num_layers"]
+    q, kv = c["num_heads"] * c["head_dim"], c["num_kv_heads"] * c["head_dim"]
+    rng = np.random.default_rng(seed)
+    os.makedirs(path, exist_ok=True)
+    w = lambda *shape: (0.02 * rng.standard_normal(shape, np.float32)).astype(np.float32)  # noqa: E731
+    shards = L + 1
+    weight_map, total = {}, 0
+    for i in range(shards):
+        if i < L:
+            pre = f"model.layers.{i}."
+            tensors = {pre + "input_layernorm.weight": 1 + 0.1 * w(H) / 0.02,
+                       pre + "post_attention_layernorm.weight": 1 + 0.1 * w(H) / 0.02,
+                       pre + "self_attn.q_proj.weight": w(q, H), pre + "self_attn.q_proj.bias": w(q),
+                       pre + "self_attn.k_proj.weight": w(kv, H), pre + "self_attn.k_proj.bias": w(kv),
+                       pre + "self_attn.v_proj.weight": w(kv, H), pre + "self_attn.v_proj.bias": w(kv),
+                       pre + "self_attn.o_proj.weight": w(H, q), pre + "mlp.gate_proj.weight": w(I, H),
+                       pre + "mlp.up_proj.weight": w(I, H), pre + "mlp.down_proj.weight": w(H, I)}
+        else:
+            tensors = {"model.embed_tokens.weight": w(c["vocab_size"], H), "model.norm.weight": np.ones(H, np.float32),
+                       "lm_head.weight": w(c["vocab_size"], H)}
+        fname = f"model-{i + 1:05d}-of-{shards:05d}.safetensors"
+        save_file({k: np.ascontiguousarray(v, np.float32) for k, v in tensors.items()}, os.path.join(path, fname))
+        weight_map.update({k: fname for k in tensors})
+        total += sum(v.size * 4 for v in tensors.values())
+    with open(os.path.join(path, "model.safetensors.index.json"), "w") as f:
+        json.dump({"metadata": {"total_size": total}, "weight_map": weight_map}, f)
+    config = {"architectures": ["Qwen2ForCausalLM"], "model_type": "qwen2", "hidden_size": H,
+              "intermediate_size": I, "num_hidden_layers": L, "num_attention_heads": c["num_heads"],
+              "num_key_value_heads": c["num_kv_heads"], "head_dim": c["head_dim"], "vocab_size": c["vocab_size"],
+              "rms_norm_eps": 1e-6, "rope_theta": 1e6, "hidden_act": "silu", "tie_word_embeddings": False,
+              "max_position_embeddings": 4096, "torch_dtype": "float32"}
+    with open(os.path.join(path, "config.json"), "w") as f:
+        json.dump(config, f, indent=1)
+    return total

@@ -21,8 +21,7 @@ def next_token_nll(logits: jax.Array, input_ids: jax.Array, valid: jax.Array,
     return jnp.sum(jnp.where(ok, nll, 0.0)), jnp.sum(ok)
 
 
-def perplexity(cfg, params_by_name: dict[str, dict], finals: dict[str, jax.Array], data,
-               chunk: int = 8) -> dict | None:
+def perplexity(cfg, params_by_name: dict[str, dict], finals: dict[str, jax.Array], data) -> dict | None:
     """``{name: perplexity, ..., "tokens": n}`` from each model's final hidden states (None when the
     data has no token ids). ``params_by_name[name]`` supplies that model's final norm and head."""
     if data.input_ids is None:
@@ -31,9 +30,10 @@ def perplexity(cfg, params_by_name: dict[str, dict], finals: dict[str, jax.Array
     cnt = 0
     for name, h in finals.items():
         tot, cnt = 0.0, 0
-        for sl in data.chunks(chunk):
-            logits = decoder.head(cfg, params_by_name[name], h[sl])
-            s, c = next_token_nll(logits, data.input_ids[sl], data.batch.valid[sl], data.batch.modality_ids[sl])
+        for k in data.chunks():
+            part = data.take(data.batch, k)
+            logits = decoder.head(cfg, params_by_name[name], data.take(h, k))
+            s, c = next_token_nll(logits, data.take(data.input_ids, k), part.valid, part.modality_ids)
             tot, cnt = tot + float(s), cnt + int(c)
         out[name] = math.exp(tot / max(cnt, 1))
     out["tokens"] = cnt

@@ -11,14 +11,13 @@ from __future__ import annotations
 import functools
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from masq_jax.core import metrics
 from masq_jax.eval.perplexity import perplexity
 from masq_jax.modality import NAMES
+from masq_jax.models import layer_params
 
-CHUNK = 8
 COLUMNS = ("all",) + NAMES  # the columns of every SQNR table
 
 
@@ -49,18 +48,18 @@ def layer_sqnr(cfg, params: dict, qmodel, data) -> tuple[dict, jax.Array, jax.Ar
     per_layer = []
     h_fp, h_q = data.h0, data.h0
     for i in range(cfg.num_layers):
-        lp = jax.tree_util.tree_map(lambda a: a[i], params["layers"])
+        lp = layer_params(params, i)  # FP layers may stream from disk
         lq = jax.tree_util.tree_map(lambda a: a[i], qparams["layers"])
         new_fp, new_q, sums = [], [], None
-        for sl in data.chunks(CHUNK):
-            part = data.batch[sl]
-            f = _layer(cfg, lp, h_fp[sl], part, None)
-            q = _layer(cfg, lq, h_q[sl], part, qmodel.linears)
+        for c in data.chunks():
+            part = data.take(data.batch, c)
+            f = _layer(cfg, lp, data.take(h_fp, c), part, None)
+            q = _layer(cfg, lq, data.take(h_q, c), part, qmodel.linears)
             chunk_sums = metrics.sqnr_sums(f, q, part.modality_ids, part.valid)
             sums = chunk_sums if sums is None else [(a + c, b + d) for (a, b), (c, d) in zip(sums, chunk_sums)]
             new_fp.append(f)
             new_q.append(q)
-        h_fp, h_q = jnp.concatenate(new_fp), jnp.concatenate(new_q)
+        h_fp, h_q = data.put(new_fp), data.put(new_q)
         per_layer.append(sums)
     return sqnr_report(per_layer), h_fp, h_q
 
@@ -68,5 +67,5 @@ def layer_sqnr(cfg, params: dict, qmodel, data) -> tuple[dict, jax.Array, jax.Ar
 def compare(cfg, params: dict, qmodel, data) -> dict:
     """``{"sqnr": ..., "perplexity": ...}`` of a quantized model against the FP one on prepared data."""
     table, h_fp, h_q = layer_sqnr(cfg, params, qmodel, data)
-    ppl = perplexity(cfg, {"fp": params, "quantized": qmodel.params}, {"fp": h_fp, "quantized": h_q}, data, CHUNK)
+    ppl = perplexity(cfg, {"fp": params, "quantized": qmodel.params}, {"fp": h_fp, "quantized": h_q}, data)
     return {"sqnr": table, "perplexity": ppl}

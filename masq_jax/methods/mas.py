@@ -35,13 +35,13 @@ def train_block(cfg, st: QuantSettings, lp, factors, h, target, batch, weights, 
     """AdamW over the smoothing vectors of one layer, batch 1, ``st.epochs`` epochs, as one scan.
 
     Returns (trained factors, per-epoch mean loss [epochs]); float32 master factors. Each epoch visits
-    the samples in a fresh order drawn from ``key``.
+    the samples in a fresh order drawn from ``key`` (over calibration-set indices, whatever the layout).
     """
     trainable = {n: factors[n] for n in SMOOTHED}
     frozen = {n: factors[n] for n in decoder.LINEAR_NAMES if n not in SMOOTHED}
-    n = h.shape[0]
+    n = batch.samples  # real samples (a mesh pads with masked ones, which training never visits)
     keys = jax.random.split(key, st.epochs)
-    order = jnp.concatenate([jax.random.permutation(k, n) for k in keys])
+    order = batch.training_rows()[jnp.concatenate([jax.random.permutation(k, n) for k in keys])]
 
     def loss(tr, j):
         return block_loss(cfg, st, lp, {**frozen, **tr}, h[j][None], target[j][None], batch.sample(j), weights)

@@ -193,7 +193,7 @@ def _layer_compensation(st, samples=8):
     prep = prepare(CFG, PARAMS, calib(samples))
     method = registry.get("masquant")
     lp = jax.tree_util.tree_map(lambda a: a[0], PARAMS["layers"])
-    fp = fp_layer_pass(CFG, lp, prep.h0, prep.batch, with_gram=method.gram_statistics(st))
+    fp = fp_layer_pass(CFG, lp, prep.h0, prep, with_gram=method.gram_statistics(st))
     f, _ = method.init_factors(CFG, lp, fp.stats, fp.sample, st, jnp.asarray((1.0, 0.5, 1.0)))
     ranks = method.ranks(CFG, st)
     return method, fp, ranks, method.compensate(lp, f, fp.stats, st, ranks)
