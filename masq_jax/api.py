@@ -17,7 +17,7 @@ def quantize(model: str | None = None, out: str = "runs/quantized", *, method: s
              preset: str | None = None, calib: str = DEFAULT_CALIB, samples: int | None = None,
              eval_samples: int = DEFAULT_EVAL_SAMPLES, seq_len: int | None = None, resume: bool = False,
              overwrite: bool = False, progress: bool = True, mesh: Any = None, stream: bool = False,
-             **options: Any) -> dict:
+             offload_activations: str | None = None, **options: Any) -> dict:
     """Quantize ``model`` with ``method`` and write the artefact to ``out``; returns the report dict.
 
     ``options`` are the remaining QuantSettings fields (wbits, abits, group_size, w_symmetric, rank,
@@ -29,6 +29,7 @@ def quantize(model: str | None = None, out: str = "runs/quantized", *, method: s
     environment (coordinator address, SLURM, Open MPI, TPU slice) ``jax.distributed`` starts first.
     ``stream``: read each decoder layer from the checkpoint when it is needed instead of loading the
     model (host memory bounded by a few layers plus the artefact; toy models are always in memory).
+    ``offload_activations``: ``"host"`` or ``"disk"`` keeps the calibration activations off the devices.
     """
     from masq_jax import parallel
     from masq_jax.calibrate.runner import run_quantize
@@ -48,7 +49,7 @@ def quantize(model: str | None = None, out: str = "runs/quantized", *, method: s
               "seq_len": seq_len}
     return run_quantize((cfg, params), train, out, st, source_name=model_path, calib_record=record, eval_set=held,
                         seq_len=seq_len, resume=resume, overwrite=overwrite, progress=progress, timer=timer,
-                        mesh=mesh)
+                        mesh=mesh, offload=offload_activations)
 
 
 def evaluate(model: str, *, reference: str | None = None, calib: str | None = None,

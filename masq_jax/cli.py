@@ -86,6 +86,8 @@ def _add_quantize(sub) -> None:
                    help="data=D,model=M: calibrate on a device mesh (samples along data, the linears along model)")
     q.add_argument("--stream", action="store_true",
                    help="read each decoder layer from the checkpoint when needed (host memory: a few layers)")
+    q.add_argument("--offload-activations", choices=("host", "disk"), default=None,
+                   help="keep calibration activations in host memory or temporary files, not on the devices")
     q.add_argument("--out", required=True, help="output directory (written atomically)")
     q.add_argument("--resume", action="store_true", help="continue an interrupted run in OUT.partial")
     q.add_argument("--overwrite", action="store_true", help="replace an existing OUT")
@@ -188,7 +190,8 @@ def cmd_quantize(a) -> int:
         out = a.out if len(a.method) == 1 else str(Path(a.out) / name)
         rep = quantize(a.model, out, method=name, calib=a.calib, samples=a.samples,
                        eval_samples=a.eval_samples, seq_len=a.seq_len, resume=a.resume, overwrite=a.overwrite,
-                       progress=not a.quiet, mesh=a.mesh, stream=a.stream, **opts)
+                       progress=not a.quiet, mesh=a.mesh, stream=a.stream,
+                       offload_activations=a.offload_activations, **opts)
         results[name] = rep
         print_summary(name, rep, out)
     if len(results) > 1:

@@ -1,4 +1,5 @@
-"""Per-stage wall time and peak memory for reports (host RSS, plus device peak where reported)."""
+"""Per-stage wall time and peak memory for reports (host RSS, plus each device's peak where the
+backend reports it)."""
 
 from __future__ import annotations
 
@@ -25,13 +26,17 @@ def current_host_bytes() -> int:
         return peak_host_bytes()
 
 
-def peak_device_bytes() -> int | None:
-    """Peak bytes in use on the first device, when the backend reports it (GPU/TPU)."""
-    try:
-        stats = jax.local_devices()[0].memory_stats()
-    except Exception:  # CPU backends may not implement it
-        return None
-    return None if not stats else int(stats.get("peak_bytes_in_use", 0))
+def peak_device_bytes() -> dict[str, int] | None:
+    """Peak bytes in use on each local device (id -> bytes), when the backend reports it (GPU/TPU)."""
+    out = {}
+    for d in jax.local_devices():
+        try:
+            stats = d.memory_stats()
+        except Exception:  # CPU backends may not implement it
+            stats = None
+        if stats:
+            out[str(d.id)] = int(stats.get("peak_bytes_in_use", 0))
+    return out or None
 
 
 class StageTimer:
@@ -52,7 +57,9 @@ class StageTimer:
             entry["peak_host_bytes"] = peak_host_bytes()
             dev = peak_device_bytes()
             if dev is not None:
-                entry["peak_device_bytes"] = dev
+                entry["peak_device_bytes"] = max(dev.values())
+                if len(dev) > 1:
+                    entry["peak_bytes_per_device"] = dev
 
     def as_dict(self) -> dict:
         total = sum(v["seconds"] for v in self.stages.values())

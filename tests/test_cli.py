@@ -235,3 +235,12 @@ def test_generate_bad_input_is_one_line(tiny_omni_artefact, tmp_path, capsys):
 def test_generate_rejects_media_for_a_text_model(capsys, tmp_path):
     code, _, err = run(capsys, "generate", "--prompt", "hi", "--image", str(tmp_path / "x.png"))
     assert code == 2 and "takes text only" in one_line_error(err)
+
+
+@pytest.mark.parametrize("mesh, message", [("data=4,model=2", "needs 8 devices, 1 are visible"),
+                                           ("data=two", "is not a whole number"), ("rows=2", "expected data=D,model=M"),
+                                           ("data=0", "at least 1"), ("data=2,data=2", "given twice")])
+def test_bad_mesh_is_one_line_before_anything_loads(capsys, tmp_path, mesh, message):
+    code, _, err = run(capsys, "quantize", "--model", "toy:tiny", "--mesh", mesh, "--out", str(tmp_path / "o"))
+    assert code == 2 and message in one_line_error(err)
+    assert not (tmp_path / "o").exists() and not (tmp_path / "o.partial").exists()

@@ -96,12 +96,14 @@ def active_modalities(token_counts: dict[str, int]) -> tuple[int, ...]:
     return tuple(m for m, n in enumerate(NAMES) if token_counts[n] > 0) or (TEXT,)
 
 
-def prepare(cfg, params, calibset, seq_len: int | None = None, mesh=None, chunk: int = 8) -> PreparedData:
+def prepare(cfg, params, calibset, seq_len: int | None = None, mesh=None, chunk: int = 8,
+            offload: str | None = None) -> PreparedData:
     """Pad a CalibSet to one length, lay its samples out along ``mesh``'s data axis (``chunk``
-    samples per device per pass) and compute the decoder inputs and RoPE tables."""
+    samples per device per pass) and compute the decoder inputs and RoPE tables; ``offload``
+    ("host" / "disk") keeps the decoder inputs, and every activation made from them, off the devices."""
     arrays = calibset.to_arrays(seq_len)
     n = len(next(iter(arrays.values())))
-    layout = SampleLayout.for_mesh(n, mesh, chunk)
+    layout = SampleLayout.for_mesh(n, mesh, chunk, offload)
     put = lambda a, axis=0: layout.place(layout.arrange(a, axis), axis)  # noqa: E731
     dtype = params["embed"].dtype
     if "input_ids" in arrays:
@@ -133,4 +135,4 @@ def prepare(cfg, params, calibset, seq_len: int | None = None, mesh=None, chunk:
     valid_host, mid_host = layout.arrange(valid_host), layout.arrange(mid_host)
     batch = LayerBatch(cos, sin, layout.place(valid_host), layout.place(mid_host),
                        layout.place(layout.logical.astype(np.int32)), active_modalities(counts), n)
-    return PreparedData(h0, batch, pos, ids, counts, layout, valid_host, mid_host)
+    return PreparedData(layout.store(h0), batch, pos, ids, counts, layout, valid_host, mid_host)

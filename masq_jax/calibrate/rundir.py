@@ -57,7 +57,8 @@ class RunDir:
         if self.partial.exists() and not resume:
             raise OutputDirError(f"{self.partial} holds an interrupted run; pass --resume to continue it or delete it")
         run_json = self.partial / "run.json"
-        if self.partial.exists():
+        existed = self.partial.exists()
+        if existed:
             try:
                 saved = json.loads(run_json.read_text())["fingerprint"]
             except (OSError, ValueError, KeyError):
@@ -67,14 +68,15 @@ class RunDir:
                     f"{self.partial} was made with a different model, calibration set or settings; "
                     "rerun with the same options, or delete it to start again"
                 )
-        elif parallel.is_writer():
+        parallel.sync("masq-run-dir-checked")  # every process has looked before process 0 creates it
+        if not existed and parallel.is_writer():
             try:
                 self.partial.mkdir(parents=True)
                 write_json_atomic(run_json, {"fingerprint": fingerprint})
             except OSError as e:
                 raise OutputDirError(f"--out {self.out}: cannot create {self.partial} ({e.strerror or e}); "
                                      "choose a writable directory") from None
-        parallel.sync("masq-run-dir")  # every process checked the same directory before anyone writes
+        parallel.sync("masq-run-dir")
         import orbax.checkpoint as ocp
 
         self._ocp = ocp

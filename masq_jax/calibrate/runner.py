@@ -196,7 +196,7 @@ def run_quantize(model, calibset, out: str, st: QuantSettings, *, eval_set=None,
                  resume: bool = False, overwrite: bool = False, progress: bool = True, dtype=jnp.float32,
                  source_name: str | None = None, calib_record: dict | None = None,
                  timer: StageTimer | None = None, on_layer: LayerCallback | None = None,
-                 mesh=None, stream: bool = False) -> dict[str, Any]:
+                 mesh=None, stream: bool = False, offload: str | None = None) -> dict[str, Any]:
     """Calibrate, write the artefact into ``out`` and return the report (see module docstring).
 
     ``model``: a checkpoint path (HF directory or .gguf) or an in-memory ``(DecoderConfig, params)``.
@@ -209,6 +209,8 @@ def run_quantize(model, calibset, out: str, st: QuantSettings, *, eval_set=None,
     ``stream`` (with a checkpoint path; in-memory params stream when their ``"layers"`` is a
     ``models.StreamedLayers``): decoder layers are read from disk when calibrated, exported and
     evaluated, and not kept (host memory: a few layers plus the stored artefact, not the model).
+    ``offload`` ("host" / "disk"): the calibration activations live in host memory or temporary
+    files and go to the devices a chunk at a time (``parallel.SampleLayout``).
     """
     from masq_jax.models import load_params
 
@@ -224,12 +226,13 @@ def run_quantize(model, calibset, out: str, st: QuantSettings, *, eval_set=None,
         if isinstance(params["layers"], StreamedLayers):
             params["layers"].placement = lambda lp: parallel.shard_params(lp, mesh)
     with timer("prepare_calibration"):
-        data = prepare(cfg, params, calibset, seq_len, mesh)
-        data_eval = prepare(cfg, params, eval_set, seq_len, mesh) if eval_set is not None else None
+        data = prepare(cfg, params, calibset, seq_len, mesh, offload=offload)
+        data_eval = prepare(cfg, params, eval_set, seq_len, mesh, offload=offload) if eval_set is not None else None
     report["calibration"] = {"samples": data.samples, "seq_len": int(data.h0.shape[1]),
                              "token_counts": data.token_counts,
                              "eval_samples": 0 if data_eval is None else data_eval.samples}
     report["mesh"] = {**parallel.mesh_record(mesh), "padded_samples": data.layout.padded - data.samples,
+                      "offload_activations": offload,
                       "replicated_linears": parallel.rules.replicated_linears(params, mesh),
                       "device_bytes": {"params": parallel.device_bytes(params),
                                        "calibration": parallel.device_bytes((data.h0, data.batch))}}

@@ -7,6 +7,10 @@ holds consecutive logical samples spread evenly over the devices: chunk ``c`` is
 ``c·C·D … c·C·D + k·D − 1`` in order. Anything that depends on sample order (the CMC validation
 fold, the search token sample, the training order) therefore sees what one device sees. With one
 device the layout is the identity and a chunk is a plain slice.
+
+``offload`` keeps the whole-set activations (decoder inputs, each layer's FP and quantized outputs)
+off the devices: ``"host"`` in NumPy arrays, ``"disk"`` in memory-mapped temporary files; every
+chunk is copied to the devices when a pass takes it and its outputs come straight back.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
+import tempfile
 from typing import Any, Sequence
 
 import jax
@@ -30,10 +35,15 @@ class SampleLayout:
     shards: int = 1
     chunk: int = 8
     mesh: Mesh | None = dataclasses.field(default=None, compare=False)
+    offload: str | None = None  # None (devices), "host" or "disk"
 
     @classmethod
-    def for_mesh(cls, samples: int, mesh: Mesh | None, chunk: int = 8) -> SampleLayout:
-        return cls(samples, 1 if mesh is None else int(mesh.shape["data"]), chunk, mesh)
+    def for_mesh(cls, samples: int, mesh: Mesh | None, chunk: int = 8, offload: str | None = None) -> SampleLayout:
+        if offload not in OFFLOADS:
+            from masq_jax.errors import SettingsError
+
+            raise SettingsError(f"--offload-activations {offload}: expected one of host, disk")
+        return cls(samples, 1 if mesh is None else int(mesh.shape["data"]), chunk, mesh, offload)
 
     @property
     def padded(self) -> int:
@@ -106,8 +116,12 @@ class SampleLayout:
         return jax.tree_util.tree_map(lambda a: jax.device_put(a, rep), tree)
 
     def take(self, tree: Any, c: int) -> Any:
-        """Chunk ``c`` of every array in ``tree`` (samples on axis 0): ``[shards·k, ...]``."""
+        """Chunk ``c`` of every array in ``tree`` (samples on axis 0): ``[shards·k, ...]``, on the
+        devices (host / disk arrays are copied there)."""
         lo, hi = self.bounds[c]
+        if any(isinstance(a, np.ndarray) for a in jax.tree_util.tree_leaves(tree)):
+            return jax.tree_util.tree_map(
+                lambda a: self.place(self.take_host(a, c)) if isinstance(a, np.ndarray) else self.take(a, c), tree)
         if self.shards == 1:
             return jax.tree_util.tree_map(lambda a: a[lo:hi], tree)
         return _take(tree, self.shards, self.per_shard, lo, hi)
@@ -119,10 +133,37 @@ class SampleLayout:
         return a.reshape(self.shards, self.per_shard, *a.shape[1:])[:, lo:hi].reshape(-1, *a.shape[1:])
 
     def put(self, parts: Sequence[Any]) -> Any:
-        """Chunks (``take``'s outputs, in order) back into one array per leaf in physical layout."""
+        """Chunks (``take``'s outputs, in order) back into one array per leaf in physical layout
+        (on the devices, or with ``offload`` in host / disk memory)."""
+        if self.offload is not None:
+            return jax.tree_util.tree_map(lambda *xs: self._put_offloaded(xs), *parts)
         if self.shards == 1:
             return jax.tree_util.tree_map(lambda *xs: jnp.concatenate(xs), *parts)
         return _put(tuple(parts), self.shards)
+
+
+    def store(self, array: Any) -> Any:
+        """A whole-set array (physical layout) where ``offload`` keeps activations."""
+        if self.offload is None:
+            return array
+        return self._put_offloaded([self.take(array, c) for c in range(self.num_chunks)])
+
+    def _put_offloaded(self, parts: Sequence[Any]) -> np.ndarray:
+        from masq_jax.parallel.mesh import to_host
+
+        first = parts[0]
+        shape, dtype = (self.padded,) + tuple(first.shape[1:]), np.dtype(first.dtype)
+        if self.offload == "disk":  # the file goes when the array does
+            out = np.memmap(tempfile.TemporaryFile(prefix="masq-activations-"), dtype=dtype, mode="w+", shape=shape)
+        else:
+            out = np.empty(shape, dtype)
+        blocks = out.reshape(self.shards, self.per_shard, *shape[1:])
+        for (lo, hi), part in zip(self.bounds, parts):
+            blocks[:, lo:hi] = to_host(part).reshape(self.shards, hi - lo, *shape[1:])
+        return out
+
+
+OFFLOADS = (None, "host", "disk")
 
 
 @functools.partial(jax.jit, static_argnums=(1, 2, 3, 4))

@@ -62,11 +62,12 @@ def _peak(tmp: Path, mode: str, layers: int) -> dict:
 
 @pytest.mark.slow
 def test_streamed_run_stays_far_below_the_model_in_host_memory(tmp_path):
-    """192 layers, 1.7 GB of float32 weights: streamed, the process grows by less than half of them
-    (the W4 artefact and JAX's own working set); loading them grows it by more than all of them."""
+    """192 layers, 1.7 GB of float32 weights, a budget of 0.6 × the weights: streamed, the process
+    grows by less (measured 0.48: the W4 artefact, a few layers and JAX's own working set); loading
+    them grows it by more than all of them (measured 2.1×)."""
     streamed = _peak(tmp_path / "s", "stream", 192)
     loaded = _peak(tmp_path / "l", "load", 192)
     weights = streamed["weight_bytes"]
-    assert streamed["peak"] - streamed["before"] < weights / 2, streamed
+    assert streamed["peak"] - streamed["before"] < 0.6 * weights, streamed
     assert loaded["peak"] - loaded["before"] > weights, loaded
     assert streamed["sqnr"] == loaded["sqnr"]

@@ -82,6 +82,10 @@ def main(out_dir: str, methods: str, meshes: str) -> None:
         pass
     run_quantize((CFG, PARAMS), calib(), str(cut), settings("masquant"), progress=False, mesh=mesh, resume=True)
     result["resume_equal"] = (full / "model.safetensors").read_bytes() == (cut / "model.safetensors").read_bytes()
+    # Activations offloaded to temporary files on the same mesh: the same artefact, bit for bit.
+    off = out / "offload-disk"
+    run_quantize((CFG, PARAMS), calib(), str(off), settings("masquant"), progress=False, mesh=mesh, offload="disk")
+    result["offload_equal"] = (full / "model.safetensors").read_bytes() == (off / "model.safetensors").read_bytes()
     # The artefact on a mesh: bytes per device and greedy generation equal to one device's.
     prompt = np.asarray([[5, 17, 33, 2, 9, 64, 3, 11]], np.int32)
     one = artifact.read_artifact(full)

@@ -76,6 +76,7 @@ def check_bytes(result, mesh):
 def check_all(result, meshes):
     assert result["devices"] == 8
     assert result["resume_equal"]  # an interrupted sharded run, resumed: the same artefact, bit for bit
+    assert result["offload_equal"]  # activations in temporary files: the same artefact
     for mesh in meshes:
         for method in CLOSED_FORM:
             check_closed_form(result, method, mesh)
@@ -124,6 +125,10 @@ def test_fp_parameter_bytes_per_device_fall_with_model(result, mesh):
 
 def test_sharded_resume_is_bit_for_bit(result):
     assert result["resume_equal"]
+
+
+def test_sharded_run_with_activations_on_disk_is_bit_for_bit(result):
+    assert result["offload_equal"]
 
 
 @pytest.mark.parametrize("mesh", FAST_MESHES)
