@@ -15,9 +15,24 @@ from masq_jax.errors import SettingsError
 
 AXES = ("data", "model")  # calibration samples along ``data``; the linears' weights along ``model``
 
-# Environments in which ``jax.distributed.initialize()`` finds its coordinator by itself (or is told).
-_CLUSTER_ENV = ("JAX_COORDINATOR_ADDRESS", "SLURM_JOB_ID", "OMPI_COMM_WORLD_SIZE", "TPU_WORKER_HOSTNAMES",
-                "MEGASCALE_COORDINATOR_ADDRESS")
+
+
+def _env_int(name: str) -> int:
+    try:
+        return int(os.environ.get(name, "1"))
+    except ValueError:
+        return 1
+
+
+def cluster_environment() -> bool:
+    """Whether this process is one of several that ``jax.distributed`` should join: a coordinator
+    address, a SLURM step or Open MPI job of more than one task, a multi-host TPU slice."""
+    env = os.environ
+    return bool(env.get("JAX_COORDINATOR_ADDRESS")
+                or (_env_int("SLURM_NTASKS") > 1 and "SLURM_PROCID" in env)
+                or _env_int("OMPI_COMM_WORLD_SIZE") > 1
+                or "," in env.get("TPU_WORKER_HOSTNAMES", "")
+                or env.get("MEGASCALE_COORDINATOR_ADDRESS"))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -80,9 +95,8 @@ def initialize_distributed() -> bool:
     ``MASQ_NO_DISTRIBUTED=1`` opts out."""
     if jax.distributed.is_initialized():
         return jax.process_count() > 1
-    if not any(os.environ.get(k) for k in _CLUSTER_ENV) or os.environ.get("MASQ_NO_DISTRIBUTED"):
+    if not cluster_environment() or os.environ.get("MASQ_NO_DISTRIBUTED"):
         return False
-    jax.config.update("jax_cpu_collectives_implementation", "gloo")  # only CPU backends read it
     kwargs = {}
     for key, env in (("num_processes", "JAX_NUM_PROCESSES"), ("process_id", "JAX_PROCESS_ID")):
         if os.environ.get(env):
@@ -90,7 +104,13 @@ def initialize_distributed() -> bool:
                 kwargs[key] = int(os.environ[env])
             except ValueError:
                 raise SettingsError(f"{env}={os.environ[env]!r} is not a whole number") from None
-    jax.distributed.initialize(**kwargs)
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")  # only CPU backends read it
+    try:
+        jax.distributed.initialize(**kwargs)
+    except (ValueError, RuntimeError) as e:
+        first = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise SettingsError(f"jax.distributed could not start ({first}); check JAX_COORDINATOR_ADDRESS, "
+                            "JAX_NUM_PROCESSES and JAX_PROCESS_ID (or set MASQ_NO_DISTRIBUTED=1)") from None
     return jax.process_count() > 1
 
 

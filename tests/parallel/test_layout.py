@@ -60,3 +60,22 @@ def test_rules_split_output_rows_of_qkv_gate_up_and_input_columns_of_o_down(path
 
 def test_mesh_is_not_part_of_the_settings():
     assert "mesh" not in QuantSettings().to_json()  # a run may resume on another mesh
+
+
+def test_cluster_environment_detection(monkeypatch):
+    from masq_jax.parallel import mesh
+
+    for k in ("JAX_COORDINATOR_ADDRESS", "SLURM_NTASKS", "SLURM_PROCID", "OMPI_COMM_WORLD_SIZE",
+              "TPU_WORKER_HOSTNAMES", "MEGASCALE_COORDINATOR_ADDRESS"):
+        monkeypatch.delenv(k, raising=False)
+    assert not mesh.cluster_environment()
+    monkeypatch.setenv("SLURM_NTASKS", "1")  # a one-task SLURM shell is not a cluster run
+    monkeypatch.setenv("SLURM_PROCID", "0")
+    assert not mesh.cluster_environment() and not mesh.initialize_distributed()
+    monkeypatch.setenv("SLURM_NTASKS", "4")
+    assert mesh.cluster_environment()
+    monkeypatch.setenv("JAX_PROCESS_ID", "one")
+    from masq_jax.errors import SettingsError
+
+    with pytest.raises(SettingsError, match="JAX_PROCESS_ID='one' is not a whole number"):
+        mesh.initialize_distributed()
