@@ -115,8 +115,5 @@ def load_gguf(path: str, dtype: Any = jnp.float32, stream: bool = False) -> tupl
     sources = {
         p: (k, loader(tensors[k], p), tuple(int(x) for x in reversed(tensors[k].shape))) for p, k in mapped.items()
     }
-    from masq_jax.models.hf_loader import files_fingerprint
-
-    params = assemble(cfg, sources, dtype, not cfg.tie_word_embeddings, stream,
-                      files_fingerprint(path) if stream else "")
+    params = assemble(cfg, sources, dtype, not cfg.tie_word_embeddings, stream=stream, source=path)
     return cfg, params

@@ -38,13 +38,6 @@ def load_hf_dir(directory: str, dtype: Any = jnp.float32, stream: bool = False) 
         warnings.warn(f"{directory}: ignoring {len(unmatched)} unrecognised tensor(s), e.g. {unmatched[:3]}")
     has_lm_head = not cfg.tie_word_embeddings
     sources = {p: (k, tensors[k][0], tensors[k][1]) for p, k in mapped.items()}
-    params = assemble(cfg, sources, dtype, has_lm_head, stream, files_fingerprint(directory) if stream else "")
+    params = assemble(cfg, sources, dtype, has_lm_head, stream=stream, source=directory)
     return cfg, params
 
-
-def files_fingerprint(path: str) -> str:
-    """Names, sizes and modification times of a checkpoint's files (what resume compares when the
-    weights are streamed rather than read)."""
-    paths = [path] if os.path.isfile(path) else sorted(os.path.join(path, f) for f in os.listdir(path))
-    return ";".join(f"{os.path.basename(p)}:{os.stat(p).st_size}:{os.stat(p).st_mtime_ns}" for p in paths
-                    if os.path.isfile(p))

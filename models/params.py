@@ -4,6 +4,7 @@ checkpoint names into param paths; shapes are checked against the config and eve
 
 from __future__ import annotations
 
+import os
 import re
 from typing import Any, Callable, Iterable
 
@@ -71,7 +72,10 @@ class StreamedLayers:
 
     def __init__(self, cfg: DecoderConfig, sources: Sources, dtype: Any, fingerprint: str = ""):
         self.num_layers = cfg.num_layers
-        self._sources = {p: v for p, v in sources.items() if p[0] == "layers"}
+        self._by_layer: dict[int, list] = {}
+        for p, (_, load, _) in sources.items():
+            if p[0] == "layers":
+                self._by_layer.setdefault(p[3], []).append((p[1], p[2], load))
         self._npd = np_dtype(dtype)
         self.fingerprint = fingerprint  # what identifies the files (names, sizes, times), for resume
         self.placement: Callable[[dict], dict] | None = None  # e.g. onto a device mesh, applied on read
@@ -81,15 +85,21 @@ class StreamedLayers:
         if not 0 <= i < self.num_layers:
             raise IndexError(f"layer {i} of {self.num_layers}")
         out: dict[str, Any] = {}
-        for (_, name, leaf, layer), (_, load, _) in self._sources.items():
-            if layer != i:
-                continue
+        for name, leaf, load in self._by_layer[i]:
             arr = jnp.asarray(np.asarray(load()).astype(self._npd, copy=False))
             if leaf is None:
                 out[name] = arr
             else:
                 out.setdefault(name, {})[leaf] = arr
         return out if self.placement is None else self.placement(out)
+
+
+def files_fingerprint(path: str) -> str:
+    """Names, sizes and modification times of a checkpoint's files (what resume compares when the
+    weights are streamed rather than read)."""
+    paths = [path] if os.path.isfile(path) else sorted(os.path.join(path, f) for f in os.listdir(path))
+    return ";".join(f"{os.path.basename(p)}:{os.stat(p).st_size}:{os.stat(p).st_mtime_ns}" for p in paths
+                    if os.path.isfile(p))
 
 
 def layer_params(params: dict, i: int) -> dict:
@@ -108,12 +118,12 @@ def assemble(
     dtype: Any,
     has_lm_head: bool,
     stream: bool = False,
-    fingerprint: str = "",
+    source: str = "",
 ) -> dict:
     """Build the params pytree. ``sources`` maps param path -> (checkpoint key, loader, shape).
     Raises MissingTensorsError / ShapeMismatchError listing every problem at once, before reading.
     ``stream``: only the embeddings, final norm and head are read; ``params["layers"]`` is a
-    ``StreamedLayers`` (``fingerprint`` identifies its files)."""
+    ``StreamedLayers`` over the checkpoint at ``source`` (a directory or file)."""
     want = expected_shapes(cfg, has_lm_head)
     missing = [p for p in want if p not in sources]
     bad = [
@@ -133,7 +143,7 @@ def assemble(
         for p in want:
             if p[0] != "layers":
                 params[p[0]] = jnp.asarray(np.asarray(sources[p][1]()).astype(npd, copy=False))
-        params["layers"] = StreamedLayers(cfg, {p: sources[p] for p in want}, dtype, fingerprint)
+        params["layers"] = StreamedLayers(cfg, {p: sources[p] for p in want}, dtype, files_fingerprint(source))
         return params
     for p, shape in want.items():
         arr = np.asarray(sources[p][1]())

@@ -26,6 +26,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from masq_jax.errors import SettingsError
+
 
 @dataclasses.dataclass(frozen=True)
 class SampleLayout:
@@ -40,8 +42,6 @@ class SampleLayout:
     @classmethod
     def for_mesh(cls, samples: int, mesh: Mesh | None, chunk: int = 8, offload: str | None = None) -> SampleLayout:
         if offload not in OFFLOADS:
-            from masq_jax.errors import SettingsError
-
             raise SettingsError(f"--offload-activations {offload}: expected one of host, disk")
         return cls(samples, 1 if mesh is None else int(mesh.shape["data"]), chunk, mesh, offload)
 
