@@ -82,6 +82,9 @@ def _add_quantize(sub) -> None:
     q.add_argument("--rank-budget", type=_auto_or_number("auto", "off"), default=None,
                    help="CMC ranks per linear and modality from validated error curves: 'auto' (default: the "
                         "parameters --rank gives, reallocated), 'off' (--rank everywhere) or a mean rank")
+    q.add_argument("--tie-smoothing", action="store_true", default=None,
+                   help="one smoothing vector per input group and modality (q/k/v share one, gate/up one), so "
+                        "the quantized model runs one QKV GEMM and one gate|up GEMM (kernels: merged GEMMs)")
     q.add_argument("--mesh", default=None,
                    help="data=D,model=M: calibrate on a device mesh (samples along data, the linears along model)")
     q.add_argument("--stream", action="store_true",
@@ -184,7 +187,8 @@ def cmd_quantize(a) -> int:
     opts = dict(preset=a.preset, wbits=a.wbits, abits=a.abits, group_size=a.group_size, rank=a.rank,
                 rank_floor=a.rank_floor, loss_weights=a.loss_weights, epochs=a.epochs, lr=a.lr, seed=a.seed,
                 propagation=a.propagation, train_matmul=a.train_matmul, cmc_solver=a.cmc_solver,
-                cov_shrinkage=a.cov_shrinkage, rank_budget=a.rank_budget)
+                cov_shrinkage=a.cov_shrinkage, rank_budget=a.rank_budget,
+                tie_smoothing=a.tie_smoothing)
     results = {}
     for name in a.method:
         out = a.out if len(a.method) == 1 else str(Path(a.out) / name)

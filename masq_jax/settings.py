@@ -62,6 +62,7 @@ class QuantSettings:
     train_matmul: str = "auto"  # MAS products: float32 HIGHEST or bf16 tensor cores (core.matmul)
     cmc_solver: str = "gram"  # CMC decompositions (core.cmc.low_rank_compensation's ``svd``)
     bound: str = SPEC_BOUND  # the symmetric quantization bound: "qmax" (the reference) or "qmax+0.5"
+    tie_smoothing: bool = False  # one vector per input group and modality (q/k/v, gate/up): merged GEMMs
 
     def __post_init__(self) -> None:
         from masq_jax.methods.registry import get
@@ -88,6 +89,8 @@ class QuantSettings:
         _choice("--train-matmul", self.train_matmul, TRAIN_MATMULS)
         _choice("--cmc-solver", self.cmc_solver, CMC_SOLVERS)
         _choice("--bound", self.bound, BOUNDS)
+        if not isinstance(self.tie_smoothing, bool):
+            raise SettingsError(f"tie_smoothing must be True or False, got {self.tie_smoothing!r}")
         if self.cov_shrinkage != "auto" and (isinstance(self.cov_shrinkage, (str, bool))
                                              or not 0.0 <= float(self.cov_shrinkage) <= 1.0):
             raise SettingsError(f"--cov-shrinkage takes 'auto' or a number in [0, 1], got {self.cov_shrinkage!r}")

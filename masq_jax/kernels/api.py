@@ -14,6 +14,8 @@ import functools
 
 import jax
 
+from masq_jax.kernels import merge
+from masq_jax.kernels.merge import SWIGLU_ALIGN
 from masq_jax.kernels.prepare import FLOAT, GENERIC, KernelConfigError, PreparedQLinear, mode_of, prepare
 from masq_jax.kernels.qmatmul_pallas import Config, qmatmul_pallas
 from masq_jax.kernels.qmatmul_xla import qmatmul_xla_prepared, qmatmul_xla_qlinear
@@ -30,14 +32,19 @@ def _on_gpu() -> bool:
     return jax.default_backend() == "gpu"
 
 
-@functools.partial(jax.jit, static_argnames=("implementation", "config", "interpret"))
-def _qmatmul_jit(x, modality_ids, qlinear, *, implementation, config, interpret):
+EPILOGUES = (None, "swiglu")
+
+
+@functools.partial(jax.jit, static_argnames=("implementation", "config", "interpret", "epilogue"))
+def _qmatmul_jit(x, modality_ids, qlinear, *, implementation, config, interpret, epilogue):
     if implementation == "xla":
         if isinstance(qlinear, QLinear):
-            return qmatmul_xla_qlinear(x, modality_ids, qlinear)
-        return qmatmul_xla_prepared(x, modality_ids, qlinear)
+            y = qmatmul_xla_qlinear(x, modality_ids, qlinear)
+        else:
+            y = qmatmul_xla_prepared(x, modality_ids, qlinear)
+        return y if epilogue is None else merge.swiglu(y).astype(x.dtype)
     p = qlinear if isinstance(qlinear, PreparedQLinear) else prepare(qlinear)
-    return qmatmul_pallas(x, modality_ids, p, config=config, interpret=interpret)
+    return qmatmul_pallas(x, modality_ids, p, config=config, interpret=interpret, swiglu=epilogue == "swiglu")
 
 
 def qmatmul(
@@ -48,6 +55,7 @@ def qmatmul(
     implementation: str | None = None,
     config: Config | None = None,
     interpret: bool | None = None,
+    epilogue: str | None = None,
 ) -> jax.Array:
     """Quantized linear ``[..., in] -> [..., out]`` with per-token modality routing (docs/method.md §6).
 
@@ -57,6 +65,8 @@ def qmatmul(
     raw ``QLinear`` the Pallas path repacks the weight on every call).
     ``config``: Pallas block sizes (``Config``); default from a shape heuristic.
     ``interpret``: Pallas interpret mode; default True off GPU.
+    ``epilogue="swiglu"``: ``qlinear`` is a merged gate|up linear (``kernels.merge_qlinears(...,
+    align=64)``): returns ``silu(g)·u`` ``[..., out/2]`` (the Pallas kernel computes it in its epilogue).
     """
     if implementation is not None and implementation not in IMPLEMENTATIONS:
         raise KernelConfigError(f"implementation must be one of {IMPLEMENTATIONS} or None, got {implementation!r}")
@@ -69,6 +79,12 @@ def qmatmul(
         raise KernelConfigError(
             f"modality_ids shape {tuple(modality_ids.shape)} must equal x.shape[:-1]={tuple(x.shape[:-1])}"
         )
+    if epilogue not in EPILOGUES:
+        raise KernelConfigError(f"epilogue must be one of {EPILOGUES}, got {epilogue!r}")
+    if epilogue == "swiglu" and qlinear.out_features % (2 * SWIGLU_ALIGN):
+        raise KernelConfigError(f"epilogue='swiglu' needs a merged gate|up linear (width a multiple of "
+                                f"{2 * SWIGLU_ALIGN}, from merge_qlinears(..., align={SWIGLU_ALIGN})), got width "
+                                f"{qlinear.out_features}")
     mode = qlinear.mode if isinstance(qlinear, PreparedQLinear) else mode_of(qlinear)
     if implementation is None:
         tokens = x.size // max(k, 1)
@@ -85,4 +101,4 @@ def qmatmul(
         interpret = not _on_gpu()
     return _qmatmul_jit(x, modality_ids, qlinear, implementation=implementation,
                         config=config if implementation == "pallas" else None,
-                        interpret=bool(interpret) if implementation == "pallas" else False)
+                        interpret=bool(interpret) if implementation == "pallas" else False, epilogue=epilogue)

@@ -31,6 +31,8 @@ try:  # jax 0.10 and 0.11 both ship it (deprecated in 0.11 in favour of Mosaic G
 except ImportError:  # pragma: no cover - depends on the jax build
     pltriton = None
 
+from masq_jax.kernels import merge
+from masq_jax.kernels.merge import SWIGLU_ALIGN
 from masq_jax.kernels.prepare import (
     FLOAT,
     INT,
@@ -125,20 +127,24 @@ def default_config(m: int, p: PreparedQLinear) -> Config:
 
 
 def _gemm_kernel(*refs, mode, packed, signed, nk, bk, kh, group, has_shift, has_bias, lora_rp,
-                 n_split, lora_skip=True):
+                 n_split, lora_skip=True, halves=1):
+    """One ``[bm, bn]`` output tile. ``halves=2`` (the SwiGLU epilogue of a merged gate|up linear):
+    every per-column operand comes twice, for the gate tile and the up tile of the same columns; both
+    accumulate from the same activation loads and the tile stores ``silu(g)·u``."""
     it = iter(refs)
     a_ref = next(it)
     sa_ref = next(it) if mode == INT else None
-    w_ref = next(it)
-    ws_ref = next(it)
-    wsh_ref = next(it) if has_shift else None
-    b_ref = next(it) if has_bias else None
+    w_refs = [next(it) for _ in range(halves)]
+    ws_refs = [next(it) for _ in range(halves)]
+    wsh_refs = [next(it) for _ in range(halves)] if has_shift else [None] * halves
+    b_refs = [next(it) for _ in range(halves)] if has_bias else [None] * halves
     if lora_rp:
-        mid_ref, d_ref, r_ref = next(it), next(it), next(it)
+        mid_ref, d_ref = next(it), next(it)
+        r_refs = [next(it) for _ in range(halves)]
     o_ref = next(it)
 
     bm = a_ref.shape[0]
-    bn = w_ref.shape[0]
+    bn = w_refs[0].shape[0]
     acc_dtype = jnp.int32 if mode == INT else jnp.float32
     if n_split > 1:
         s = pl.program_id(2)
@@ -156,7 +162,7 @@ def _gemm_kernel(*refs, mode, packed, signed, nk, bk, kh, group, has_shift, has_
             hi = jax.lax.shift_right_logical(pw, jnp.uint8(4))
         return lo, hi
 
-    def deq(qv, k0):  # [bn, bk] integers -> bf16 weights; the block lies inside one group
+    def deq(qv, k0, ws_ref, wsh_ref):  # [bn, bk] integers -> bf16 weights; the block lies inside one group
         g = 0 if group is None else jax.lax.div(k0, group)
         w = qv.astype(jnp.float32) * ws_ref[pl.ds(g, 1), :].T
         if has_shift:
@@ -166,56 +172,63 @@ def _gemm_kernel(*refs, mode, packed, signed, nk, bk, kh, group, has_shift, has_
     def dot_nt(a, w, acc_t):  # a [bm, bk] . w [bn, bk]^T: both operands K-major
         return jax.lax.dot_general(a, w, (((1,), (1,)), ((), ())), preferred_element_type=acc_t)
 
-    def body(kb, acc):
-        k0 = kb * bk
+    def step(acc, k0, a_lo, a_hi, w_ref, ws_ref, wsh_ref):
         if mode == INT:
             if packed:
                 lo, hi = unpack(w_ref[:, pl.ds(k0, bk)])
-                acc = acc + dot_nt(a_ref[:, pl.ds(k0, bk)], lo, jnp.int32)
-                acc = acc + dot_nt(a_ref[:, pl.ds(kh + k0, bk)], hi, jnp.int32)
-            else:
-                acc = acc + dot_nt(a_ref[:, pl.ds(k0, bk)], w_ref[:, pl.ds(k0, bk)], jnp.int32)
-            return acc
+                return acc + dot_nt(a_lo, lo, jnp.int32) + dot_nt(a_hi, hi, jnp.int32)
+            return acc + dot_nt(a_lo, w_ref[:, pl.ds(k0, bk)], jnp.int32)
         if packed:
             lo, hi = unpack(w_ref[:, pl.ds(k0, bk)])
-            acc = acc + dot_nt(a_ref[:, pl.ds(k0, bk)], deq(lo, k0), jnp.float32)
-            acc = acc + dot_nt(a_ref[:, pl.ds(kh + k0, bk)], deq(hi, kh + k0), jnp.float32)
-        else:
-            acc = acc + dot_nt(a_ref[:, pl.ds(k0, bk)], deq(w_ref[:, pl.ds(k0, bk)], k0), jnp.float32)
-        return acc
+            acc = acc + dot_nt(a_lo, deq(lo, k0, ws_ref, wsh_ref), jnp.float32)
+            return acc + dot_nt(a_hi, deq(hi, kh + k0, ws_ref, wsh_ref), jnp.float32)
+        return acc + dot_nt(a_lo, deq(w_ref[:, pl.ds(k0, bk)], k0, ws_ref, wsh_ref), jnp.float32)
 
-    acc = jax.lax.fori_loop(k_lo, k_hi, body, jnp.zeros((bm, bn), acc_dtype))
+    def body(kb, accs):
+        k0 = kb * bk
+        a_lo = a_ref[:, pl.ds(k0, bk)]  # one activation load per K step, shared by both halves
+        a_hi = a_ref[:, pl.ds(kh + k0, bk)] if packed else None
+        return tuple(step(acc, k0, a_lo, a_hi, w_refs[h], ws_refs[h], wsh_refs[h]) for h, acc in enumerate(accs))
+
+    accs = jax.lax.fori_loop(k_lo, k_hi, body, tuple(jnp.zeros((bm, bn), acc_dtype) for _ in range(halves)))
     if n_split > 1:
-        o_ref[...] = acc
+        o_ref[...] = accs[0]
         return
-    y = acc.astype(jnp.float32)
-    if mode == INT:
-        y = y * sa_ref[...] * ws_ref[...]
-    if has_bias:
-        y = y + b_ref[...]
-    if lora_rp and not lora_skip:
-        y = y + jnp.dot(d_ref[...], r_ref[...], preferred_element_type=jnp.float32)
-    elif lora_rp:
-        mid = mid_ref[...]
-        for j, m in enumerate((VISION, AUDIO)):
-            present = jnp.max(jnp.where(mid == m, 1, 0)) > 0
+    ys = []
+    for h, acc in enumerate(accs):
+        y = acc.astype(jnp.float32)
+        if mode == INT:
+            y = y * sa_ref[...] * ws_refs[h][...]
+        if has_bias:
+            y = y + b_refs[h][...]
+        if lora_rp and not lora_skip:
+            y = y + jnp.dot(d_ref[...], r_refs[h][...], preferred_element_type=jnp.float32)
+        elif lora_rp:
+            mid = mid_ref[...]
+            for j, m in enumerate((VISION, AUDIO)):
+                present = jnp.max(jnp.where(mid == m, 1, 0)) > 0
 
-            def add(y, j=j):
-                d = d_ref[:, pl.ds(j * lora_rp, lora_rp)]
-                r = r_ref[pl.ds(j * lora_rp, lora_rp), :]
-                return y + jnp.dot(d, r, preferred_element_type=jnp.float32)
+                def add(y, j=j, r_ref=r_refs[h]):
+                    d = d_ref[:, pl.ds(j * lora_rp, lora_rp)]
+                    r = r_ref[pl.ds(j * lora_rp, lora_rp), :]
+                    return y + jnp.dot(d, r, preferred_element_type=jnp.float32)
 
-            y = jax.lax.cond(present, add, lambda y: y, y)
-    o_ref[...] = y.astype(o_ref.dtype)
+                y = jax.lax.cond(present, add, lambda y: y, y)
+        ys.append(y)
+    if halves == 2:  # silu(g)·u with an explicit exp (lowers on every backend)
+        ys = [ys[0] / (1.0 + jnp.exp(-ys[0])) * ys[1]]
+    o_ref[...] = ys[0].astype(o_ref.dtype)
 
 
 def gemm(a, sa, p: PreparedQLinear, cfg: Config, *, mid=None, d=None, out_dtype=jnp.float32,
-         interpret: bool = False):
+         interpret: bool = False, swiglu: bool = False):
     """Run the kernel on padded operands: ``a`` ``[Mp, Kp]`` (int8 or bf16), ``sa`` ``[Mp, 1]``
     (INT mode), ``mid`` ``[Mp]`` int32 and ``d`` ``[Mp, 2·rp]`` bf16 (low-rank branch, optional).
 
     Returns ``[Mp, Np]`` in ``out_dtype``, or with ``cfg.split_k > 1`` the raw partial accumulators
-    ``[split, Mp, Np]`` (int32 in INT mode, float32 otherwise) for ``epilogue_xla``.
+    ``[split, Mp, Np]`` (int32 in INT mode, float32 otherwise) for ``epilogue_xla``. ``swiglu``
+    (a merged gate|up linear, ``Np`` = its unpadded width): ``[Mp, Np/2]`` = ``silu(g)·u``, in the
+    kernel's epilogue (not with split-K, whose partials stay full width).
     """
     if p.mode not in (INT, FLOAT):
         raise KernelConfigError(
@@ -232,32 +245,44 @@ def gemm(a, sa, p: PreparedQLinear, cfg: Config, *, mid=None, d=None, out_dtype=
     bk = _largest_pow2_divisor(kw, cap)
     if p.group_size is not None and p.group_size % bk:
         raise KernelConfigError(f"group_size={p.group_size} is not a multiple of a power-of-two block")
-    bn = _largest_pow2_divisor(np_, cfg.block_n)
     nk = kw // bk
     n_split = min(cfg.split_k, nk)
-    grid = (mp // bm, np_ // bn, n_split)
+    halves = 2 if swiglu and n_split == 1 else 1
+    if halves == 2 and (p.out_features != np_ or np_ % (2 * SWIGLU_ALIGN)):
+        raise KernelConfigError(f"the SwiGLU epilogue needs a merged gate|up linear whose width ({p.out_features}) "
+                                f"is a multiple of {2 * SWIGLU_ALIGN}: build it with merge_qlinears(..., align=64)")
+    cols = np_ // halves  # output columns; with halves=2 the up tile of column block j is block j + nb
+    bn = _largest_pow2_divisor(cols, cfg.block_n)
+    nb = cols // bn
+    grid = (mp // bm, nb, n_split)
     lora_rp = p.rank_pad if d is not None else 0
+    half_maps = [lambda j, h=h: j + h * nb for h in range(halves)]
 
     args = [a]
     specs = [pl.BlockSpec((bm, kp), lambda i, j, s: (i, 0))]
     if p.mode == INT:
         args.append(sa)
         specs.append(pl.BlockSpec((bm, 1), lambda i, j, s: (i, 0)))
-    args += [p.w, p.wscale]
-    specs += [pl.BlockSpec((bn, p.w.shape[1]), lambda i, j, s: (j, 0)),
-              pl.BlockSpec((p.wscale.shape[0], bn), lambda i, j, s: (0, j))]
+
+    def per_column(arr, rows):  # one block of ``bn`` columns per half (rows: the block's leading extent)
+        for hm in half_maps:
+            args.append(arr)
+            specs.append(pl.BlockSpec((rows, bn), lambda i, j, s, hm=hm: (0, hm(j))))
+
+    for hm in half_maps:
+        args.append(p.w)
+        specs.append(pl.BlockSpec((bn, p.w.shape[1]), lambda i, j, s, hm=hm: (hm(j), 0)))
+    per_column(p.wscale, p.wscale.shape[0])
     if p.wshift is not None:
-        args.append(p.wshift)
-        specs.append(pl.BlockSpec((p.wshift.shape[0], bn), lambda i, j, s: (0, j)))
+        per_column(p.wshift, p.wshift.shape[0])
     has_bias = p.bias is not None and n_split == 1
     if has_bias:
-        args.append(p.bias)
-        specs.append(pl.BlockSpec((1, bn), lambda i, j, s: (0, j)))
+        per_column(p.bias, 1)
     if lora_rp and n_split == 1:
-        args += [mid, d, p.lora_r]
+        args += [mid, d]
         specs += [pl.BlockSpec((bm,), lambda i, j, s: (i,)),
-                  pl.BlockSpec((bm, 2 * lora_rp), lambda i, j, s: (i, 0)),
-                  pl.BlockSpec((2 * lora_rp, bn), lambda i, j, s: (0, j))]
+                  pl.BlockSpec((bm, 2 * lora_rp), lambda i, j, s: (i, 0))]
+        per_column(p.lora_r, 2 * lora_rp)
     else:
         lora_rp = 0
     if n_split > 1:
@@ -265,12 +290,12 @@ def gemm(a, sa, p: PreparedQLinear, cfg: Config, *, mid=None, d=None, out_dtype=
         out_shape = jax.ShapeDtypeStruct((n_split, mp, np_), acc_dtype)
         out_spec = pl.BlockSpec((_SQUEEZED, bm, bn), lambda i, j, s: (s, i, j))
     else:
-        out_shape = jax.ShapeDtypeStruct((mp, np_), out_dtype)
+        out_shape = jax.ShapeDtypeStruct((mp, cols), out_dtype)
         out_spec = pl.BlockSpec((bm, bn), lambda i, j, s: (i, j))
     kernel = functools.partial(
         _gemm_kernel, mode=p.mode, packed=p.packed, signed=p.w_symmetric, nk=nk, bk=bk,
         kh=kp // 2, group=p.group_size, has_shift=p.wshift is not None, has_bias=has_bias,
-        lora_rp=lora_rp, n_split=n_split, lora_skip=cfg.lora_tile_skip,
+        lora_rp=lora_rp, n_split=n_split, lora_skip=cfg.lora_tile_skip, halves=halves,
     )
     compiler_params = None
     if not interpret:
@@ -285,7 +310,7 @@ def gemm(a, sa, p: PreparedQLinear, cfg: Config, *, mid=None, d=None, out_dtype=
         out_specs=out_spec,
         compiler_params=compiler_params,
         interpret=interpret,
-        name=f"qmatmul_{p.mode}_w{p.wbits}a{p.abits}",
+        name=f"qmatmul_{p.mode}_w{p.wbits}a{p.abits}" + ("_swiglu" if halves == 2 else ""),
     )(*args)
 
 
@@ -315,8 +340,9 @@ def prepass(x2, mid, p: PreparedQLinear, mp: int):
 
 
 def qmatmul_pallas(x: jax.Array, modality_ids: jax.Array | None, p: PreparedQLinear, *,
-                   config: Config | None = None, interpret: bool = False) -> jax.Array:
-    """Spec §6 through the Pallas kernel (call under ``jax.jit``; ``qmatmul`` does)."""
+                   config: Config | None = None, interpret: bool = False, swiglu: bool = False) -> jax.Array:
+    """Spec §6 through the Pallas kernel (call under ``jax.jit``; ``qmatmul`` does); ``swiglu``: a
+    merged gate|up linear's ``silu(g)·u`` (``[..., out/2]``)."""
     lead = x.shape[:-1]
     x2, mid = _flatten(x, modality_ids)
     m = x2.shape[0]
@@ -325,7 +351,12 @@ def qmatmul_pallas(x: jax.Array, modality_ids: jax.Array | None, p: PreparedQLin
         p = unpack_weight_int8(p)
     mp = _round_up(max(m, 1), cfg.block_m)
     a, sa, mid_p, d = prepass(x2, mid, p, mp)
-    out = gemm(a, sa, p, cfg, mid=mid_p, d=d, out_dtype=x.dtype, interpret=interpret)
+    out = gemm(a, sa, p, cfg, mid=mid_p, d=d, out_dtype=x.dtype, interpret=interpret, swiglu=swiglu)
+    n = p.out_features
     if out.ndim == 3:  # split-K partials: exact int32 (or f32) sum, then the epilogue in XLA
         out = epilogue_xla(out.sum(axis=0), sa, p, d)
-    return out[:m, : p.out_features].reshape(*lead, p.out_features).astype(x.dtype)
+        if swiglu:
+            out = merge.swiglu(out[:, :n])
+    if swiglu:
+        n //= 2
+    return out[:m, :n].reshape(*lead, n).astype(x.dtype)

@@ -11,7 +11,7 @@ import jax
 import jax.numpy as jnp
 
 from masq_jax.core import search, stats as core_stats
-from masq_jax.methods.base import SMOOTHED, Method, ones_factors
+from masq_jax.methods.base import SMOOTHED, TIE_GROUPS, Method, ones_factors
 from masq_jax.models import decoder
 from masq_jax.modality import NUM_MODALITIES
 
@@ -29,13 +29,17 @@ class AlphaSearch(Method):
     def init_factors(self, cfg, lp, stats, sample, st, modality_weights):
         factors, alphas = ones_factors(cfg), {}
         lam = self.token_weights(sample["modality_ids"], modality_weights)
-        for name in SMOOTHED:
-            group = decoder.INPUT_OF[name]
-            w = lp[name]["w"].astype(jnp.float32)
+        # Untied: one search per linear. --tie-smoothing: one per input group, on the group's weights
+        # stacked along the output (AWQ's own grouping: the q/k/v outputs' error together).
+        groups = TIE_GROUPS.values() if st.tie_smoothing else [(n,) for n in SMOOTHED]
+        for names in groups:
+            group = decoder.INPUT_OF[names[0]]
+            w = jnp.concatenate([lp[n]["w"].astype(jnp.float32) for n in names])
             res = search.search_alpha(sample[group], w, self.candidates(stats[group], w), weights=st.weights,
                                       activations=st.activations, token_weights=lam)
-            factors[name] = jnp.broadcast_to(res.smooth, (NUM_MODALITIES, res.smooth.shape[-1]))
-            alphas[name] = float(res.alpha)
+            for name in names:
+                factors[name] = jnp.broadcast_to(res.smooth, (NUM_MODALITIES, res.smooth.shape[-1]))
+                alphas[name] = float(res.alpha)
         return factors, alphas
 
 

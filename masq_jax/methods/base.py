@@ -37,6 +37,13 @@ Lora = dict[str, tuple[jax.Array, jax.Array]]  # {linear: (L [3, in, r], R [3, r
 INIT_SOURCE = {"q_proj": "q_proj", "k_proj": "q_proj", "v_proj": "q_proj", "o_proj": "o_proj",
                "gate_proj": "up_proj", "up_proj": "up_proj"}
 SMOOTHED = tuple(INIT_SOURCE)
+# --tie-smoothing: the linears that read one input share one vector, their init source's (q/k/v, o, gate/up).
+TIE_GROUPS = {src: tuple(n for n in SMOOTHED if INIT_SOURCE[n] == src) for src in dict.fromkeys(INIT_SOURCE.values())}
+
+
+def untie(leaders: Factors) -> Factors:
+    """``{q_proj, o_proj, up_proj: [3, in]}`` -> one entry per smoothed linear (each its group's vector)."""
+    return {n: leaders[INIT_SOURCE[n]] for n in SMOOTHED}
 
 
 def ones_factors(cfg) -> Factors:

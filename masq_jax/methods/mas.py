@@ -13,7 +13,7 @@ import optax
 
 from masq_jax.core import smoothing
 from masq_jax.core.training import train_vectors
-from masq_jax.methods.base import SMOOTHED, Method, fill_absent, mas_hook, reference_init
+from masq_jax.methods.base import SMOOTHED, TIE_GROUPS, Method, fill_absent, mas_hook, reference_init, untie
 from masq_jax.models import decoder
 from masq_jax.settings import QuantSettings
 
@@ -37,17 +37,19 @@ def train_block(cfg, st: QuantSettings, lp, factors, h, target, batch, weights, 
     Returns (trained factors, per-epoch mean loss [epochs]); float32 master factors. Each epoch visits
     the samples in a fresh order drawn from ``key`` (over calibration-set indices, whatever the layout).
     """
-    trainable = {n: factors[n] for n in SMOOTHED}
+    # --tie-smoothing: one trainable vector per input group (q/k/v, o, gate/up), read by each linear.
+    expand = untie if st.tie_smoothing else (lambda tr: tr)
+    trainable = {n: factors[n] for n in (TIE_GROUPS if st.tie_smoothing else SMOOTHED)}
     frozen = {n: factors[n] for n in decoder.LINEAR_NAMES if n not in SMOOTHED}
     n = batch.samples  # real samples (a mesh pads with masked ones, which training never visits)
     keys = jax.random.split(key, st.epochs)
     order = batch.training_rows()[jnp.concatenate([jax.random.permutation(k, n) for k in keys])]
 
     def loss(tr, j):
-        return block_loss(cfg, st, lp, {**frozen, **tr}, h[j][None], target[j][None], batch.sample(j), weights)
+        return block_loss(cfg, st, lp, {**frozen, **expand(tr)}, h[j][None], target[j][None], batch.sample(j), weights)
 
     trained, losses = train_vectors(loss, trainable, order, make_optimizer(st))
-    return {**frozen, **trained}, losses.reshape(st.epochs, n).mean(axis=1)
+    return {**frozen, **expand(trained)}, losses.reshape(st.epochs, n).mean(axis=1)
 
 
 class MAS(Method):
