@@ -3,9 +3,12 @@ artefact, and what the cache saves (one decode step vs a full forward at the fin
 
     python benchmarks/generate.py                      # SmolLM2-135M, prompt 512, 128 new tokens, batch 1 and 8
     python benchmarks/generate.py --presets w4a8 --batches 1 --prompt 128 --new 32   # a quick look
+    python benchmarks/generate.py --model toy:omni3b --dtype bfloat16 --merged --batches 1   # Omni-3B dims (GPU)
 
 Artefacts are RTN (speed does not depend on how the vectors were chosen), calibrated on a few text
-samples. Timings are medians of ``--reps`` runs after a warm-up (compilation excluded); decode time
+samples. ``--merged`` adds each preset run as merged GEMMs (``PRESET_m``: q|k|v one GEMM, gate|up one
+GEMM with the SwiGLU in its epilogue; RTN's vectors are tied by construction). ``--dtype`` casts the
+full-precision model (the baseline) and the artefacts' unquantized tensors. Timings are medians of ``--reps`` runs after a warm-up (compilation excluded); decode time
 per token = (time of N new tokens − time of 1 new token) / (N − 1), EOS disabled so every step runs.
 """
 
@@ -38,19 +41,24 @@ def main() -> None:
     ap.add_argument("--new", type=int, default=128)
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--implementation", default="xla", help="qmatmul implementation of the artefacts (xla|pallas)")
+    ap.add_argument("--dtype", default=None, help="dtype of the FP model and the artefacts' FP tensors (e.g. bfloat16)")
+    ap.add_argument("--merged", action="store_true", help="also time each preset with merged q|k|v and gate|up GEMMs")
     a = ap.parse_args()
     warnings.simplefilter("ignore")
     import jax
 
     import masq_jax
 
-    models = {"fp": masq_jax.load(a.model)}
+    models = {"fp": masq_jax.load(a.model, dtype=a.dtype)}
     with tempfile.TemporaryDirectory() as tmp:
         for preset in filter(None, a.presets.split(",")):
             extra = {"group_size": 64} if preset == "w4a16" else {}
-            masq_jax.quantize(a.model, f"{tmp}/{preset}", method="rtn", preset=preset, samples=2, eval_samples=0,
-                              seq_len=64, progress=False, **extra)
-            models[preset] = masq_jax.load(f"{tmp}/{preset}", implementation=a.implementation)
+            calib = "synthetic" if str(a.model).startswith("toy:") else "text"  # random toys have no tokenizer
+            masq_jax.quantize(a.model, f"{tmp}/{preset}", method="rtn", preset=preset, calib=calib, samples=2,
+                              eval_samples=0, seq_len=64, progress=False, **extra)
+            for merge in (False, True) if a.merged else (False,):
+                models[preset + ("_m" if merge else "")] = masq_jax.load(
+                    f"{tmp}/{preset}", a.dtype, implementation=a.implementation, merge=merge)
         vocab = models["fp"].config.vocab_size
         rows = []
         for b in map(int, a.batches.split(",")):
@@ -65,11 +73,11 @@ def main() -> None:
                 rows.append((b, name, b * a.prompt / t1, b / step, tf / step, tn))
         print(f"\n{models['fp'].config.arch}, {models['fp'].config.num_layers} layers, prompt {a.prompt}, {a.new} new "
               f"tokens, device {jax.devices()[0].platform}, median of {a.reps}")
-        print(f"{'batch':>5} {'model':<7}{'prefill tok/s':>14}{'vs fp':>7}{'decode tok/s':>14}{'vs fp':>7}"
+        print(f"{'batch':>5} {'model':<9}{'prefill tok/s':>14}{'vs fp':>7}{'decode tok/s':>14}{'vs fp':>7}"
               f"{'forward/step':>14}{'total s':>9}")
         fp = {b: r for r in rows for b in [r[0]] if r[1] == "fp"}
         for b, name, pre, dec, ratio, total in rows:
-            print(f"{b:>5} {name:<7}{pre:>14.1f}{pre / fp[b][2]:>6.2f}x{dec:>14.2f}{dec / fp[b][3]:>6.2f}x"
+            print(f"{b:>5} {name:<9}{pre:>14.1f}{pre / fp[b][2]:>6.2f}x{dec:>14.2f}{dec / fp[b][3]:>6.2f}x"
                   f"{ratio:>13.1f}x{total:>9.2f}")
 
 

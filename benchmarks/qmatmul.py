@@ -41,10 +41,13 @@ MODELS = {
 HBM_BYTES_PER_S = 3.35e12  # H100 SXM HBM3 peak
 
 
-def shapes(model: str) -> dict[str, tuple[int, int]]:
-    """Unique (K, N) of the seven linears (k = v, gate = up)."""
+def shapes(model: str, merged: bool = False) -> dict[str, tuple[int, int]]:
+    """Unique (K, N) of the seven linears (k = v, gate = up); ``merged``: those of the merged GEMMs
+    (``qkv``; ``gate_up``, timed with its SwiGLU epilogue in both arms)."""
     c = MODELS[model]
     h, i = c["hidden"], c["inter"]
+    if merged:
+        return {"qkv": (h, (c["heads"] + 2 * c["kv"]) * c["hd"]), "gate_up": (h, 2 * i)}
     return {"q": (h, c["heads"] * c["hd"]), "k/v": (h, c["kv"] * c["hd"]),
             "o": (c["heads"] * c["hd"], h), "gate/up": (h, i), "down": (i, h)}
 
@@ -162,18 +165,20 @@ def bench_shape(model, name, k, n, ms, args, out_rows):
     wt = [jnp.asarray(w.T, jnp.bfloat16)] * 1
     wts = _copies(wt[0], rot)
     variants = {}
-    variants["bf16"] = (lambda x, wt_: jnp.dot(x, wt_, preferred_element_type=jnp.float32).astype(x.dtype),
+    ep = "swiglu" if name == "gate_up" else None  # the merged gate|up GEMM returns silu(g)·u
+    fin = (lambda y: y) if ep is None else (lambda y: jax.nn.silu(y[:, :n // 2]) * y[:, n // 2:])
+    variants["bf16"] = (lambda x, wt_: fin(jnp.dot(x, wt_, preferred_element_type=jnp.float32)).astype(x.dtype),
                         wts, 2 * k * n)
     qa16 = _copies(ql16.weight, rot)
-    variants["xla_deq_w4a16"] = (lambda x, qa: jnp.dot(x, dequantize(qa, jnp.bfloat16).T), qa16, k * n // 2)
+    variants["xla_deq_w4a16"] = (lambda x, qa: fin(jnp.dot(x, dequantize(qa, jnp.bfloat16).T)), qa16, k * n // 2)
     p8, p4, p16 = prepare(ql8), prepare(ql4), prepare(ql16)
     p8s, p4s, p16s = _copies(p8, rot), _copies(p4, rot), _copies(p16, rot)
     if args.xla_int:
-        variants["xla_w8a8"] = (lambda x, p: qmatmul(x, None, p, implementation="xla"), p8s, k * n)
+        variants["xla_w8a8"] = (lambda x, p: qmatmul(x, None, p, implementation="xla", epilogue=ep), p8s, k * n)
     impl = args.impl
-    variants["w8a8"] = (lambda x, p: qmatmul(x, None, p, implementation=impl), p8s, k * n)
-    variants["w4a8"] = (lambda x, p: qmatmul(x, None, p, implementation=impl), p4s, k * n // 2)
-    variants["w4a16"] = (lambda x, p: qmatmul(x, None, p, implementation=impl), p16s, k * n // 2)
+    variants["w8a8"] = (lambda x, p: qmatmul(x, None, p, implementation=impl, epilogue=ep), p8s, k * n)
+    variants["w4a8"] = (lambda x, p: qmatmul(x, None, p, implementation=impl, epilogue=ep), p4s, k * n // 2)
+    variants["w4a16"] = (lambda x, p: qmatmul(x, None, p, implementation=impl, epilogue=ep), p16s, k * n // 2)
     for r in args.ranks:
         _, qlr = build(k, n, "w4a8", rank=r)
         prs = _copies(prepare(qlr), rot)
@@ -189,7 +194,7 @@ def bench_shape(model, name, k, n, ms, args, out_rows):
             if fn == "lowrank":
                 if decode:
                     continue  # decode tokens are text: the branch is not even traced
-                fn = lambda x, p: qmatmul(x, mid, p, implementation=impl)  # noqa: E731
+                fn = lambda x, p: qmatmul(x, mid, p, implementation=impl, epilogue=ep)  # noqa: E731
             try:
                 t = time_op(fn, xs, ws, args.reps, timer=args.timer)
             except Exception as e:  # report and go on: one failing variant must not hide the rest
@@ -212,7 +217,7 @@ def bench_shape(model, name, k, n, ms, args, out_rows):
             sp = f"{row['speedup_vs_bf16']:.2f}x" if row["speedup_vs_bf16"] else "-"
             print(f"{model:3s} {name:8s} M={m:5d} K={k:5d} N={n:5d} {vname:18s} {t * 1e6:9.1f} us  "
                   f"{extra}  {sp} vs bf16", flush=True)
-        if args.gemm_only and not decode:
+        if args.gemm_only and not decode and ep is None:
             for vname, p in (("gemm_only_w8a8", p8), ("gemm_only_w4a8", p4)):
                 a, sa, _, _ = prepass(xs[0], None, p, m)
                 cfg = None
@@ -290,7 +295,8 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="3B q/gate/down at M in {2048, 1}")
     ap.add_argument("--models", default="3b,7b")
-    ap.add_argument("--linears", default=None, help="comma list among q,k/v,o,gate/up,down")
+    ap.add_argument("--linears", default=None, help="comma list among q,k/v,o,gate/up,down and the merged "
+                    "qkv,gate_up (default: the five unmerged)")
     ap.add_argument("--m", default="512,2048,8192,1,8,16")
     ap.add_argument("--ranks", default="32,64")
     ap.add_argument("--only", default=None, help="comma list of variant substrings to run (bf16 always)")
@@ -317,8 +323,8 @@ def main(argv=None) -> int:
           f"impl={args.impl}", flush=True)
     rows: list[dict] = []
     for model in args.models.split(","):
-        for name, (k, n) in shapes(model).items():
-            if args.linears and name not in args.linears.split(","):
+        for name, (k, n) in {**shapes(model), **shapes(model, merged=True)}.items():
+            if name not in (args.linears.split(",") if args.linears else shapes(model)):
                 continue
             if args.lora_ab:
                 continue

@@ -8,6 +8,12 @@ attention via ``jax.nn.dot_product_attention`` (no RoPE: it costs the same in bo
 SiLU-gated MLP. The seven linears are bf16 ``jnp.dot`` or ``qmatmul`` on prepared quantized weights;
 random weights. A contiguous third of the tokens are vision (an image's placeholder run), so the
 low-rank variants pay for their branch on those tiles only. Median over ``--reps`` after warm-up.
+
+Attention is the same in every arm: ``--attention auto`` is cuDNN's flash attention on a GPU (XLA's
+path elsewhere), so the ratios measure the linears, not an unfused softmax. A variant is
+``SETTING[_lrRANK][_m]``; ``_m`` runs q|k|v as one GEMM and gate|up as one GEMM with the SwiGLU in
+its epilogue (``kernels.merge_qlinears``, what a ``--tie-smoothing`` artefact loads as). Baseline:
+``bf16``; merged variants also against ``bf16_m`` (bf16 with the same two concatenated GEMMs).
 """
 
 from __future__ import annotations
@@ -20,7 +26,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from masq_jax.kernels import prepare, qmatmul
+from masq_jax.kernels import merge_qlinears, prepare, qmatmul
+from masq_jax.kernels.merge import SWIGLU_ALIGN
 from masq_jax.core.qlinear import make_qlinear
 
 DIMS = dict(hidden=2048, inter=11008, heads=16, kv=2, hd=128, layers=36)
@@ -37,30 +44,47 @@ def linear_shapes(d):
             "gate": (i, h), "up": (i, h), "down": (h, i)}
 
 
-def make_layers(d, setting, rank, seed=0):
-    """Stacked per-layer params: bf16 ``[L, in, out]`` weights, or stacked PreparedQLinear pytrees."""
+GROUPS = {"qkv": ("q", "k", "v"), "gate_up": ("gate", "up")}  # what ``_m`` merges
+
+
+def make_layers(d, setting, rank, merged=False, seed=0):
+    """Stacked per-layer params: bf16 ``[L, in, out]`` weights, or stacked PreparedQLinear pytrees;
+    ``merged`` replaces q/k/v by ``qkv`` and gate/up by ``gate_up`` (one linear each)."""
     shapes = linear_shapes(d)
     key = jax.random.PRNGKey(seed)
-    makers = {}
-    for name, (n, k) in shapes.items():
+
+    def mk(kk, n, k):
         if setting == "bf16":
-            makers[name] = jax.jit(lambda kk, n=n, k=k: (jax.random.normal(kk, (k, n)) * k ** -0.5).astype(jnp.bfloat16))
-        else:
-            def mk(kk, n=n, k=k):
-                k1, k2, k3 = jax.random.split(kk, 3)
-                w = jax.random.normal(k1, (n, k)) * k ** -0.5
-                lora = {}
-                if rank:
-                    lora = dict(lora_l=jax.random.normal(k2, (3, k, rank)) * 0.02,
-                                lora_r=jax.random.normal(k3, (3, rank, n)) * 0.02)
-                smooth = jnp.ones((3, k), jnp.float32)
-                return prepare(make_qlinear(w, None, smooth=smooth, **lora, **SETTINGS[setting]))
-            makers[name] = jax.jit(mk)
-    layers = []
-    for layer in range(d["layers"]):
-        lk = jax.random.fold_in(key, layer)
-        layers.append({name: makers[name](jax.random.fold_in(lk, j)) for j, name in enumerate(shapes)})
+            return (jax.random.normal(kk, (k, n)) * k ** -0.5).astype(jnp.bfloat16)
+        k1, k2, k3 = jax.random.split(kk, 3)
+        w = jax.random.normal(k1, (n, k)) * k ** -0.5
+        lora = {}
+        if rank:
+            lora = dict(lora_l=jax.random.normal(k2, (3, k, rank)) * 0.02,
+                        lora_r=jax.random.normal(k3, (3, rank, n)) * 0.02)
+        return make_qlinear(w, None, smooth=jnp.ones((3, k), jnp.float32), **lora, **SETTINGS[setting])
+
+    def layer(lk):
+        ps = {name: mk(jax.random.fold_in(lk, j), n, k) for j, (name, (n, k)) in enumerate(shapes.items())}
+        if merged:
+            for group, members in GROUPS.items():
+                qls = [ps.pop(m) for m in members]
+                if setting == "bf16":
+                    ps[group] = jnp.concatenate(qls, axis=1)
+                else:
+                    ps[group] = merge_qlinears(qls, align=SWIGLU_ALIGN if group == "gate_up" else 1)[0]
+        return ps if setting == "bf16" else {name: prepare(q) for name, q in ps.items()}
+
+    make = jax.jit(layer)
+    layers = [make(jax.random.fold_in(key, i)) for i in range(d["layers"])]
     return jax.tree.map(lambda *a: jnp.stack(a), *layers)
+
+
+def attention_impl(choice: str) -> str | None:
+    """``jax.nn.dot_product_attention``'s implementation: cuDNN flash attention on a GPU for ``auto``."""
+    if choice == "auto":
+        return "cudnn" if jax.default_backend() == "gpu" else None
+    return None if choice == "xla" else choice
 
 
 def rms(x):
@@ -68,27 +92,37 @@ def rms(x):
     return (xf * jax.lax.rsqrt(jnp.mean(xf * xf, -1, keepdims=True) + 1e-6)).astype(x.dtype)
 
 
-def forward(d, layers, h, mid, setting, impl):
+def forward(d, layers, h, mid, setting, impl, attention=None):
     b, s, hid = h.shape
     mid_flat = None if mid is None else mid.reshape(-1)
+    nq, nkv, inter = d["heads"] * d["hd"], d["kv"] * d["hd"], d["inter"]
 
-    def lin(p, x):
+    def lin(p, x, epilogue=None):
         x2 = x.reshape(b * s, -1)
         if setting == "bf16":
-            y = jnp.dot(x2, p, preferred_element_type=jnp.float32).astype(x.dtype)
+            y = jnp.dot(x2, p, preferred_element_type=jnp.float32)
+            y = (y if epilogue is None else jax.nn.silu(y[:, :inter]) * y[:, inter:]).astype(x.dtype)
         else:
-            y = qmatmul(x2, mid_flat, p, implementation=impl)
+            y = qmatmul(x2, mid_flat, p, implementation=impl, epilogue=epilogue)
         return y.reshape(b, s, -1)
 
     def body(h, lp):
         x = rms(h)
-        q = lin(lp["q"], x).reshape(b, s, d["heads"], d["hd"])
-        k = lin(lp["k"], x).reshape(b, s, d["kv"], d["hd"])
-        v = lin(lp["v"], x).reshape(b, s, d["kv"], d["hd"])
-        a = jax.nn.dot_product_attention(q, k, v, is_causal=True).reshape(b, s, -1)
+        if "qkv" in lp:
+            y = lin(lp["qkv"], x)
+            q, k, v = y[..., :nq], y[..., nq:nq + nkv], y[..., nq + nkv:]
+        else:
+            q, k, v = lin(lp["q"], x), lin(lp["k"], x), lin(lp["v"], x)
+        q = q.reshape(b, s, d["heads"], d["hd"])
+        k, v = k.reshape(b, s, d["kv"], d["hd"]), v.reshape(b, s, d["kv"], d["hd"])
+        a = jax.nn.dot_product_attention(q, k, v, is_causal=True, implementation=attention).reshape(b, s, -1)
         h = h + lin(lp["o"], a)
         x2 = rms(h)
-        h = h + lin(lp["down"], jax.nn.silu(lin(lp["gate"], x2)) * lin(lp["up"], x2))
+        if "gate_up" in lp:
+            m = lin(lp["gate_up"], x2, epilogue="swiglu")[..., :inter]
+        else:
+            m = jax.nn.silu(lin(lp["gate"], x2)) * lin(lp["up"], x2)
+        h = h + lin(lp["down"], m)
         return h, None
 
     h, _ = jax.lax.scan(body, h, layers)
@@ -101,8 +135,11 @@ def main(argv=None) -> int:
     ap.add_argument("--seq", type=int, default=2048)
     ap.add_argument("--batch", type=int, default=1)
     ap.add_argument("--reps", type=int, default=5)
-    ap.add_argument("--variants", default="bf16,w8a8,w4a8,w4a8_lr32,w4a8_lr64,w4a16")
+    ap.add_argument("--variants", default="bf16,bf16_m,w8a8,w8a8_m,w4a8,w4a8_m,w4a8_lr32,w4a8_lr32_m,w4a8_lr64_m,"
+                                          "w4a16,w4a16_m")
     ap.add_argument("--impl", default=None, help="qmatmul implementation (default: best available)")
+    ap.add_argument("--attention", default="auto", choices=("auto", "cudnn", "xla"),
+                    help="attention in every arm (auto: cuDNN flash attention on a GPU, XLA elsewhere)")
     args = ap.parse_args(argv)
     d = dict(DIMS, layers=args.layers)
     b, s = args.batch, args.seq
@@ -110,15 +147,17 @@ def main(argv=None) -> int:
     mid[:, s // 3: 2 * s // 3] = 1
     mid = jnp.asarray(mid)
     xs = [jax.random.normal(jax.random.PRNGKey(i), (b, s, d["hidden"]), jnp.bfloat16) for i in range(2)]
+    attention = attention_impl(args.attention)
     print(f"# device: {jax.devices()[0].device_kind}  jax {jax.__version__}  layers={d['layers']} "
-          f"batch={b} seq={s} (a third of tokens vision)", flush=True)
-    base = None
+          f"batch={b} seq={s} (a third of tokens vision)  attention={attention or 'xla'}", flush=True)
+    times = {}
     for variant in args.variants.split(","):
-        setting, _, lr = variant.partition("_lr")
+        merged = variant.endswith("_m")
+        setting, _, lr = variant.removesuffix("_m").partition("_lr")
         rank = int(lr) if lr else 0
-        layers = make_layers(d, setting, rank)
+        layers = make_layers(d, setting, rank, merged)
         run = jax.jit(lambda h, L, setting=setting, rank=rank: forward(
-            d, L, h, mid if rank else None, setting, args.impl))
+            d, L, h, mid if rank else None, setting, args.impl, attention))
         try:
             for x in xs:
                 jax.block_until_ready(run(x, layers))
@@ -130,10 +169,11 @@ def main(argv=None) -> int:
         except Exception as e:
             print(f"{variant:10s} FAILED {type(e).__name__}: {str(e)[:300]}", flush=True)
             continue
-        t = statistics.median(ts)
-        base = t if variant == "bf16" else base
-        sp = f"{base / t:.2f}x vs bf16" if base else ""
-        print(f"{variant:10s} {t * 1e3:9.2f} ms  {b * s / t:10.0f} tok/s  {sp}", flush=True)
+        t = times[variant] = statistics.median(ts)
+        sp = f"{times['bf16'] / t:.2f}x vs bf16" if "bf16" in times else ""
+        if merged and "bf16_m" in times:
+            sp += f"  {times['bf16_m'] / t:.2f}x vs bf16_m"
+        print(f"{variant:12s} {t * 1e3:9.2f} ms  {b * s / t:10.0f} tok/s  {sp}", flush=True)
         del layers
     return 0
 

@@ -59,18 +59,20 @@ def load_checkpoint(model_path: str, dtype: Any = jnp.float32, stream: bool = Fa
     return load_params(model_path, dtype, stream=stream)
 
 
-def load(model: str | os.PathLike | None, dtype: Any = None, *, implementation: str | None = "xla", mesh=None):
+def load(model: str | os.PathLike | None, dtype: Any = None, *, implementation: str | None = "xla", mesh=None,
+         merge: bool | None = None):
     """A callable model — ``model(input_ids=..., inputs_embeds=..., position_ids=...,
     attention_mask=..., modality_ids=...) -> logits`` — for any spec: a ``QuantizedModel`` for a
     masq-jax artefact directory (``implementation`` picks its ``kernels.qmatmul``), else a
     full-precision ``masq_jax.models.Model``. ``dtype`` casts the unquantized tensors (FP default
     float32; an artefact keeps the dtypes it was written with). ``mesh`` (``"data=D,model=M"`` or a
     ``jax.sharding.Mesh``) places the params as calibration does: the linears split along ``model``;
-    ``generate`` and ``__call__`` then run on the mesh."""
+    ``generate`` and ``__call__`` then run on the mesh. ``merge`` (artefacts only): q/k/v and gate/up
+    as merged GEMMs; None = when the artefact was calibrated with ``--tie-smoothing``."""
     from masq_jax import artifact, parallel
 
     if model is not None and artifact.is_artifact(model):
-        return artifact.read_artifact(model, dtype, implementation=implementation, mesh=mesh)
+        return artifact.read_artifact(model, dtype, implementation=implementation, mesh=mesh, merge=merge)
     from masq_jax.models import Model
 
     cfg, params = load_checkpoint(resolve_model(model), jnp.float32 if dtype is None else dtype)

@@ -28,6 +28,12 @@ INPUT_OF = {
     "gate_proj": "gate_up", "up_proj": "gate_up", "down_proj": "down",
 }
 INPUT_GROUPS = ("qkv", "o", "gate_up", "down")
+# Merged linears (kernels.merge_qlinears): one stored linear standing for the members that read one
+# input. ``qkv_proj`` returns q|k|v side by side; ``gate_up_proj`` returns ``silu(g)·u`` (the hook
+# applies the SwiGLU, so a kernel can fuse it into its epilogue), possibly padded past the
+# intermediate size.
+QKV, GATE_UP = "qkv_proj", "gate_up_proj"
+MERGED_LINEARS = {QKV: ("q_proj", "k_proj", "v_proj"), GATE_UP: ("gate_proj", "up_proj")}
 
 
 def input_dims(cfg: DecoderConfig) -> dict[str, int]:
@@ -49,14 +55,21 @@ def linear_shapes(cfg: DecoderConfig) -> dict[str, tuple[int, int]]:
     return {n: (outs[n], ins[INPUT_OF[n]]) for n in LINEAR_NAMES}
 
 
+def swiglu(y: jax.Array) -> jax.Array:
+    """``silu(g)·u`` of a merged gate|up output ``[..., 2n]`` (gate first), in float32."""
+    y = y.astype(jnp.float32)
+    n = y.shape[-1] // 2
+    return jax.nn.silu(y[..., :n]) * y[..., n:]
+
+
 def dense_linear(name: str, x: jax.Array, p: dict) -> jax.Array:
-    """x @ w.T (+ b) in x's dtype with float32 accumulation; ``w`` is [out, in] (HF layout)."""
-    del name
+    """x @ w.T (+ b) in x's dtype with float32 accumulation; ``w`` is [out, in] (HF layout); for the
+    merged ``gate_up_proj``, the SwiGLU of that."""
     w = p["w"].astype(x.dtype)
     y = jnp.einsum("...i,oi->...o", x, w, preferred_element_type=jnp.float32)
     if p.get("b") is not None:
         y = y + p["b"].astype(jnp.float32)
-    return y.astype(x.dtype)
+    return (swiglu(y) if name == GATE_UP else y).astype(x.dtype)
 
 
 def rms_norm(x: jax.Array, w: jax.Array, eps: float) -> jax.Array:
@@ -184,9 +197,15 @@ def attention_inputs(cfg: DecoderConfig, lp: Params, h: jax.Array, rope_cs: tupl
     b, s, _ = h.shape
     cos, sin = rope_cs
     x = rms_norm(h, lp["input_norm"], cfg.rms_norm_eps)
-    q = linear("q_proj", x, lp["q_proj"]).reshape(b, s, cfg.num_heads, cfg.head_dim)
-    k = linear("k_proj", x, lp["k_proj"]).reshape(b, s, cfg.num_kv_heads, cfg.head_dim)
-    v = linear("v_proj", x, lp["v_proj"]).reshape(b, s, cfg.num_kv_heads, cfg.head_dim)
+    nq, nkv = cfg.num_heads * cfg.head_dim, cfg.num_kv_heads * cfg.head_dim
+    if QKV in lp:  # one GEMM for the three (q|k|v side by side, unpadded)
+        y = linear(QKV, x, lp[QKV])
+        q, k, v = y[..., :nq], y[..., nq:nq + nkv], y[..., nq + nkv:nq + 2 * nkv]
+    else:
+        q, k, v = (linear(n, x, lp[n]) for n in MERGED_LINEARS[QKV])
+    q = q.reshape(b, s, cfg.num_heads, cfg.head_dim)
+    k = k.reshape(b, s, cfg.num_kv_heads, cfg.head_dim)
+    v = v.reshape(b, s, cfg.num_kv_heads, cfg.head_dim)
     return x, apply_rope(q, cos, sin), apply_rope(k, cos, sin), v
 
 
@@ -195,9 +214,10 @@ def layer_output(cfg: DecoderConfig, lp: Params, h: jax.Array, a: jax.Array, lin
     normalised input, m the down_proj input)."""
     h = h + linear("o_proj", a, lp["o_proj"])
     x2 = rms_norm(h, lp["post_attn_norm"], cfg.rms_norm_eps)
-    g = linear("gate_proj", x2, lp["gate_proj"])
-    u = linear("up_proj", x2, lp["up_proj"])
-    m = jax.nn.silu(g) * u
+    if GATE_UP in lp:  # one GEMM whose output is already silu(g)·u
+        m = linear(GATE_UP, x2, lp[GATE_UP])[..., :cfg.intermediate_size]
+    else:
+        m = jax.nn.silu(linear("gate_proj", x2, lp["gate_proj"])) * linear("up_proj", x2, lp["up_proj"])
     return h + linear("down_proj", m, lp["down_proj"]), x2, m
 
 

@@ -110,12 +110,14 @@ def write_artifact(tmp_dir: Path, hf_config: dict, params: dict, qconfig: dict) 
     parallel.sync("masq-artifact-written")
 
 
-def read_artifact(path: str | os.PathLike, dtype=None, implementation: str | None = "xla", mesh=None):
+def read_artifact(path: str | os.PathLike, dtype=None, implementation: str | None = "xla", mesh=None,
+                  merge: bool | None = None):
     """Load an artefact directory into a ``QuantizedModel``; ``dtype`` casts the unquantized tensors
     (embeddings, norms, head; the integer weights, scales and factors keep theirs). ``mesh`` places
     the params by calibration's rules (``masq_jax.parallel.rules``): integer weights, scales and
-    low-rank factors split along ``model``."""
-    from masq_jax.artifact.qmodel import QuantizedModel
+    low-rank factors split along ``model``. ``merge``: q/k/v and gate/up as merged GEMMs
+    (``artifact.qmodel.merge_tied``); None = when calibrated with ``--tie-smoothing``."""
+    from masq_jax.artifact.qmodel import QuantizedModel, merge_tied, wants_merge
 
     path = Path(path)
     try:
@@ -149,6 +151,8 @@ def read_artifact(path: str | os.PathLike, dtype=None, implementation: str | Non
         params["layers"][name] = QLinear(weight, g["smooth"], g["lora_l"], g["lora_r"], g["bias"], abits=qc["abits"],
                                          act_bound=bound)
     hf["quantization_config"] = qc  # cfg.hf_config is the artefact's whole config.json
+    if wants_merge(qc, merge):
+        params["layers"] = merge_tied(params["layers"])
     if mesh is not None:
         from masq_jax import parallel
 

@@ -21,6 +21,7 @@ import numpy as np
 from masq_jax.core.qlinear import QLinear
 from masq_jax.core.quant import QArray
 from masq_jax.errors import KernelConfigError
+from masq_jax.models.decoder import swiglu  # noqa: F401  (the epilogue's reference, re-exported)
 
 SWIGLU_ALIGN = 64  # each half of a merged gate|up linear starts on a 64-column boundary
 
@@ -75,14 +76,16 @@ def merge_qlinears(qls: Sequence[QLinear], *, align: int = 1) -> tuple[QLinear, 
                     shape=(n_total, k), bound=w0.bound)
     bias = None
     if any(q.bias is not None for q in qls):
-        bias = jnp.concatenate([jnp.zeros((n,), jnp.float32) if q.bias is None
-                                else _pad_rows(q.bias.astype(jnp.float32), n, 0) for q, n in zip(qls, widths)])
+        bdt = next(q.bias.dtype for q in qls if q.bias is not None)
+        bias = jnp.concatenate([jnp.zeros((n,), bdt) if q.bias is None
+                                else _pad_rows(q.bias.astype(bdt), n, 0) for q, n in zip(qls, widths)])
     # Block-diagonal low-rank factors: member i's rank columns of L feed only member i's outputs.
-    lora_l = jnp.concatenate([q.lora_l.astype(jnp.float32) for q in qls], axis=-1)
+    ldt = jnp.result_type(*(q.lora_l.dtype for q in qls), *(q.lora_r.dtype for q in qls))
+    lora_l = jnp.concatenate([q.lora_l.astype(ldt) for q in qls], axis=-1)
     blocks, r0 = [], 0
     r_total = lora_l.shape[-1]
     for q, n in zip(qls, widths):
-        r = _pad_rows(q.lora_r.astype(jnp.float32), n, 2)  # [3, r_i, n]
+        r = _pad_rows(q.lora_r.astype(ldt), n, q.lora_r.ndim - 1)  # [3, r_i, n]
         blocks.append(jnp.pad(r, ((0, 0), (r0, r_total - r0 - q.rank), (0, 0))))
         r0 += q.rank
     lora_r = jnp.concatenate(blocks, axis=-1)
@@ -98,9 +101,3 @@ def split_outputs(y: jax.Array, widths: Sequence[int], outs: Sequence[int]) -> t
         off += w
     return tuple(res)
 
-
-def swiglu(y: jax.Array) -> jax.Array:
-    """``silu(g)·u`` of a merged gate|up output ``[..., 2n]`` (gate first), in float32."""
-    y = y.astype(jnp.float32)
-    n = y.shape[-1] // 2
-    return jax.nn.silu(y[..., :n]) * y[..., n:]

@@ -11,9 +11,10 @@ from typing import Any
 import jax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from masq_jax.models.decoder import LINEAR_NAMES
+from masq_jax.models.decoder import GATE_UP, LINEAR_NAMES, QKV
 
-OUTPUT_SPLIT = ("q_proj", "k_proj", "v_proj", "gate_proj", "up_proj")  # by output rows
+# Merged q|k|v and gate|up split by rows too: correct, though a device's rows can straddle members.
+OUTPUT_SPLIT = ("q_proj", "k_proj", "v_proj", "gate_proj", "up_proj", QKV, GATE_UP)  # by output rows
 INPUT_SPLIT = ("o_proj", "down_proj")  # by input columns
 
 # (split, field) -> the axis (from the end) that ``model`` splits; absent = replicated.
@@ -36,7 +37,7 @@ def _key_name(k) -> str:
 def model_axis(path: tuple) -> int | None:
     """The axis (negative) of the leaf at ``path`` that ``model`` splits, or None (replicated)."""
     names = [_key_name(k) for k in path]
-    linear = next((n for n in names if n in LINEAR_NAMES), None)
+    linear = next((n for n in names if n in LINEAR_NAMES or n in (QKV, GATE_UP)), None)
     if linear is None:
         return _VOCAB_AXIS.get(names[0]) if len(names) == 1 else None
     split = "output" if linear in OUTPUT_SPLIT else "input"

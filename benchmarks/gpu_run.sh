@@ -1,15 +1,29 @@
 #!/usr/bin/env bash
-# One-command GPU session: install, GPU tests, benchmarks; logs under $OUT (or ./out).
-#   bash benchmarks/gpu_session.sh [stage...]   kernel stages: test quick sweep full prefill (default: test quick)
+# One-command GPU run: install, GPU tests, benchmarks; logs under $OUT (or ./out).
+#   bash benchmarks/gpu_run.sh [stage...]   kernel stages: test quick sweep full prefill (default: test quick)
 #   calibration stages (issue 5): calibnew calibold (Omni-3B dims, first 4 layers, extrapolated), calib (all 36
 #   layers, the <= 10 min target), cmcsolver, core. One device call runs at most 10 min: one calib* stage per call.
+#   kernels v2 (issue 16): v2 = v2a, v2b, v2c (about 20 min in all); under a 10-minute call limit, one call each:
+#     v2a: compiled GPU tests (merged GEMMs included), the per-linear table with the merged qkv / gate_up
+#          (SwiGLU epilogue) shapes, the 12-layer stack prefill with cuDNN flash attention in every arm (~8 min)
+#     v2b: decode through generate at Omni-3B dims (bf16 baseline, merged and unmerged artefacts) (~3 min)
+#     v2c: Omni-3B calibration speed, first 4 layers extrapolated to 36 (benchmarks/calibrate.py) (~9 min)
 set -u
 OUT=${OUT:-out}; mkdir -p "$OUT"
 export XLA_PYTHON_CLIENT_PREALLOCATE=false PYTHONUNBUFFERED=1
 python3 -m pip install --no-deps --no-build-isolation -e . -q > "$OUT/pip.log" 2>&1 || tail -5 "$OUT/pip.log"
 nvidia-smi --query-gpu=name,memory.total,clocks.max.sm --format=csv > "$OUT/gpu.txt" 2>&1; cat "$OUT/gpu.txt"
-stages=${*:-test quick}
-for st in $stages; do
+expanded=""
+for st in ${*:-test quick}; do
+  case $st in
+    v2)  expanded="$expanded test v2linear v2prefill v2decode calibnew";;
+    v2a) expanded="$expanded test v2linear v2prefill";;
+    v2b) expanded="$expanded v2decode";;
+    v2c) expanded="$expanded calibnew";;
+    *)   expanded="$expanded $st";;
+  esac
+done
+for st in $expanded; do
   echo "=== $st $(date -u +%T)"
   case $st in
     test)   timeout 200 python3 -m pytest tests -q -m gpu -p no:cacheprovider --tb=short > "$OUT/test_gpu.log" 2>&1; grep -E "^(FAILED|ERROR)|passed|failed" "$OUT/test_gpu.log" | cut -c1-400 | tail -30;;
@@ -26,6 +40,9 @@ for st in $stages; do
     calib)  timeout 580 python3 benchmarks/calibrate.py --config omni3b --progress --json "$OUT/calib.json" 2>&1 | grep -v Warning > "$OUT/calib.log"; tail -30 "$OUT/calib.log";;
     cmcsolver) timeout 300 python3 benchmarks/cmc_solver.py --reps 3 2>&1 | grep -v Warning > "$OUT/cmcsolver.log"; cat "$OUT/cmcsolver.log";;
     core)   timeout 300 python3 benchmarks/core.py 2>&1 | grep -v Warning > "$OUT/core.log"; tail -30 "$OUT/core.log";;
+    v2linear) timeout 150 python3 benchmarks/qmatmul.py --models 3b,7b --linears qkv,gate_up,o,down --m 2048,1 --ranks 64 --json "$OUT/v2linear.json" 2>&1 | grep -v Warning > "$OUT/v2linear.log"; cat "$OUT/v2linear.log";;
+    v2prefill) timeout 150 python3 benchmarks/thinker_prefill.py --layers 12 --reps 3 --attention cudnn 2>&1 | grep -v Warning > "$OUT/v2prefill.log"; cat "$OUT/v2prefill.log";;
+    v2decode) timeout 150 python3 benchmarks/generate.py --model toy:omni3b --dtype bfloat16 --merged --implementation pallas --batches 1 --prompt 512 --new 64 2>&1 | grep -v Warning > "$OUT/v2decode.log"; tail -12 "$OUT/v2decode.log";;
     prefill) timeout 120 python3 benchmarks/thinker_prefill.py --layers 12 --reps 3 --variants bf16,w8a8,w4a8,w4a8_lr32,w4a16 2>&1 | grep -v Warning > "$OUT/prefill.log"; cat "$OUT/prefill.log";;
   esac
 done
