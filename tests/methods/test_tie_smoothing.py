@@ -18,7 +18,7 @@ BASE = dict(wbits=4, abits=8, samples=4, rank=8, rank_floor=0, epochs=1)
 
 
 def _smooth(path, name):
-    q = masq_jax.load(path)
+    q = masq_jax.load(path, merge=False)  # the seven linears (a tied artefact loads merged)
     s = np.asarray(q.params["layers"][name].smooth)
     return s if not q.per_modality else s[:, 0]  # [L, 3, in]
 
