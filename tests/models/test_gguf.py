@@ -49,20 +49,6 @@ def torch_reference(path: str):
     return m.float().eval()
 
 
-@pytest.fixture(scope="module")
-def smollm2():
-    """(tokens [1, 1024], torch model, Flax model, tokenizer)."""
-    from transformers import AutoTokenizer
-
-    import masq_jax.models as mm
-
-    path = smollm2_gguf()
-    tok = AutoTokenizer.from_pretrained(os.path.dirname(path), gguf_file=GGUF_NAME)
-    ids = np.asarray(tok(english_text())["input_ids"][:1024])[None]
-    assert ids.shape == (1, 1024)
-    return ids, torch_reference(path), mm.load_pretrained(path), tok
-
-
 def perplexity(logits: np.ndarray, ids: np.ndarray) -> float:
     """exp(mean next-token NLL) in float64."""
     lg = np.asarray(logits, np.float64)[0, :-1]

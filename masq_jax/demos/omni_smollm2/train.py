@@ -1,0 +1,141 @@
+"""Train omni-SmolLM2's encoders and projectors with SmolLM2 frozen (LLaVA's stage 1), resumable:
+
+    python -m masq_jax.demos.omni_smollm2.train --out runs/omni-smollm2 --minutes 100   # one chunk
+
+Each step takes ``--batch`` examples of every task, generated from the training split with the
+step's own seed (so a resumed run sees the data an uninterrupted one would). An orbax checkpoint of
+the encoders, the optimiser state and the step is written every ``--save-every`` steps and at the end
+of the chunk; run the same command again to continue. ``train_log.jsonl`` gets one line per step.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from masq_jax.demos.omni_smollm2 import data
+from masq_jax.demos.omni_smollm2 import model as M
+from masq_jax.demos.omni_smollm2 import prompts as P
+from masq_jax.models import decoder
+
+
+def answer_logits(cfg, llm: dict, enc: dict, b: dict, prompt_len: int) -> jax.Array:
+    """Logits [B, A, V] that predict the answer tokens (the head runs on those positions only)."""
+    e = M.assemble(llm, enc, b["ids"], b.get("patches"), b.get("mel"))
+    h = decoder.layers_forward(cfg, llm["layers"], e, decoder.rope(cfg, b["positions"]),
+                               decoder.attention_bias(None, e.shape[1]))
+    a = b["targets"].shape[1]
+    return decoder.head(cfg, llm, h[:, prompt_len - 1: prompt_len - 1 + a])
+
+
+def loss_fn(enc, cfg, llm, batches: list[dict], prompt_lens: tuple[int, ...]):
+    """Mean answer-token cross-entropy over the tasks, and each task's token accuracy."""
+    total, accs = 0.0, []
+    for b, p in zip(batches, prompt_lens):
+        logits = answer_logits(cfg, llm, enc, b, p)
+        ce = optax.softmax_cross_entropy_with_integer_labels(logits, b["targets"])
+        total = total + (ce * b["mask"]).sum() / b["mask"].sum()
+        accs.append(((jnp.argmax(logits, -1) == b["targets"]) * b["mask"]).sum() / b["mask"].sum())
+    return total / len(batches), jnp.stack(accs)
+
+
+def optimizer(steps: int, lr: float) -> optax.GradientTransformation:
+    sched = optax.warmup_cosine_decay_schedule(0.0, lr, min(200, steps // 10 + 1), steps, lr * 0.05)
+    return optax.chain(optax.clip_by_global_norm(1.0), optax.adamw(sched, weight_decay=0.01))
+
+
+def make_step(cfg, opt, prompt_lens):
+    heads = None
+
+    @jax.jit
+    def step(enc, state, llm, batches):
+        grad_fn = jax.value_and_grad(lambda e: loss_fn({**e, "heads": heads}, cfg, llm, batches, prompt_lens),
+                                     has_aux=True)
+        (loss, accs), g = grad_fn(enc)
+        upd, state = opt.update(g, state, enc)
+        return optax.apply_updates(enc, upd), state, loss, accs
+
+    def run(enc, state, llm, batches):
+        nonlocal heads
+        heads = enc["heads"]
+        arrays = {k: v for k, v in enc.items() if k != "heads"}
+        new, state, loss, accs = step(arrays, state, llm, batches)
+        return {**new, "heads": heads}, state, loss, accs
+
+    return run
+
+
+def step_batches(cfg, step: int, batch: int) -> list[P.Batch]:
+    """The training batches of ``step``: ``batch`` examples of every task, seeded by the step."""
+    return [P.teacher_forced(cfg, data.examples(t, "train", batch, seed=step)) for t in data.TASKS]
+
+
+def as_arrays(b: P.Batch) -> dict:
+    out = {"ids": b.ids, "targets": b.targets, "mask": b.mask, "positions": b.positions}
+    if b.patches is not None:
+        out["patches"] = b.patches
+    if b.mel is not None:
+        out["mel"] = b.mel
+    return {k: jnp.asarray(v) for k, v in out.items()}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--steps", type=int, default=3000, help="total steps of the whole run (sets the schedule)")
+    ap.add_argument("--batch", type=int, default=8, help="examples per task per step")
+    ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--minutes", type=float, default=100.0, help="stop this chunk after this long")
+    ap.add_argument("--save-every", type=int, default=25)
+    ap.add_argument("--seed", type=int, default=0)
+    a = ap.parse_args(argv)
+    import orbax.checkpoint as ocp
+
+    cfg, llm = M.load_llm()
+    enc = M.init_encoders(jax.random.PRNGKey(a.seed), cfg.hidden_size)
+    heads = enc.pop("heads")
+    opt = optimizer(a.steps, a.lr)
+    state = opt.init(enc)
+    os.makedirs(a.out, exist_ok=True)
+    mgr = ocp.CheckpointManager(os.path.abspath(os.path.join(a.out, "checkpoints")),
+                                options=ocp.CheckpointManagerOptions(max_to_keep=2, create=True,
+                                                                     enable_async_checkpointing=False))
+    start = 0
+    if mgr.latest_step() is not None:
+        start = mgr.latest_step()
+        restored = mgr.restore(start, args=ocp.args.StandardRestore({"enc": enc, "opt": state}))
+        enc, state = restored["enc"], restored["opt"]
+        print(f"resumed at step {start}", flush=True)
+    prompt_lens = tuple(len(P.prompt_ids(t)) for t in data.TASKS)
+    run = make_step(cfg, opt, prompt_lens)
+    t0, log = time.time(), open(os.path.join(a.out, "train_log.jsonl"), "a")
+    s = start
+    for s in range(start, a.steps):
+        tb = time.time()
+        batches = [as_arrays(b) for b in step_batches(cfg, s, a.batch)]
+        tg = time.time() - tb
+        new, state, loss, accs = run({**enc, "heads": heads}, state, llm, batches)
+        enc = {k: v for k, v in new.items() if k != "heads"}
+        row = {"step": s + 1, "loss": float(loss), "token_acc": dict(zip(data.TASKS, map(float, accs))),
+               "data_s": round(tg, 2), "step_s": round(time.time() - tb, 2)}
+        log.write(json.dumps(row) + "\n")
+        log.flush()
+        print(json.dumps(row), flush=True)
+        if (s + 1) % a.save_every == 0 or time.time() - t0 > 60 * a.minutes or s + 1 == a.steps:
+            mgr.save(s + 1, args=ocp.args.StandardSave({"enc": enc, "opt": state}))
+            mgr.wait_until_finished()
+        if time.time() - t0 > 60 * a.minutes:
+            break
+    print(f"stopped after step {s + 1} of {a.steps}; run the same command to continue", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
