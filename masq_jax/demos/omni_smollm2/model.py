@@ -102,7 +102,7 @@ def init_encoders(key: jax.Array, hidden: int, width: int = 128, depth: int = 2,
     audio = {"conv1": {"w": jax.random.normal(ak[0], (3, N_MELS, width)) / np.sqrt(3 * N_MELS), "b": jnp.zeros((width,))},
              "conv2": {"w": jax.random.normal(ak[1], (3, width, width)) / np.sqrt(3 * width), "b": jnp.zeros((width,))},
              **tower(ak[2], N_AUDIO)}
-    return {"vision": vision, "audio": audio, "heads": heads}
+    return {"vision": vision, "audio": audio, "heads": heads}  # heads: static, not a parameter
 
 
 def _ln(x, g):

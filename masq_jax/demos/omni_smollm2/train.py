@@ -5,7 +5,8 @@
 Each step takes ``--batch`` examples of every task, generated from the training split with the
 step's own seed (so a resumed run sees the data an uninterrupted one would). An orbax checkpoint of
 the encoders, the optimiser state and the step is written every ``--save-every`` steps and at the end
-of the chunk; run the same command again to continue. ``train_log.jsonl`` gets one line per step.
+of the chunk, and ``encoders.safetensors`` (what inference loads) at the end of every chunk; run
+the same command again to continue. ``train_log.jsonl`` gets one line per step.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import optax
 from masq_jax.demos.omni_smollm2 import data
 from masq_jax.demos.omni_smollm2 import model as M
 from masq_jax.demos.omni_smollm2 import prompts as P
+from masq_jax.demos.omni_smollm2.checkpoint import save_encoders
 from masq_jax.models import decoder
 
 
@@ -92,7 +94,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--steps", type=int, default=3000, help="total steps of the whole run (sets the schedule)")
     ap.add_argument("--batch", type=int, default=8, help="examples per task per step")
     ap.add_argument("--lr", type=float, default=1e-3)
-    ap.add_argument("--minutes", type=float, default=100.0, help="stop this chunk after this long")
+    ap.add_argument("--minutes", type=float, default=100.0,
+                    help="stop this chunk after this long (0: only export the latest checkpoint's encoders)")
     ap.add_argument("--save-every", type=int, default=25)
     ap.add_argument("--seed", type=int, default=0)
     a = ap.parse_args(argv)
@@ -113,6 +116,10 @@ def main(argv: list[str] | None = None) -> int:
         restored = mgr.restore(start, args=ocp.args.StandardRestore({"enc": enc, "opt": state}))
         enc, state = restored["enc"], restored["opt"]
         print(f"resumed at step {start}", flush=True)
+    if a.minutes <= 0:  # export the latest checkpoint's encoders, train nothing
+        save_encoders(os.path.join(a.out, "encoders.safetensors"), {**enc, "heads": heads})
+        print(f"exported the encoders of step {start}", flush=True)
+        return 0
     prompt_lens = tuple(len(P.prompt_ids(t)) for t in data.TASKS)
     run = make_step(cfg, opt, prompt_lens)
     t0, log = time.time(), open(os.path.join(a.out, "train_log.jsonl"), "a")
@@ -133,6 +140,7 @@ def main(argv: list[str] | None = None) -> int:
             mgr.wait_until_finished()
         if time.time() - t0 > 60 * a.minutes:
             break
+    save_encoders(os.path.join(a.out, "encoders.safetensors"), {**enc, "heads": heads})
     print(f"stopped after step {s + 1} of {a.steps}; run the same command to continue", flush=True)
     return 0
 

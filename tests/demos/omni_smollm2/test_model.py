@@ -86,3 +86,38 @@ def test_frozen_llm_training_steps_lower_the_loss(smollm2):
         enc, state, loss, _ = run(enc, state, llm, batches)
         losses.append(float(loss))
     assert np.isfinite(losses).all() and losses[-1] < losses[0]
+
+
+def test_encoders_round_trip_through_their_file(tmp_path):
+    from masq_jax.demos.omni_smollm2.checkpoint import load_encoders, save_encoders
+    from masq_jax.errors import MasqError
+
+    enc = M.init_encoders(jax.random.PRNGKey(3), 576)
+    save_encoders(tmp_path / "encoders.safetensors", enc)
+    back = load_encoders(tmp_path / "encoders.safetensors")
+    assert back["heads"] == enc["heads"]
+    for a, b in zip(jax.tree.leaves({k: v for k, v in enc.items() if k != "heads"}),
+                    jax.tree.leaves({k: v for k, v in back.items() if k != "heads"})):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    (tmp_path / "bad.safetensors").write_bytes(b"not a file")
+    with pytest.raises(MasqError, match="not an omni-SmolLM2 encoders file"):
+        load_encoders(tmp_path / "bad.safetensors")
+
+
+def test_task_calibset_and_its_activation_ranges(smollm2):
+    """The prompts as a CalibSet (cut after each answer) and the per-modality ranges over 2 layers."""
+    from masq_jax.demos.omni_smollm2.calibset import task_calibset
+    from masq_jax.eval.ranges import activation_ranges, gap_summary
+
+    model = smollm2[2]
+    cfg = M.omni_config(dataclasses.replace(model.config, num_layers=2))
+    llm = {**model.params, "layers": jax.tree.map(lambda a: a[:2], model.params["layers"])}
+    enc = M.init_encoders(jax.random.PRNGKey(0), 576)
+    cs = task_calibset(cfg, llm, enc, "calib", 1)
+    assert len(cs) == 3 and cs.token_counts()["vision"] == 2 * M.N_VISION and cs.token_counts()["audio"] == 2 * M.N_AUDIO
+    ocr_answer = data.examples("ocr", "calib", 1, 0)[0].answer
+    assert len(cs[0].modality_ids) == len(P.prompt_ids("ocr")) + len(P._ids(ocr_answer)) + 1
+    table = activation_ranges(cfg, llm, cs)
+    assert set(table) == {"qkv", "o", "gate_up", "down"} and all(len(rows) == 2 for rows in table.values())
+    summary = gap_summary(table)
+    assert all(np.isfinite(v["vision"]) and v["audio"] > 0 for v in summary.values())
