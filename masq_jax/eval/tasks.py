@@ -3,7 +3,7 @@ full-precision reference, per task and per modality, scored on what each model g
 
 A tasks file has one JSON object a line: ``{"task", "text", "images", "audios", "videos", "answer",
 "metric"}`` (media paths relative to the file; ``metric`` one of ``exact``, ``contains``, ``wer``,
-``cer``). Prompts go through the reference checkpoint's front end (``masq_jax.frontend``) once and
+``cer``, or a list of them: one generation scored several ways, e.g. ``["exact", "cer"]`` for OCR). Prompts go through the reference checkpoint's front end (``masq_jax.frontend``) once and
 feed every model (the encoders are never quantized); answers are greedy, up to the end of sequence.
 
 Scoring, after normalisation (lower case, punctuation dropped, white space collapsed): ``exact`` and
@@ -36,7 +36,7 @@ class TaskItem:
     task: str
     text: str
     answer: str
-    metric: str
+    metrics: tuple[str, ...]
     images: tuple[Path, ...] = ()
     audios: tuple[Path, ...] = ()
     videos: tuple[Path, ...] = ()
@@ -59,9 +59,12 @@ def read_tasks(path: str | Path) -> list[TaskItem]:
             raise MasqError(f"{where}: 'task' must be a non-empty string (the name the table groups by)")
         if e.answer is None:
             raise MasqError(f"{where}: 'answer' must be a string (the reference the prediction is scored on)")
-        if metric not in METRICS:
-            raise MasqError(f"{where}: metric {metric!r} is not one of {', '.join(METRICS)}")
-        items.append(TaskItem(e.line, task, e.text, e.answer, metric, e.images, e.audios, e.videos))
+        metrics = tuple(metric) if isinstance(metric, list) else (metric,)
+        bad = [m for m in metrics if m not in METRICS]
+        if bad or not metrics or len(set(metrics)) != len(metrics):
+            raise MasqError(f"{where}: metric {metric!r} must be one of {', '.join(METRICS)} or a list of "
+                            "distinct ones")
+        items.append(TaskItem(e.line, task, e.text, e.answer, metrics, e.images, e.audios, e.videos))
     return items
 
 
@@ -103,7 +106,8 @@ def summarize(items: Sequence[TaskItem], predictions: Sequence[str]) -> dict:
     for field, key in (("per_task", lambda it: it.task), ("per_modality", lambda it: it.modality)):
         groups: dict[tuple[str, str], list[tuple[float, int]]] = {}
         for it, pred in zip(items, predictions):
-            groups.setdefault((key(it), it.metric), []).append(score(it.metric, pred, it.answer))
+            for metric in it.metrics:
+                groups.setdefault((key(it), metric), []).append(score(metric, pred, it.answer))
         metrics_of: dict[str, set[str]] = {}
         for name, metric in groups:
             metrics_of.setdefault(name, set()).add(metric)

@@ -31,7 +31,7 @@ def test_metrics():
 
 
 def _item(task, metric, answer, **media):
-    return TaskItem(1, task, "q", answer, metric, **media)
+    return TaskItem(1, task, "q", answer, (metric,) if isinstance(metric, str) else tuple(metric), **media)
 
 
 def test_summary_per_task_and_modality_uses_corpus_rates():
@@ -42,6 +42,21 @@ def test_summary_per_task_and_modality_uses_corpus_rates():
     assert s["per_task"]["ocr"] == {"metric": "cer", "score": pytest.approx(1 / 6), "n": 2}  # 1 edit / 6 chars
     assert s["per_task"]["qa"]["score"] == 0.5
     assert set(s["per_modality"]) == {"vision", "text"}
+
+
+def test_one_generation_scored_by_several_metrics(tmp_path):
+    """``"metric": ["exact", "cer"]`` scores one answer twice; the table labels each metric."""
+    f = tmp_path / "t.jsonl"
+    f.write_text(json.dumps({"task": "ocr", "text": "q", "answer": "ab12", "metric": ["exact", "cer"]}) + "\n")
+    (item,) = read_tasks(f)
+    assert item.metrics == ("exact", "cer")
+    s = summarize([item, _item("ocr", ("exact", "cer"), "xy")], ["ab13", "xy"])
+    assert s["per_task"]["ocr (exact)"] == {"metric": "exact", "score": 0.5, "n": 2}
+    assert s["per_task"]["ocr (cer)"]["score"] == pytest.approx(1 / 6)  # one edit over 4 + 2 characters
+    for bad in (["exact", "exact"], [], ["exact", "bleu"]):
+        f.write_text(json.dumps({"task": "a", "text": "q", "answer": "x", "metric": bad}) + "\n")
+        with pytest.raises(MasqError, match="distinct"):
+            read_tasks(f)
 
 
 def test_tasks_file_errors_name_the_line(tmp_path):

@@ -6,6 +6,8 @@
 - ``match``: an image of a 3–6 digit number and a spoken 3–6 digit number -> "yes" if they are the
   same number, else "no"; the "no" pairs differ in one digit, so the margin is small (both numbers
   belong to the example's split).
+- ``copy`` (text only, evaluation only: the LLM is frozen, nothing trains on it): an OCR-style string
+  to copy; scored by whether the answer contains it (SmolLM2 wraps it in a sentence).
 
 Splits are by label, not by seed: a label belongs to ``split_of(label)`` (a SHA-256 of it, 80 % train,
 10 % calib, 10 % test), and each split's generator draws only its own labels, so no string or number
@@ -23,7 +25,8 @@ import numpy as np
 
 from masq_jax.errors import MasqError
 
-TASKS = ("ocr", "asr", "match")
+TASKS = ("ocr", "asr", "match")  # the trained (media) tasks
+EVAL_TASKS = TASKS + ("copy",)
 SPLITS = {"train": range(0, 8), "calib": range(8, 9), "test": range(9, 10)}  # buckets of 10
 OCR_CHARS = string.digits + "ABCDEFGHJKLMNPQRSTUVWXYZ"  # no I or O: DejaVu draws them like 1 and 0
 DIGIT_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
@@ -98,7 +101,10 @@ def example(task: str, split: str, rng: np.random.Generator) -> Example:
         shown = label if same else misses[int(rng.integers(len(misses)))]
         return Example(task, f"{label}|{shown}", "yes" if same else "no",
                        image=render_text(shown, rng), audio=speak(digits_as_words(label), rng))
-    raise TaskDataError(f"task must be one of {TASKS}, got {task!r}")
+    if task == "copy":
+        label = _draw(rng, split, _ocr_label)
+        return Example(task, label, label)
+    raise TaskDataError(f"task must be one of {EVAL_TASKS}, got {task!r}")
 
 
 def examples(task: str, split: str, n: int, seed: int = 0) -> list[Example]:
@@ -106,8 +112,8 @@ def examples(task: str, split: str, n: int, seed: int = 0) -> list[Example]:
     its arguments (the generator is seeded by task, split and ``seed``)."""
     if split not in SPLITS:
         raise TaskDataError(f"split must be one of {tuple(SPLITS)}, got {split!r}")
-    if task not in TASKS:
-        raise TaskDataError(f"task must be one of {TASKS}, got {task!r}")
+    if task not in EVAL_TASKS:
+        raise TaskDataError(f"task must be one of {EVAL_TASKS}, got {task!r}")
     if n < 0:
         raise TaskDataError(f"n must be >= 0, got {n}")
     key = int.from_bytes(hashlib.sha256(f"{task}/{split}/{seed}".encode()).digest()[:8], "big")

@@ -37,11 +37,11 @@ def omni_config(llm: DecoderConfig) -> DecoderConfig:
     return dataclasses.replace(llm, arch="qwen2_5_omni_thinker", mrope_section=MROPE_SECTION, **TOKENS)
 
 
-def load_llm(dtype=jnp.float32) -> tuple[DecoderConfig, dict]:
+def load_llm(dtype=jnp.float32, stream: bool = False) -> tuple[DecoderConfig, dict]:
     """``(omni config, params)`` of the embedded SmolLM2-135M-Instruct GGUF."""
     from masq_jax.loading import load_checkpoint, resolve_model
 
-    cfg, params = load_checkpoint(resolve_model("smollm2"), dtype)
+    cfg, params = load_checkpoint(resolve_model("smollm2"), dtype, stream=stream)
     return omni_config(cfg), params
 
 

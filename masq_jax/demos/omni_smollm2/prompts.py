@@ -15,8 +15,9 @@ QUESTIONS = {
     "ocr": "What text is in the image?",
     "asr": "Transcribe the spoken digits.",
     "match": "Is the number spoken in the audio the number shown in the image? Answer yes or no.",
+    "copy": 'Copy this text exactly: "{label}"',  # SmolLM2 FP: the string in its answer 67 % (12 probes)
 }
-MEDIA = {"ocr": (True, False), "asr": (False, True), "match": (True, True)}
+MEDIA = {"ocr": (True, False), "asr": (False, True), "match": (True, True), "copy": (False, False)}
 MAX_ANSWER = {"ocr": 12, "asr": 16, "match": 3}  # answer tokens + <|im_end|>, padded to this
 IM_END, PAD = 2, 0
 
@@ -32,13 +33,32 @@ def _ids(text: str) -> list[int]:
     return tokenizer()(text, add_special_tokens=False)["input_ids"]
 
 
-@functools.lru_cache(maxsize=None)
-def prompt_ids(task: str) -> tuple[int, ...]:
-    """The prompt of ``task`` up to the assistant's turn (the same for every example of a task)."""
+def question(item: data.Example) -> str:
+    """The user's question of one example (the copy task's names its string)."""
+    return QUESTIONS[item.task].format(label=item.label)
+
+
+@functools.lru_cache(maxsize=1)
+def _chat_around() -> tuple[list[int], str]:
+    """SmolLM2's chat template around one user message: the head's ids and the tail's text."""
     chat = tokenizer().apply_chat_template([{"role": "user", "content": "\x00"}], tokenize=False,
                                            add_generation_prompt=True)
     head, tail = chat.split("\x00")
-    return tuple(_ids(head) + M.media_tokens(*MEDIA[task]) + _ids(QUESTIONS[task] + tail))
+    return _ids(head), tail
+
+
+def chat_prompt_ids(question: str, n_images: int = 0, n_audios: int = 0) -> list[int]:
+    """A user turn of the media placeholders (images, then clips) and ``question``, up to the
+    assistant's turn, in SmolLM2's chat template."""
+    head, tail = _chat_around()
+    return head + M.media_tokens(True, False) * n_images + M.media_tokens(False, True) * n_audios + _ids(question + tail)
+
+
+@functools.lru_cache(maxsize=None)
+def prompt_ids(task: str) -> tuple[int, ...]:
+    """The prompt of ``task`` up to the assistant's turn (the same for every example of a task)."""
+    img, aud = MEDIA[task]
+    return tuple(chat_prompt_ids(QUESTIONS[task], int(img), int(aud)))
 
 
 @dataclasses.dataclass(frozen=True)

@@ -7,6 +7,14 @@ step's own seed (so a resumed run sees the data an uninterrupted one would). An 
 the encoders, the optimiser state and the step is written every ``--save-every`` steps and at the end
 of the chunk, and ``encoders.safetensors`` (what inference loads) at the end of every chunk; run
 the same command again to continue. ``train_log.jsonl`` gets one line per step.
+
+A run directory does not outlive its machine, the committed checkpoint does: ``--publish DIR`` writes
+the chunk's encoders into a checkpoint directory (``checkpoint.write_checkpoint``, with the steps
+trained so far), and ``--init DIR`` starts a new run from one (a fresh optimiser and schedule; the
+data seeds continue after the steps the checkpoint has seen):
+
+    python -m masq_jax.demos.omni_smollm2.train --out runs/omni2 --init checkpoints/omni-smollm2 \
+        --publish checkpoints/omni-smollm2 --steps 600 --minutes 100
 """
 
 from __future__ import annotations
@@ -97,11 +105,20 @@ def main(argv: list[str] | None = None) -> int:
                     help="stop this chunk after this long (0: only export the latest checkpoint's encoders)")
     ap.add_argument("--save-every", type=int, default=25)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--init", default=None, help="start from this checkpoint directory's encoders")
+    ap.add_argument("--publish", default=None, help="write each chunk's encoders into this checkpoint directory")
     a = ap.parse_args(argv)
     import orbax.checkpoint as ocp
 
     cfg, llm = M.load_llm()
-    enc = M.init_encoders(jax.random.PRNGKey(a.seed), cfg.hidden_size)
+    enc, seen = M.init_encoders(jax.random.PRNGKey(a.seed), cfg.hidden_size), 0
+    if a.init:
+        from masq_jax.demos.omni_smollm2.checkpoint import ENCODERS, checkpoint_info, load_encoders
+
+        info = checkpoint_info(a.init)
+        if info is None:
+            ap.error(f"--init {a.init}: not an omni-SmolLM2 checkpoint directory")
+        enc, seen = load_encoders(os.path.join(a.init, ENCODERS), cfg.hidden_size), int(info.get("steps", 0))
     heads = enc.pop("heads")
     opt = optimizer(a.steps, a.lr)
     state = opt.init(enc)
@@ -115,8 +132,19 @@ def main(argv: list[str] | None = None) -> int:
         restored = mgr.restore(start, args=ocp.args.StandardRestore({"enc": enc, "opt": state}))
         enc, state = restored["enc"], restored["opt"]
         print(f"resumed at step {start}", flush=True)
-    if a.minutes <= 0:  # export the latest checkpoint's encoders, train nothing
+
+    def export(done: int) -> None:
+        """The encoders after ``done`` steps of this run: to the run directory and ``--publish``."""
         save_encoders(os.path.join(a.out, "encoders.safetensors"), {**enc, "heads": heads})
+        if a.publish:
+            from masq_jax.demos.omni_smollm2.checkpoint import write_checkpoint
+
+            write_checkpoint(a.publish, {**enc, "heads": heads}, steps=seen + done, batch_per_task=a.batch,
+                             lr=a.lr, run_steps=a.steps)
+            print(f"published the encoders of {seen + done} steps to {a.publish}", flush=True)
+
+    if a.minutes <= 0:  # export the latest checkpoint's encoders, train nothing
+        export(start)
         print(f"exported the encoders of step {start}", flush=True)
         return 0
     prompt_lens = tuple(len(P.prompt_ids(t)) for t in data.TASKS)
@@ -125,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
     s = start
     for s in range(start, a.steps):
         tb = time.time()
-        batches = [as_arrays(b) for b in step_batches(cfg, s, a.batch)]
+        batches = [as_arrays(b) for b in step_batches(cfg, seen + s, a.batch)]
         tg = time.time() - tb
         new, state, loss, accs = run({**enc, "heads": heads}, state, llm, batches)
         enc = {k: v for k, v in new.items() if k != "heads"}
@@ -139,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
             mgr.wait_until_finished()
         if time.time() - t0 > 60 * a.minutes:
             break
-    save_encoders(os.path.join(a.out, "encoders.safetensors"), {**enc, "heads": heads})
+    export(s + 1)
     print(f"stopped after step {s + 1} of {a.steps}; run the same command to continue", flush=True)
     return 0
 
