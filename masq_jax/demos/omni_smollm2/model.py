@@ -114,8 +114,13 @@ def _lin(p, x):
     return x @ p["w"] + p["b"]
 
 
-def _tower(p: dict, h: jax.Array, heads: int) -> jax.Array:
-    """Pre-norm transformer blocks over [B, T, W], then the MLP projector (GELU between, no final norm)."""
+def project(p: dict, h: jax.Array) -> jax.Array:
+    """The LLaVA-style projector: LayerNorm, linear, GELU, linear into the LLM's width (not normalised)."""
+    return _lin(p["proj2"], jax.nn.gelu(_lin(p["proj1"], _ln(h, p["ln"]))))
+
+
+def _blocks(p: dict, h: jax.Array, heads: int) -> jax.Array:
+    """Positional embedding and the pre-norm transformer blocks over [B, T, W]."""
     h = h + p["pos"]
     b, t, w = h.shape
     for blk in p["blocks"]:
@@ -124,7 +129,7 @@ def _tower(p: dict, h: jax.Array, heads: int) -> jax.Array:
         a = jax.nn.dot_product_attention(q, k, v).reshape(b, t, w)
         h = h + _lin(blk["o"], a)
         h = h + _lin(blk["fc2"], jax.nn.gelu(_lin(blk["fc1"], _ln(h, blk["ln2"]))))
-    return _lin(p["proj2"], jax.nn.gelu(_lin(p["proj1"], _ln(h, p["ln"]))))
+    return h
 
 
 def _conv1d(p, x, stride):
@@ -132,17 +137,27 @@ def _conv1d(p, x, stride):
     return jax.nn.gelu(y + p["b"])
 
 
-def encode_vision(enc: dict, patches: jax.Array) -> jax.Array:
-    """[B, N_VISION, 64] patches (pixels in [0, 1]) -> [B, N_VISION, hidden]."""
-    return _tower(enc["vision"], _lin(enc["vision"]["stem"], (patches - 0.5) * 2), enc["heads"])
+def vision_features(enc: dict, patches: jax.Array) -> jax.Array:
+    """[B, N_VISION, 64] patches (pixels in [0, 1]) -> the tower's [B, N_VISION, width] (before the projector)."""
+    return _blocks(enc["vision"], _lin(enc["vision"]["stem"], (patches - 0.5) * 2), enc["heads"])
 
 
-def encode_audio(enc: dict, mel: jax.Array) -> jax.Array:
-    """[B, N_FRAMES, N_MELS] log-mel -> [B, N_AUDIO, hidden] (conv s2 then pool 2, as the Thinker counts)."""
+def audio_features(enc: dict, mel: jax.Array) -> jax.Array:
+    """[B, N_FRAMES, N_MELS] log-mel -> the tower's [B, N_AUDIO, width] (conv s2 then pool 2, as the Thinker counts)."""
     a = enc["audio"]
     h = _conv1d(a["conv2"], _conv1d(a["conv1"], (mel + 5.0) / 2.5, 1), 2)  # log10 power: about [-2, 3]
     h = h[:, : 2 * N_AUDIO].reshape(h.shape[0], N_AUDIO, 2, -1).mean(axis=2)
-    return _tower(a, h, enc["heads"])
+    return _blocks(a, h, enc["heads"])
+
+
+def encode_vision(enc: dict, patches: jax.Array) -> jax.Array:
+    """[B, N_VISION, 64] patches -> [B, N_VISION, hidden]: the tower, then the projector."""
+    return project(enc["vision"], vision_features(enc, patches))
+
+
+def encode_audio(enc: dict, mel: jax.Array) -> jax.Array:
+    """[B, N_FRAMES, N_MELS] log-mel -> [B, N_AUDIO, hidden]: the tower, then the projector."""
+    return project(enc["audio"], audio_features(enc, mel))
 
 
 # ---- prompts ----------------------------------------------------------------------------------------

@@ -119,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--epochs", type=int, default=None, help="MAS / MASQuant epochs (default: the method's)")
     a = ap.parse_args(argv)
     try:
-        t = run_table(a.model, a.out, a.presets.split(","), a.methods.split(","),
+        t = run_table(a.model, a.out, a.presets.split(","), [m for m in a.methods.split(",") if m],
                       [float(r) for r in a.ranks.split(",")], calib_n=a.calib_n, test_n=a.test_n, seed=a.seed,
                       sqnr_n=a.sqnr_n, text_samples=a.text_samples,
                       options={"epochs": a.epochs} if a.epochs else None)

@@ -55,9 +55,22 @@ def loss_fn(enc, cfg, llm, batches: list[dict], prompt_lens: tuple[int, ...]):
     return total / len(batches), jnp.stack(accs)
 
 
-def optimizer(steps: int, lr: float) -> optax.GradientTransformation:
+PROJECTOR = ("ln", "proj1", "proj2")  # a tower's projector: what LLaVA's stage 1 trains
+
+
+def optimizer(steps: int, lr: float, freeze_towers: bool = False) -> optax.GradientTransformation:
+    """AdamW with warm-up and cosine decay; ``freeze_towers``: only the projectors learn (the towers
+    stay as pre-trained, ``pretrain.py``)."""
     sched = optax.warmup_cosine_decay_schedule(0.0, lr, min(200, steps // 10 + 1), steps, lr * 0.05)
-    return optax.chain(optax.clip_by_global_norm(1.0), optax.adamw(sched, weight_decay=0.01))
+    adamw = optax.chain(optax.clip_by_global_norm(1.0), optax.adamw(sched, weight_decay=0.01))
+    if not freeze_towers:
+        return adamw
+
+    def labels(enc):
+        return {t: {k: jax.tree.map(lambda _: "train" if k in PROJECTOR else "frozen", v) for k, v in tower.items()}
+                for t, tower in enc.items()}
+
+    return optax.multi_transform({"train": adamw, "frozen": optax.set_to_zero()}, labels)
 
 
 def make_step(cfg, opt, prompt_lens):
@@ -107,22 +120,33 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--init", default=None, help="start from this checkpoint directory's encoders")
     ap.add_argument("--publish", default=None, help="write each chunk's encoders into this checkpoint directory")
+    ap.add_argument("--freeze-towers", action="store_true", help="train the projectors only (towers pre-trained)")
     a = ap.parse_args(argv)
     import orbax.checkpoint as ocp
 
     cfg, llm = M.load_llm()
-    enc, seen = M.init_encoders(jax.random.PRNGKey(a.seed), cfg.hidden_size), 0
+    enc, seen, init_info = M.init_encoders(jax.random.PRNGKey(a.seed), cfg.hidden_size), 0, {}
+    run_json = os.path.join(a.out, "run.json")  # what this run started from: read back on resume
+    if os.path.exists(run_json):
+        with open(run_json) as f:
+            first = json.load(f)
+        seen, init_info = first["init_steps"], first["init_info"]
     if a.init:
         from masq_jax.demos.omni_smollm2.checkpoint import ENCODERS, checkpoint_info, load_encoders
 
         info = checkpoint_info(a.init)
         if info is None:
             ap.error(f"--init {a.init}: not an omni-SmolLM2 checkpoint directory")
-        enc, seen = load_encoders(os.path.join(a.init, ENCODERS), cfg.hidden_size), int(info.get("steps", 0))
+        enc = load_encoders(os.path.join(a.init, ENCODERS), cfg.hidden_size)
+        if not os.path.exists(run_json):  # a resumed run keeps its first start's count (--publish may rewrite --init)
+            seen, init_info = int(info.get("steps", 0)), ({"pretrain": info["pretrain"]} if "pretrain" in info else {})
     heads = enc.pop("heads")
-    opt = optimizer(a.steps, a.lr)
+    opt = optimizer(a.steps, a.lr, a.freeze_towers)
     state = opt.init(enc)
     os.makedirs(a.out, exist_ok=True)
+    if not os.path.exists(run_json):
+        with open(run_json, "w") as f:
+            json.dump({"init": a.init, "init_steps": seen, "init_info": init_info}, f)
     mgr = ocp.CheckpointManager(os.path.abspath(os.path.join(a.out, "checkpoints")),
                                 options=ocp.CheckpointManagerOptions(max_to_keep=2, create=True,
                                                                      enable_async_checkpointing=False))
@@ -140,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
             from masq_jax.demos.omni_smollm2.checkpoint import write_checkpoint
 
             write_checkpoint(a.publish, {**enc, "heads": heads}, steps=seen + done, batch_per_task=a.batch,
-                             lr=a.lr, run_steps=a.steps)
+                             lr=a.lr, run_steps=a.steps, freeze_towers=a.freeze_towers, **init_info)
             print(f"published the encoders of {seen + done} steps to {a.publish}", flush=True)
 
     if a.minutes <= 0:  # export the latest checkpoint's encoders, train nothing
