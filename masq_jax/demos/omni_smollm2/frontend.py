@@ -17,6 +17,7 @@ import numpy as np
 from masq_jax.calib.sample import CalibSample, make_sample
 from masq_jax.demos.omni_smollm2 import model as M
 from masq_jax.demos.omni_smollm2 import prompts as P
+from masq_jax.demos import media_files
 from masq_jax.demos.omni_smollm2 import render
 from masq_jax.demos.omni_smollm2.checkpoint import ENCODERS, load_encoders
 from masq_jax.errors import MasqError
@@ -24,33 +25,12 @@ from masq_jax.errors import MasqError
 
 def read_image(path: Path) -> np.ndarray:
     """[32, 128] float32 in [0, 1] from ``.npy`` or a grayscale ``.png``."""
-    try:
-        if path.suffix == ".npy":
-            img = np.load(path).astype(np.float32)
-        else:
-            from PIL import Image
-
-            img = np.asarray(Image.open(path).convert("L"), np.float32) / 255.0
-    except (OSError, ValueError) as e:
-        raise MasqError(f"{path}: cannot read the image ({e})") from None
-    if img.shape != (render.HEIGHT, render.WIDTH):
-        raise MasqError(f"{path}: omni-SmolLM2 takes {render.HEIGHT}x{render.WIDTH} images, got {img.shape}")
-    return img
+    return media_files.read_image(path, (render.HEIGHT, render.WIDTH), "omni-SmolLM2")
 
 
 def read_audio(path: Path) -> np.ndarray:
     """A 16 kHz float32 waveform from ``.npy`` or ``.wav``."""
-    if path.suffix == ".npy":
-        try:
-            wave = np.load(path).astype(np.float32)
-        except (OSError, ValueError) as e:
-            raise MasqError(f"{path}: cannot read the audio ({e})") from None
-        if wave.ndim != 1:
-            raise MasqError(f"{path}: audio must be a 1-D 16 kHz waveform, got shape {wave.shape}")
-        return wave
-    from masq_jax.calib.media import load_audio
-
-    return load_audio(path, str(path), M.SAMPLE_RATE)
+    return media_files.read_audio(path, M.SAMPLE_RATE)
 
 
 class OmniSmolLM2FrontEnd:

@@ -15,6 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from masq_jax.calib.sample import CalibSample, make_sample
+from masq_jax.demos import media_files
 from masq_jax.demos.tiny_omni import data as D
 from masq_jax.demos.tiny_omni import model as M
 from masq_jax.errors import MasqError
@@ -25,31 +26,12 @@ AUDIO_TOKENS = ["<audio_bos>"] + ["<audio>"] * D.N_AUDIO + ["<audio_eos>"]
 
 def read_image(path: Path) -> np.ndarray:
     """[32, 32] float32 in [0, 1] from ``.npy`` or a grayscale ``.png``."""
-    try:
-        if path.suffix == ".npy":
-            img = np.load(path).astype(np.float32)
-        else:
-            from PIL import Image
-
-            img = np.asarray(Image.open(path).convert("L"), np.float32) / 255.0
-    except (OSError, ValueError) as e:
-        raise MasqError(f"{path}: cannot read the image ({e})") from None
-    if img.shape != (D.IMG, D.IMG):
-        raise MasqError(f"{path}: the tiny omni model takes {D.IMG}x{D.IMG} images, got {img.shape}")
-    return img
+    return media_files.read_image(path, (D.IMG, D.IMG), "the tiny omni model")
 
 
 def read_audio(path: Path) -> np.ndarray:
     """[8000] float32 waveform (1 s at 8 kHz) from ``.npy`` or ``.wav``."""
-    if path.suffix == ".npy":
-        try:
-            wave = np.load(path).astype(np.float32)
-        except (OSError, ValueError) as e:
-            raise MasqError(f"{path}: cannot read the audio ({e})") from None
-    else:
-        from masq_jax.calib.media import load_audio
-
-        wave = load_audio(path, str(path), D.SR)
+    wave = media_files.read_audio(path, D.SR)
     return np.pad(wave, (0, max(0, D.SR - wave.size)))[: D.SR]
 
 
