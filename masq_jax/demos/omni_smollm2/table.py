@@ -53,10 +53,12 @@ def run_table(model: str, out: str | Path, presets: list[str], methods: list[str
     calib = write_calib(model, out, "calib", calib_n, 0)
     test_prompts = write_calib(model, out, "test", sqnr_n, seed)
     tasks = write_tasks(out / "tasks", "test", test_n, seed)
+    from masq_jax import methods as registry
+
     runs = []
     for preset in presets:
         for method in methods:
-            for rank in (ranks if method == "masquant" else [None]):
+            for rank in (ranks if registry.get(method).compensates else [None]):
                 name = f"{preset}-{method}" + (f"-r{rank:g}" if rank is not None else "")
                 t0 = time.time()
                 api.quantize(model, str(out / name), method=method, preset=preset, calib=str(calib),
