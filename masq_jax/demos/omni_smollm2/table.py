@@ -57,14 +57,14 @@ def run_table(model: str, out: str | Path, presets: list[str], methods: list[str
 
     runs = []
     for preset in presets:
-        for method in methods:
-            for rank in (ranks if registry.get(method).compensates else [None]):
-                name = f"{preset}-{method}" + (f"-r{rank:g}" if rank is not None else "")
+        for unit in methods:
+            for rank in (ranks if registry.get(unit).compensates else [None]):
+                name = f"{preset}-{unit}" + (f"-r{rank:g}" if rank is not None else "")
                 t0 = time.time()
-                api.quantize(model, str(out / name), method=method, preset=preset, calib=str(calib),
+                api.quantize(model, str(out / name), method=unit, preset=preset, calib=str(calib),
                              samples=3 * calib_n, eval_samples=0, overwrite=True, progress=False,
                              **({"rank": rank} if rank is not None else {}), **(options or {}))
-                runs.append({"preset": preset, "method": method, "rank": rank, "path": str(out / name),
+                runs.append({"preset": preset, "method": unit, "rank": rank, "path": str(out / name),
                              "calibrate_s": round(time.time() - t0, 1)})
                 print(f"  calibrated {name} in {runs[-1]['calibrate_s']} s", file=sys.stderr, flush=True)
     res = api.evaluate_tasks([r["path"] for r in runs], str(tasks), reference=model,
