@@ -46,6 +46,7 @@ def run_table(model: str, out: str | Path, presets: list[str], methods: list[str
     """Quantize ``model`` with every preset x method (MASQuant once per rank), then measure each; the
     result dict ``{"fp": {...}, "rows": [{preset, method, rank, tasks, ppl, sqnr, seconds}]}``."""
     from masq_jax import api
+    from masq_jax import methods as registry
     from masq_jax.demos.omni_smollm2.tasks import write_tasks
 
     out = Path(out)
@@ -53,8 +54,6 @@ def run_table(model: str, out: str | Path, presets: list[str], methods: list[str
     calib = write_calib(model, out, "calib", calib_n, 0)
     test_prompts = write_calib(model, out, "test", sqnr_n, seed)
     tasks = write_tasks(out / "tasks", "test", test_n, seed)
-    from masq_jax import methods as registry
-
     runs = []
     for preset in presets:
         for unit in methods:
