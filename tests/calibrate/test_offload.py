@@ -12,7 +12,7 @@ from masq_jax.errors import SettingsError
 from tests.calibrate.test_runner import CFG, PARAMS, calib, settings
 
 
-@pytest.mark.parametrize("method", ["mas", "masquant"])
+@pytest.mark.parametrize("method", ["mas", pytest.param("masquant", marks=pytest.mark.slow)])
 def test_offloaded_activations_give_the_on_device_artefact(tmp_path, method):
     reps = {}
     for where in (None, "host", "disk"):

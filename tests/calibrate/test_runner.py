@@ -171,6 +171,7 @@ def test_mbq_gradient_loss_weights(tmp_path):
     assert w["vision"] > 0 and w["audio"] > 0 and np.isfinite(w["vision"]) and np.isfinite(w["audio"])
 
 
+@pytest.mark.slow  # a training run: -m slow (keeps the default suite inside CI's budget)
 def test_bf16_training_and_svd_solver_match_the_defaults(masquant_run, tmp_path):
     """bf16 tensor-core training (float32-level accuracy, masq_jax.matmul) and the dense-SVD CMC solver
     land where the float32 / Gram defaults do; the settings record what actually ran."""

@@ -71,6 +71,7 @@ def test_tasks_are_generated_and_scored_through_the_frontend(ckpt, tmp_path):
     assert [e["modality"] for e in res["examples"]] == ["vision", "audio", "vision+audio", "text"]
 
 
+@pytest.mark.slow  # a training run: -m slow (keeps the default suite inside CI's budget)
 def test_training_starts_from_and_publishes_to_a_checkpoint_dir(ckpt, tmp_path):
     """``--init`` takes the committed encoders and their step count, ``--publish`` writes them back
     (``--minutes 0``: export only), so training continues across machines."""

@@ -70,6 +70,7 @@ def test_encoders_fill_exactly_the_placeholders(smollm2):
     assert P.tokenizer().decode([t for t, m in zip(b.targets[0], b.mask[0]) if m]) == items[0].answer + "<|im_end|>"
 
 
+@pytest.mark.slow  # a training run: -m slow (keeps the default suite inside CI's budget)
 def test_frozen_llm_training_steps_lower_the_loss(smollm2):
     """Three steps on one repeated batch, SmolLM2's first two layers (real weights): the encoders
     learn, the LLM's parameters are not even an argument of the gradient."""

@@ -7,6 +7,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+import pytest
 
 from masq_jax.demos.omni_smollm2 import model as M
 from masq_jax.demos.omni_smollm2 import pretrain as PT
@@ -29,6 +30,7 @@ def test_pool_labels_spell_the_examples():
         assert "".join(PT.VOCAB["ocr"][t - 1] for t, p in zip(row, pad) if p == 0) == it.label
 
 
+@pytest.mark.slow  # a training run: -m slow (keeps the default suite inside CI's budget)
 def test_ctc_steps_lower_the_loss():
     enc = M.init_encoders(jax.random.PRNGKey(0), 576)
     heads = enc.pop("heads")
