@@ -38,6 +38,11 @@ class MASQuant(MAS):
     per_modality_weights = False
     compensates = True
 
+    def learn(self, cfg, st, lp, factors, h, target, batch, modality_weights, key):
+        """MAS's learning, then every non-text vector takes text's sign channel by channel (``align_signs``)."""
+        trained, losses = super().learn(cfg, st, lp, factors, h, target, batch, modality_weights, key)
+        return align_signs(trained, st), losses
+
     def gram_statistics(self, st):
         """A validation fold whenever something is chosen on it (shrinkage ``auto`` or a rank budget)."""
         return "validation" if st.cov_shrinkage == "auto" or st.rank_budget != "off" else True
@@ -101,6 +106,24 @@ class MASQuant(MAS):
                 out.append(f"masquant: {n} {NAMES[m]}: validated CMC error above MAS's in {len(bad)} of {len(infos)} "
                            f"layers (up to {gap:.1f} dB) at rank {ranks[0]}–{ranks[-1]}; it would need rank {need_s}")
         return out
+
+
+def align_signs(factors: dict, st) -> dict:
+    """``s_m ← sign(s_text)·|s_m|`` per channel for vision and audio, when the weight quantizer is
+    symmetric (odd): then ``Q_a(x/s_m)·Q_w(W·diag(s_m))ᵀ`` is exactly unchanged (negating a channel
+    negates both factors; absmax scales do not see signs), so MAS's model is the same. AdamW can carry
+    a vector across zero and §4's clamp keeps the new sign; such a channel adds ``|s_m| + |s_text|``
+    to the CMC residual ``W·(diag(s_m) − diag(s_text))``, full-rank error the low-rank branch cannot
+    fit (docs/method.md §5, "Sign alignment"). Affine (W4A16) weights are left as they are."""
+    if not st.weights.symmetric:
+        return factors
+    idx = jnp.asarray(NON_TEXT)
+
+    def one(s):
+        sign = jnp.where(s[..., TEXT, :] < 0, -1.0, 1.0).astype(s.dtype)
+        return s.at[..., idx, :].set(jnp.abs(s[..., idx, :]) * sign[..., None, :])
+
+    return {n: one(v) for n, v in factors.items()}
 
 
 def _json_number(v):
