@@ -22,7 +22,7 @@ def quantize(model: str | None = None, out: str = "runs/quantized", *, method: s
 
     ``options`` are the remaining QuantSettings fields (wbits, abits, group_size, w_symmetric, rank,
     rank_floor, loss_weights, epochs, lr, seed, alpha, propagation, cov_shrinkage, rank_budget, train_matmul,
-    cmc_solver, bound, tie_smoothing); ``None`` or absent means the default in ``masq_jax.settings``. ``calib`` is a
+    cmc_solver, bound, tie_smoothing, cmc_deploy); ``None`` or absent means the default in ``masq_jax.settings``. ``calib`` is a
     calibration source: ``text``, ``text:PATH``, ``synthetic[:...]``, a ``.jsonl`` manifest or a
     ``.npz`` CalibSet; ``eval_samples`` more samples are drawn from it and held out for the report.
     ``mesh``: ``"data=D,model=M"`` or a ``jax.sharding.Mesh`` (``masq_jax.parallel``); in a cluster

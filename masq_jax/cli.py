@@ -13,8 +13,8 @@ from pathlib import Path
 from masq_jax.errors import MasqError, OutputDirError, SettingsError
 from masq_jax.methods.registry import names as method_names
 from masq_jax.modality import NAMES
-from masq_jax.settings import (CMC_SOLVERS, DEFAULT_CALIB, DEFAULT_EVAL_SAMPLES, DEFAULT_EVAL_SEED, DEFAULT_PRESET,
-                               PRESETS, PROPAGATIONS, TRAIN_MATMULS, default)
+from masq_jax.settings import (CMC_DEPLOYS, CMC_SOLVERS, DEFAULT_CALIB, DEFAULT_EVAL_SAMPLES, DEFAULT_EVAL_SEED,
+                               DEFAULT_PRESET, PRESETS, PROPAGATIONS, TRAIN_MATMULS, default)
 
 COLUMNS = ("all",) + NAMES
 
@@ -82,6 +82,10 @@ def _add_quantize(sub) -> None:
     q.add_argument("--rank-budget", type=_auto_or_number("auto", "off"), default=None,
                    help="CMC ranks per linear and modality from validated error curves: 'auto' (default: the "
                         "parameters --rank gives, reallocated), 'off' (--rank everywhere) or a mean rank")
+    q.add_argument("--cmc-deploy", choices=CMC_DEPLOYS, default=None,
+                   help="masquant: 'auto' (default: per linear and modality, the text weight plus a branch, text's "
+                        "vector, or one shared vector with no branch, whichever the validation fold prefers) or "
+                        "'paper' (the text weight plus a branch for every non-text modality)")
     q.add_argument("--tie-smoothing", action="store_true", default=None,
                    help="one smoothing vector per input group and modality (q/k/v share one, gate/up one), so "
                         "the quantized model runs one QKV GEMM and one gate|up GEMM (kernels: merged GEMMs)")
@@ -188,7 +192,7 @@ def cmd_quantize(a) -> int:
                 rank_floor=a.rank_floor, loss_weights=a.loss_weights, epochs=a.epochs, lr=a.lr, seed=a.seed,
                 propagation=a.propagation, train_matmul=a.train_matmul, cmc_solver=a.cmc_solver,
                 cov_shrinkage=a.cov_shrinkage, rank_budget=a.rank_budget,
-                tie_smoothing=a.tie_smoothing)
+                tie_smoothing=a.tie_smoothing, cmc_deploy=a.cmc_deploy)
     results = {}
     for name in a.method:
         out = a.out if len(a.method) == 1 else str(Path(a.out) / name)

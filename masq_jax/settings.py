@@ -20,6 +20,7 @@ PROPAGATIONS = ("sequential", "independent")
 TRAIN_MATMULS = ("auto", "float32", "bfloat16")  # auto: bfloat16 on GPU/TPU, float32 on CPU
 CMC_SOLVERS = ("gram", "svd")  # gram: eigh of min(in, out)-sized Gram matrices; svd: dense SVDs
 BOUNDS = ("qmax", "qmax+0.5")
+CMC_DEPLOYS = ("auto", "paper")  # masquant: per-linear deployment chosen on the validation fold, or the paper's form
 
 # docs/method.md §1 table: (wbits, abits, group_size, weight symmetric)
 PRESETS: dict[str, tuple[int, int, int | None, bool]] = {
@@ -63,6 +64,8 @@ class QuantSettings:
     cmc_solver: str = "gram"  # CMC decompositions (core.cmc.low_rank_compensation's ``svd``)
     bound: str = SPEC_BOUND  # the symmetric quantization bound: "qmax" (the reference) or "qmax+0.5"
     tie_smoothing: bool = False  # one vector per input group and modality (q/k/v, gate/up): merged GEMMs
+    cmc_deploy: str = "auto"  # masquant: "auto" (text weight + branch, text's vector or a shared vector, per linear
+    #                           and modality, chosen on the validation fold) or "paper" (text weight + branch everywhere)
 
     def __post_init__(self) -> None:
         from masq_jax.methods.registry import get
@@ -89,6 +92,7 @@ class QuantSettings:
         _choice("--train-matmul", self.train_matmul, TRAIN_MATMULS)
         _choice("--cmc-solver", self.cmc_solver, CMC_SOLVERS)
         _choice("--bound", self.bound, BOUNDS)
+        _choice("--cmc-deploy", self.cmc_deploy, CMC_DEPLOYS)
         if not isinstance(self.tie_smoothing, bool):
             raise SettingsError(f"tie_smoothing must be True or False, got {self.tie_smoothing!r}")
         if self.cov_shrinkage != "auto" and (isinstance(self.cov_shrinkage, (str, bool))

@@ -200,7 +200,7 @@ def _layer_compensation(st, samples=8):
     fp = fp_layer_pass(CFG, lp, prep.h0, prep, with_gram=method.gram_statistics(st))
     f, _ = method.init_factors(CFG, lp, fp.stats, fp.sample, st, jnp.asarray((1.0, 0.5, 1.0)))
     ranks = method.ranks(CFG, st)
-    return method, fp, ranks, method.compensate(lp, f, fp.stats, st, ranks)
+    return method, fp, ranks, method.compensate(lp, f, fp.stats, st, ranks)[1:]
 
 
 def test_validated_compensation_spends_each_modality_budget_and_zero_pads():
