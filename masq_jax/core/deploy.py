@@ -10,12 +10,16 @@ deployments keep one stored weight and a branch-free text path:
 * ``BRANCH`` (the paper): ``Q_a(x/s_m)·Wqᵀ + (x/s_m)·L_m·R_m`` with ``Wq = Q_w(W·diag(s_text))``;
 * ``TEXT_VECTOR``: the modality reads the text path, ``Q_a(x/s_text)·Wqᵀ`` (no branch);
 * ``SHARED``: one all-token vector for every modality of the linear (SmoothQuant's), no branch —
-  the stored weight becomes ``Q_w(W·diag(s_shared))`` and text reads it too.
+  the stored weight becomes ``Q_w(W·diag(s_shared))`` and text reads it too;
+* ``SHARED_BRANCH``: that shared stored weight, read by modality ``m`` through its own vector and a
+  branch for ``W·diag(s_m) − Q_w(W·diag(s_shared))`` (the all-token vector already follows the
+  modality with the largest range on each channel, so this residual is often the lower-rank one).
 
-``output_errors`` measures a deployment's output error per modality on tokens (fake quant exactly
-as ``core.qlinear.qlinear_reference``); ``choose`` picks, per linear, the deployment that minimises the
-largest loss of any modality against the best option that modality has (minimax regret in dB, ties
-broken by the sum): text never takes a branch, and a linear falls back to ``SHARED`` as a whole.
+``path_error`` / ``output_errors`` measure a deployment's output error per modality on tokens (fake
+quant exactly as ``core.qlinear.qlinear_reference``); ``choose`` picks, per linear, the stored weight
+(text's or the shared one) and per non-text modality how it reads it, minimising the largest loss
+of any modality against the best option that modality has (minimax regret in dB, ties broken by the
+sum). Text never takes a branch.
 """
 
 from __future__ import annotations
@@ -27,8 +31,11 @@ import numpy as np
 from masq_jax.core.quant import QuantSpec
 from masq_jax.modality import NON_TEXT, NUM_MODALITIES, TEXT
 
-BRANCH, TEXT_VECTOR, SHARED = 0, 1, 2
-LABELS = ("branch", "text-vector", "shared")
+BRANCH, TEXT_VECTOR, SHARED, SHARED_BRANCH = 0, 1, 2, 3
+LABELS = ("branch", "text-vector", "shared", "shared+branch")
+# (base, option) -> deployment code: base 0 stores Q_w(W·diag(s_text)), base 1 Q_w(W·diag(s_shared));
+# option 0 reads it through the modality's own vector and a branch, option 1 through the base's vector.
+CODES = ((BRANCH, TEXT_VECTOR), (SHARED_BRANCH, SHARED))
 HIGHEST = jax.lax.Precision.HIGHEST
 
 
@@ -63,38 +70,32 @@ def output_errors(x: jax.Array, modality_ids: jax.Array, w: jax.Array, smooth: j
     return jnp.stack(err), jnp.stack(energy)
 
 
-def choose(err_base: np.ndarray, err_shared: np.ndarray, present: np.ndarray,
-           allowed: np.ndarray | None = None) -> tuple[int, np.ndarray]:
-    """``(base, per-modality deployment [3])`` for one linear.
+def choose(errors: np.ndarray, present: np.ndarray, allowed: np.ndarray | None = None) -> tuple[int, np.ndarray]:
+    """``(base, option per modality [3])`` for one linear.
 
-    ``err_base`` [3, 2]: relative error per modality of the text-base options ``(BRANCH, TEXT_VECTOR)``
-    (text's two entries are its one path, repeated); ``err_shared`` [3]: the ``SHARED`` deployment's;
-    ``present`` [3] bool: modalities with held-out tokens (the others do not vote and keep ``BRANCH``);
-    ``allowed`` [3, 2] bool: text-base options that may be chosen (default all).
+    ``errors`` [B, 3, K]: relative output error of every (base, modality, option) — a base is a stored
+    weight with text's path (text's K entries all repeat that one path), an option how a non-text
+    modality reads it (with or without a branch); ``present`` [3] bool: modalities with held-out
+    tokens (the others do not vote and take option 0); ``allowed`` [B, 3, K] bool (default all).
 
-    Text base: each non-text modality takes its better allowed option. Then the base (text's vectors
-    or ``SHARED``) whose largest regret ``log(E_m / min_options E_m)`` over present modalities is
-    smaller wins, ties broken by the summed regret, then by the text base. Returns base 0 (text
-    base) or ``SHARED``, and the deployment of each modality (text: ``BRANCH`` = its own path, or
-    ``SHARED``).
+    Within a base each non-text modality takes its best allowed option. Then the base whose largest
+    regret ``log(E_m / min over every base and option of E_m)`` over present modalities is smallest
+    wins; ties go to the smaller summed regret, then to the lower base index.
     """
-    err_base = np.asarray(err_base, np.float64)
-    err_shared = np.asarray(err_shared, np.float64)
+    errors = np.asarray(errors, np.float64)
     present = np.asarray(present, bool)
-    allowed = np.ones((NUM_MODALITIES, 2), bool) if allowed is None else np.asarray(allowed, bool)
-    masked = np.where(allowed, err_base, np.inf)
-    pick = np.argmin(masked, axis=1)
-    pick[TEXT] = BRANCH
-    for m in NON_TEXT:
-        if not present[m]:
-            pick[m] = BRANCH
-    base_err = masked[np.arange(NUM_MODALITIES), pick]
+    n_base = errors.shape[0]
+    allowed = np.ones(errors.shape, bool) if allowed is None else np.asarray(allowed, bool)
+    masked = np.where(allowed, errors, np.inf)
+    picks = np.argmin(masked, axis=2)  # [B, 3]
+    picks[:, TEXT] = 0
+    picks[:, ~present] = 0
+    chosen = np.take_along_axis(masked, picks[:, :, None], axis=2)[:, :, 0]  # [B, 3]
     if not present.any():
-        return 0, pick.astype(np.int32)
+        return 0, picks[0].astype(np.int32)
     tiny = 1e-30
-    best = np.minimum(np.min(masked, axis=1), err_shared)
-    regret = lambda e: np.log(np.maximum(e, tiny) / np.maximum(best, tiny))[present]  # noqa: E731
-    r_base, r_shared = regret(base_err), regret(err_shared)
-    if (r_shared.max(), r_shared.sum()) < (r_base.max(), r_base.sum()):
-        return SHARED, np.full(NUM_MODALITIES, SHARED, np.int32)
-    return 0, pick.astype(np.int32)
+    best = masked.min(axis=(0, 2))  # [3]: the best any deployment gives each modality
+    regret = np.log(np.maximum(chosen, tiny) / np.maximum(best, tiny)[None, :])[:, present]  # [B, present]
+    keys = [(regret[b].max(), regret[b].sum(), b) for b in range(n_base)]
+    b = min(keys)[2]
+    return int(b), picks[b].astype(np.int32)

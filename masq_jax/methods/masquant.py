@@ -70,10 +70,10 @@ class MASQuant(MAS):
         cfg_shapes = {n: tuple(lp[n]["w"].shape) for n in decoder.LINEAR_NAMES}
         budget = {n: min(r, ranks[n]) for n, r in _resolved(st, _budget_rank(st), cfg_shapes).items()}
         has_val = "gram_val" in stats[decoder.INPUT_OF["q_proj"]]
-        select = has_val and st.cmc_deploy == "auto"
+        shared = smoothquant_vectors(lp, stats, st) if has_val and st.cmc_deploy == "auto" else None
         if has_val:
             val = jax.device_get(_validate(lp, factors, stats, st, tuple(sorted(ranks.items())),
-                                           tuple(sorted(budget.items())), select))
+                                           tuple(sorted(budget.items())), shared))
             alloc, info = allocate_layer(val, stats, st, ranks, budget, cfg_shapes)
         else:
             alloc = {n: np.full(len(NON_TEXT), budget[n]) for n in decoder.LINEAR_NAMES}
@@ -82,17 +82,19 @@ class MASQuant(MAS):
         info["storage_rank"][:] = [[ranks[n]] * len(NON_TEXT) for n in decoder.LINEAR_NAMES]
         choice = {n: (np.zeros(len(NON_TEXT), np.int32) if val is None else val[n]["choice"])
                   for n in decoder.LINEAR_NAMES}
-        codes, branch = None, None
-        if select:
-            fit = {n: (val[n]["l"], val[n]["r"]) for n in decoder.LINEAR_NAMES}
-            codes = select_deployment(lp, factors, stats, st, fit, alloc, info)
-            branch = {n: jnp.asarray(codes[n][list(NON_TEXT)] == deploy.BRANCH) for n in decoder.LINEAR_NAMES}
+        codes, deployed = None, None
+        if shared is not None:
+            codes = select_deployment(lp, factors, stats, st, val, alloc, shared, info)
+            nt = list(NON_TEXT)
+            deployed = ({n: jnp.asarray(np.isin(codes[n][nt], (deploy.BRANCH, deploy.SHARED_BRANCH)))
+                         for n in decoder.LINEAR_NAMES},
+                        {n: jnp.asarray(int(codes[n][TEXT]) == deploy.SHARED) for n in decoder.LINEAR_NAMES}, shared)
         lora, rho = _final(lp, factors, stats, st, tuple(sorted(ranks.items())),
-                           {n: jnp.asarray(alloc[n], jnp.int32) for n in alloc}, choice, has_val, branch)
+                           {n: jnp.asarray(alloc[n], jnp.int32) for n in alloc}, choice, has_val, deployed)
         rho = jax.device_get(rho)
         info["shrinkage"][:] = [rho[n] for n in decoder.LINEAR_NAMES]
         if codes is not None:
-            factors = deployed_factors(factors, smoothquant_vectors(lp, stats, st), codes)
+            factors = deployed_factors(factors, shared, codes)
         return factors, lora, info
 
     def compensation_info_template(self) -> dict:
@@ -254,9 +256,10 @@ def _per_modality(fn, *xs):
     return jax.lax.map(lambda args: fn(*args), xs)
 
 
-def _modality_inputs(lp, factors, stats, name, st):
+def _modality_inputs(lp, factors, stats, name, st, shared=None):
     """Per non-text modality (stacked on a leading axis): residual ΔW_m, smoothed Gram matrices
-    (all tokens, validation fold), token counts and the modality-smoothed weight."""
+    (all tokens, validation fold), token counts and the modality-smoothed weight; with ``shared``
+    ({linear: [in]}) also ``dw_shared``, the residual against ``Q_w(W·diag(s_shared))``."""
     g = stats[decoder.INPUT_OF[name]]
     w, s, wq = _residuals(lp, factors, name, st)
     idx = jnp.asarray(NON_TEXT)
@@ -270,46 +273,60 @@ def _modality_inputs(lp, factors, stats, name, st):
     if "gram_val" in g:
         out["c_val"] = jax.vmap(cmc.smoothed_covariance)(g["gram_val"][idx], sm)
         out["n_val"] = g["count_val"][idx]
+    if shared is not None:
+        wq_shared = st.weights.fake_quant(w * shared[name][None, :])
+        out["dw_shared"] = jax.vmap(lambda v: cmc.cmc_residual(w, v, shared[name], wq_shared))(sm)
     return out
 
 
-@functools.partial(jax.jit, static_argnames=("st", "ranks", "base", "select"))
-def _validate(lp, factors, stats, st, ranks, base, select=False):
+@functools.partial(jax.jit, static_argnames=("st", "ranks", "base"))
+def _validate(lp, factors, stats, st, ranks, base, shared=None):
     """Per linear: relative validation-error curves ``[2, storage rank + 1]`` of the shrinkage preferred
-    at ``--rank`` (``base``), MAS's relative validation error ``[2]`` and the chosen candidate ``[2]``;
-    with ``select`` also that candidate's fit-fold factors ``l`` [2, in, storage rank], ``r``."""
+    at ``--rank`` (``base``), MAS's relative validation error ``[2]`` and the chosen candidate ``[2]``.
+    With ``shared`` (the deployment's selection) also the fit-fold factors at the storage rank of that
+    candidate (``l`` [2, in, r], ``r`` [2, r, out]) and, with the same shrinkage, of the residual
+    against the shared stored weight (``l_shared``, ``r_shared``)."""
     ranks, base = dict(ranks), dict(base)
+    select = shared is not None
     out = {}
     for name in decoder.LINEAR_NAMES:
-        x = _modality_inputs(lp, factors, stats, name, st)
+        x = _modality_inputs(lp, factors, stats, name, st, shared)
 
-        def one(dw, c_all, c_val, n_all, n_val, wm, rank=ranks[name]):
+        def one(dw, c_all, c_val, n_all, n_val, wm, dw_shared=None, rank=ranks[name]):
             c_fit = c_all - c_val
             ref = jnp.maximum(jnp.sum(wm.T * jnp.dot(c_val, wm.T, precision=cmc.HIGHEST)), 1e-30)
             e = (wm - st.weights.fake_quant(wm)).T
             mas = jnp.sum(e * jnp.dot(c_val, e, precision=cmc.HIGHEST)) / ref
-            fitted = cmc.validated_fit(dw, c_fit, c_val, _candidates(st, c_fit, n_all - n_val), base[name],
-                                       max_rank=rank, svd=st.cmc_solver, return_factors=select)
+            rhos = _candidates(st, c_fit, n_all - n_val)
+            fitted = cmc.validated_fit(dw, c_fit, c_val, rhos, base[name], max_rank=rank, svd=st.cmc_solver,
+                                       return_factors=select)
             curves, best = fitted[:2]
-            return (curves[best] / ref, mas, best, *(fitted[2] if select else ()))
+            if not select:
+                return curves[best] / ref, mas, best
+            l_sh, r_sh = cmc.low_rank_compensation(dw_shared, c_fit, rank, svd=st.cmc_solver, fit="whitened",
+                                                   damping=shrinkage.damping_of(jnp.stack(rhos)[best]))
+            return curves[best] / ref, mas, best, *fitted[2], l_sh.astype(jnp.float32), r_sh.astype(jnp.float32)
 
-        res = _per_modality(one, x["dw"], x["c_all"], x["c_val"], x["n_all"], x["n_val"], x["wm"])
+        args = (x["dw"], x["c_all"], x["c_val"], x["n_all"], x["n_val"], x["wm"])
+        res = _per_modality(one, *args, *((x["dw_shared"],) if select else ()))
         out[name] = {"curve": res[0], "mas": res[1], "choice": res[2]}
         if select:
-            out[name] |= {"l": res[3], "r": res[4]}
+            out[name] |= {"l": res[3], "r": res[4], "l_shared": res[5], "r_shared": res[6]}
     return out
 
 
 @functools.partial(jax.jit, static_argnames=("st", "ranks", "validated"))
-def _final(lp, factors, stats, st, ranks, alloc, choice, validated, branch=None):
+def _final(lp, factors, stats, st, ranks, alloc, choice, validated, deployed=None):
     """Refit on all tokens with the chosen shrinkage (recomputed on all tokens for OAS) at the storage
     rank, columns beyond each modality's allocated rank zeroed. Returns the lora and the ρ used.
     Without a validation fold the fit keeps ``fit="auto"``'s in-sample guard against plain SVD.
-    ``branch`` ({linear: [2] bool}): fit only the deployed branches (zeros elsewhere, not computed)."""
+    ``deployed`` (the selection's ``(branch {linear: [2] bool}, on_shared {linear: bool}, shared
+    vectors)``): fit only the deployed branches (zeros elsewhere, not computed), against the shared
+    stored weight where the linear's base is the shared vector."""
     ranks = dict(ranks)
     lora, rhos = {}, {}
     for name in decoder.LINEAR_NAMES:
-        x = _modality_inputs(lp, factors, stats, name, st)
+        x = _modality_inputs(lp, factors, stats, name, st, None if deployed is None else deployed[2])
         cap = ranks[name]
 
         def one(dw, c, n, k, r_alloc, use=None):
@@ -327,8 +344,11 @@ def _final(lp, factors, stats, st, ranks, alloc, choice, validated, branch=None)
                                    jnp.zeros((cap, dw.shape[0]), jnp.float32))
             return (*jax.lax.cond(use, fit, zeros, dw, c), rho)
 
-        args = (x["dw"], x["c_all"], x["n_all"], jnp.asarray(choice[name]), alloc[name])
-        l, r, rho = _per_modality(one, *args, *(() if branch is None else (branch[name],)))
+        dw, extra = x["dw"], ()
+        if deployed is not None:
+            dw = jnp.where(deployed[1][name], x["dw_shared"], dw)
+            extra = (deployed[0][name],)
+        l, r, rho = _per_modality(one, dw, x["c_all"], x["n_all"], jnp.asarray(choice[name]), alloc[name], *extra)
         out_dim, in_dim = lp[name]["w"].shape
         lora[name] = (jnp.concatenate([jnp.zeros((1, in_dim, cap), jnp.float32), l]),
                       jnp.concatenate([jnp.zeros((1, cap, out_dim), jnp.float32), r]))
@@ -355,47 +375,56 @@ def smoothquant_vectors(lp: dict, stats: dict, st) -> dict[str, jax.Array]:
 
 
 def deployed_factors(factors: dict, shared: dict, codes: dict[str, np.ndarray]) -> dict:
-    """The vectors the artefact stores: a ``SHARED`` linear takes its shared vector for every modality
-    (so its stored weight is ``Q_w(W·diag(s_shared))``), a ``TEXT_VECTOR`` modality takes text's."""
+    """The vectors the artefact stores (row ``TEXT`` decides the stored weight): a linear on the shared
+    base takes its shared vector for text and for every ``SHARED`` modality, a ``TEXT_VECTOR`` modality
+    takes text's; ``BRANCH`` and ``SHARED_BRANCH`` modalities keep their own."""
     out = {}
     for name, s in factors.items():
         c = codes[name]
-        if int(c[TEXT]) == deploy.SHARED:
-            out[name] = jnp.broadcast_to(shared[name].astype(s.dtype), s.shape)
-            continue
-        rows = [s[TEXT] if int(c[m]) == deploy.TEXT_VECTOR else s[m] for m in range(len(NAMES))]
+        base = shared[name].astype(s.dtype) if int(c[TEXT]) == deploy.SHARED else s[TEXT]
+        rows = [s[m] if int(c[m]) in (deploy.BRANCH, deploy.SHARED_BRANCH) and m != TEXT else base
+                for m in range(len(NAMES))]
         out[name] = jnp.stack(rows)
     return out
 
 
-def select_deployment(lp, factors, stats, st, fit, alloc, info) -> dict[str, np.ndarray]:
+PATHS = ("mas", "paper", "text_vector", "shared_branch", "shared")  # what ``_score`` measures
+
+
+def select_deployment(lp, factors, stats, st, val, alloc, shared, info) -> dict[str, np.ndarray]:
     """Per linear, the deployment codes ``[3]`` (``core.deploy``) chosen on the fold's tokens with the
     fit-fold branches at their allocated ranks (what the fold did not see); ``info``'s deployment
     entries are filled in. With ``--tie-smoothing`` the linears of one input group choose together
     (summed errors), so they keep one vector."""
     counts = np.bincount(np.asarray(jax.device_get(stats[decoder.INPUT_OF["q_proj"]]["val_mid"])),
                          minlength=len(NAMES))[: len(NAMES)]
-    shared = smoothquant_vectors(lp, stats, st)
+    fit = {n: {k: val[n][k] for k in ("l", "r", "l_shared", "r_shared")} for n in decoder.LINEAR_NAMES}
     errs = jax.device_get(_score(lp, factors, stats, st, fit, {n: jnp.asarray(alloc[n], jnp.int32) for n in alloc},
                                  shared, tuple(int(c) for c in counts)))
     groups = ([[n for n in decoder.LINEAR_NAMES if INIT_SOURCE.get(n, n) == g] for g in [*TIE_GROUPS, "down_proj"]]
               if st.tie_smoothing else [[n] for n in decoder.LINEAR_NAMES])
     codes = {}
+
+    def rel(e, k):
+        return np.asarray(e[k], np.float64) / np.maximum(np.asarray(e["energy"], np.float64), 1e-30)
+
     for group in groups:
         tot = {k: sum(np.asarray(errs[n][k], np.float64) for n in group) for k in errs[group[0]]}
-        energy = np.maximum(tot["energy"], 1e-30)
-        rel = {k: tot[k] / energy for k in ("mas", "paper", "text_vector", "shared")}
         present = (counts > 0) & (tot["energy"] > 0)
-        base, pick = deploy.choose(np.stack([rel["paper"], rel["text_vector"]], axis=1), rel["shared"], present)
+        grid = np.stack([np.stack([rel(tot, "paper"), rel(tot, "text_vector")], axis=1),
+                         np.stack([rel(tot, "shared_branch"), rel(tot, "shared")], axis=1)])
+        base, pick = deploy.choose(grid, present)
+        code = np.asarray([deploy.CODES[base][int(p)] for p in pick], np.int32)
+        code[TEXT] = deploy.CODES[base][1] if base else deploy.BRANCH
         for n in group:
-            codes[n] = pick
+            codes[n] = code
             i = decoder.LINEAR_NAMES.index(n)
-            e = {k: np.asarray(errs[n][k], np.float64) / np.maximum(np.asarray(errs[n]["energy"], np.float64), 1e-30)
-                 for k in ("mas", "paper", "text_vector", "shared")}
-            chosen = np.where(pick == deploy.SHARED, e["shared"],
-                              np.where(pick == deploy.TEXT_VECTOR, e["text_vector"], e["paper"]))
+            e = {k: rel(errs[n], k) for k in PATHS}
+            by_code = {deploy.BRANCH: e["paper"], deploy.TEXT_VECTOR: e["text_vector"], deploy.SHARED: e["shared"],
+                       deploy.SHARED_BRANCH: e["shared_branch"]}
+            chosen = np.asarray([by_code[int(c)][m] for m, c in enumerate(code)])
             db = lambda v: np.where(present, -10.0 * np.log10(np.maximum(v, 1e-30)), np.nan)  # noqa: E731
-            info["deploy"][i] = pick
+            info["deploy"][i] = code
             info["out_sqnr"][i], info["mas_out_sqnr"][i] = db(chosen), db(e["mas"])
             info["paper_out_sqnr"][i], info["shared_out_sqnr"][i] = db(e["paper"]), db(e["shared"])
     return codes
@@ -404,9 +433,9 @@ def select_deployment(lp, factors, stats, st, fit, alloc, info) -> dict[str, np.
 @functools.partial(jax.jit, static_argnames=("st", "counts"))
 def _score(lp, factors, stats, st, fit, alloc, shared, counts):
     """Per linear, the squared output errors ``[3]`` on the fold's tokens (``val_x``, ordered by
-    modality with ``counts`` tokens each) of MAS (one weight per modality), the paper's form
-    (text weight + the fit-fold branch at its allocated rank), text's vector and the shared vector,
-    and the output energy ``[3]``."""
+    modality with ``counts`` tokens each) of every path in ``PATHS`` — MAS (one weight per modality),
+    the paper's form (text weight + the fit-fold branch at its allocated rank), text's vector, the
+    shared weight with a branch, the shared vector — and the output energy ``[3]``."""
     act = st.activations
     bounds = np.concatenate([[0], np.cumsum(counts)])
     out = {}
@@ -416,22 +445,28 @@ def _score(lp, factors, stats, st, fit, alloc, shared, counts):
         s = factors[name].astype(jnp.float32)
         wq = st.weights.fake_quant(w * s[TEXT][None, :])
         wq_shared = st.weights.fake_quant(w * shared[name][None, :])
-        l_fit, r_fit = fit[name]
-        res = {k: [] for k in ("mas", "paper", "text_vector", "shared", "energy")}
+        f = fit[name]
+        res = {k: [] for k in (*PATHS, "energy")}
         for m in range(len(NAMES)):
             xm = x[int(bounds[m]):int(bounds[m + 1])]
             ref = jnp.dot(xm, w.T, precision=cmc.HIGHEST)
             res["energy"].append(jnp.sum(jnp.square(ref)))
-            res["shared"].append(deploy.path_error(xm, ref, shared[name], wq_shared, act))
+            on_shared = deploy.path_error(xm, ref, shared[name], wq_shared, act)
+            res["shared"].append(on_shared)
             own = deploy.path_error(xm, ref, s[TEXT], wq, act)
             if m == TEXT:
-                res["mas"].append(own), res["paper"].append(own), res["text_vector"].append(own)
+                for k in ("mas", "paper", "text_vector"):
+                    res[k].append(own)
+                res["shared_branch"].append(on_shared)
                 continue
             j = NON_TEXT.index(m)
-            keep = (jnp.arange(l_fit.shape[-1]) < alloc[name][j]).astype(jnp.float32)
+            keep = (jnp.arange(f["l"].shape[-1]) < alloc[name][j]).astype(jnp.float32)
             res["text_vector"].append(own)
             res["mas"].append(deploy.path_error(xm, ref, s[m], st.weights.fake_quant(w * s[m][None, :]), act))
-            res["paper"].append(deploy.path_error(xm, ref, s[m], wq, act, l_fit[j] * keep[None, :],
-                                                  r_fit[j] * keep[:, None]))
+            res["paper"].append(deploy.path_error(xm, ref, s[m], wq, act, f["l"][j] * keep[None, :],
+                                                  f["r"][j] * keep[:, None]))
+            res["shared_branch"].append(deploy.path_error(xm, ref, s[m], wq_shared, act,
+                                                          f["l_shared"][j] * keep[None, :],
+                                                          f["r_shared"][j] * keep[:, None]))
         out[name] = {k: jnp.stack(v) for k, v in res.items()}
     return out
