@@ -32,6 +32,9 @@ MODS = ("text", "vision", "audio")
 VARIANTS = {"paper": dict(cmc_deploy="paper"), "auto": {}}
 SYNTH = dict(hidden_size=512, text_len=32, image_h=4, image_w=4, audio_len=24, vision_scale=30.0)
 MAS_TOL = 0.3  # dB: the goal's allowance below MAS
+# report labels -> short: b(ranch), t(ext vector), s(hared), sb (shared + branch), c(hannels), sc
+ABBR = {"branch": "b", "text-vector": "t", "shared": "s", "shared+branch": "sb", "channels": "c",
+        "shared+channels": "sc"}
 
 
 def run(model, cal, held, method, preset, rank=0.25, **kw):
@@ -80,7 +83,7 @@ def deployment_counts(rep) -> str:
         for v in layer.get("cmc", {}).values():
             for m, lab in v.get("deployment", {}).items():
                 c[m][lab] += 1
-    return " ".join(f"{m[0]}:" + "/".join(f"{k[0]}{n}" for k, n in sorted(c[m].items())) for m in MODS if c[m])
+    return " ".join(f"{m[0]}:" + "/".join(f"{n}{ABBR[k]}" for k, n in sorted(c[m].items())) for m in MODS if c[m])
 
 
 def cell(model, cal, held, preset, ranks, base=None):

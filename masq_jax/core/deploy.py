@@ -13,7 +13,11 @@ deployments keep one stored weight and a branch-free text path:
   the stored weight becomes ``Q_w(W·diag(s_shared))`` and text reads it too;
 * ``SHARED_BRANCH``: that shared stored weight, read by modality ``m`` through its own vector and a
   branch for ``W·diag(s_m) − Q_w(W·diag(s_shared))`` (the all-token vector already follows the
-  modality with the largest range on each channel, so this residual is often the lower-rank one).
+  modality with the largest range on each channel, so this residual is often the lower-rank one);
+* ``CHANNELS`` / ``SHARED_CHANNELS``: modality ``m`` reads the stored weight (text's / the shared one,
+  smoothed by ``s_b``) through ``s_b`` except on ``k`` channels where it keeps its own ``s_m``; the
+  smoothing mismatch ``W·diag(s' − s_b)`` then lives in ``k`` columns and a rank-``k`` branch carries
+  it exactly (``channel_branch``): no covariance, nothing fitted, nothing to overfit with few tokens.
 
 ``path_error`` / ``output_errors`` measure a deployment's output error per modality on tokens (fake
 quant exactly as ``core.qlinear.qlinear_reference``); ``choose`` picks, per linear, the stored weight
@@ -31,11 +35,13 @@ import numpy as np
 from masq_jax.core.quant import QuantSpec
 from masq_jax.modality import NON_TEXT, NUM_MODALITIES, TEXT
 
-BRANCH, TEXT_VECTOR, SHARED, SHARED_BRANCH = 0, 1, 2, 3
-LABELS = ("branch", "text-vector", "shared", "shared+branch")
+BRANCH, TEXT_VECTOR, SHARED, SHARED_BRANCH, CHANNELS, SHARED_CHANNELS = 0, 1, 2, 3, 4, 5
+LABELS = ("branch", "text-vector", "shared", "shared+branch", "channels", "shared+channels")
 # (base, option) -> deployment code: base 0 stores Q_w(W·diag(s_text)), base 1 Q_w(W·diag(s_shared));
-# option 0 reads it through the modality's own vector and a branch, option 1 through the base's vector.
-CODES = ((BRANCH, TEXT_VECTOR), (SHARED_BRANCH, SHARED))
+# option 0 reads it through the modality's own vector and a whitened branch, option 1 through the
+# base's vector, option 2 through the base's vector with the modality's own on k channels and the
+# exact channel branch (``channel_branch``).
+CODES = ((BRANCH, TEXT_VECTOR, CHANNELS), (SHARED_BRANCH, SHARED, SHARED_CHANNELS))
 HIGHEST = jax.lax.Precision.HIGHEST
 
 
@@ -50,6 +56,46 @@ def path_error(x: jax.Array, ref: jax.Array, smooth: jax.Array, wq: jax.Array, a
     if lora_l is not None and lora_l.shape[-1]:
         y = y + jnp.dot(jnp.dot(xs, lora_l, precision=HIGHEST), lora_r, precision=HIGHEST)
     return jnp.sum(jnp.square(ref - y))
+
+
+def rescaled(s_m: jax.Array, s_b: jax.Array) -> jax.Array:
+    """``γ·s_m`` with ``γ = exp(median_j log|s_b_j / s_m_j|)``: ``s_m``'s shape at ``s_b``'s scale.
+
+    Per-token dynamic activation quantization is scale-invariant (``Q_a(x/(γs)) = Q_a(x/s)/γ``), so a
+    modality's vector matters only up to a global factor; matching ``s_b``'s scale first leaves
+    ``γ·s_m`` equal to ``s_b`` on most channels and far from it only where the modality's shape really
+    differs (its massive channels), which is where ``channel_branch`` keeps it."""
+    gamma = jnp.exp(jnp.median(jnp.log(jnp.abs(s_b) / jnp.abs(s_m))))
+    return gamma * s_m
+
+
+def channel_order(w: jax.Array, s_m: jax.Array, s_b: jax.Array, cov_diag: jax.Array, r: int) -> jax.Array:
+    """The ``r`` channels (int32, best first) where modality ``m`` keeps its own (``rescaled``) vector
+    ``s' = γ·s_m`` instead of the stored weight's ``s_b``: by the output energy the mismatch moves,
+    ``E[(x_j/s'_j)²]·(s'_j − s_b_j)²·‖W[:, j]‖²`` (``cov_diag``: the diagonal of ``m``'s covariance of
+    ``x/s_m``), the part of the paper's residual ``channel_branch`` carries exactly."""
+    s_new = rescaled(s_m, s_b)
+    gamma2 = jnp.square(s_new[0] / s_m[0])
+    energy = cov_diag / gamma2 * jnp.square(s_new - s_b) * jnp.sum(jnp.square(w.astype(jnp.float32)), axis=0)
+    return jnp.argsort(-energy)[:r].astype(jnp.int32)
+
+
+def channel_branch(w: jax.Array, s_m: jax.Array, s_b: jax.Array, order: jax.Array, k) -> tuple[
+        jax.Array, jax.Array, jax.Array]:
+    """``(s' [in], L [in, r], R [r, out])``: ``rescaled(s_m, s_b)`` on the first ``k`` channels of
+    ``order`` [r] (a traced ``k <= r`` allowed), ``s_b`` elsewhere, and the branch that makes the
+    mismatch exact: ``(x/s')·L·R = (x/s')·(W·diag(s') − W·diag(s_b))ᵀ`` with ``L`` selecting those
+    channels and ``R = diag(s' − s_b)_K · W[:, K]ᵀ``. Columns beyond ``k`` are zero. The modality's
+    large channels then reach the output through the unquantized branch, and the stored weight's
+    quantization error is read at its own scale everywhere else."""
+    in_dim = w.shape[1]
+    target = rescaled(s_m, s_b)
+    keep = (jnp.arange(order.shape[0]) < k).astype(jnp.float32)
+    l = jax.nn.one_hot(order, in_dim, dtype=jnp.float32).T * keep[None, :]
+    chosen = jnp.sum(l, axis=1) > 0
+    s_new = jnp.where(chosen, target, s_b)
+    r = ((target - s_b)[order] * keep)[:, None] * w.astype(jnp.float32)[:, order].T
+    return s_new, l, r
 
 
 def output_errors(x: jax.Array, modality_ids: jax.Array, w: jax.Array, smooth: jax.Array, wq: jax.Array,

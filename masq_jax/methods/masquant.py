@@ -94,7 +94,7 @@ class MASQuant(MAS):
         rho = jax.device_get(rho)
         info["shrinkage"][:] = [rho[n] for n in decoder.LINEAR_NAMES]
         if codes is not None:
-            factors = deployed_factors(factors, shared, codes)
+            factors, lora = deployed_factors(lp, factors, shared, codes, lora, val, alloc)
         return factors, lora, info
 
     def compensation_info_template(self) -> dict:
@@ -311,7 +311,13 @@ def _validate(lp, factors, stats, st, ranks, base, shared=None):
         res = _per_modality(one, *args, *((x["dw_shared"],) if select else ()))
         out[name] = {"curve": res[0], "mas": res[1], "choice": res[2]}
         if select:
-            out[name] |= {"l": res[3], "r": res[4], "l_shared": res[5], "r_shared": res[6]}
+            w, s = lp[name]["w"].astype(jnp.float32), factors[name].astype(jnp.float32)
+            diag = jnp.diagonal(x["c_all"] - x["c_val"], axis1=1, axis2=2)
+            sm = s[jnp.asarray(NON_TEXT)]
+            order = {"order": jax.vmap(lambda v, d: deploy.channel_order(w, v, s[TEXT], d, ranks[name]))(sm, diag),
+                     "order_shared": jax.vmap(lambda v, d: deploy.channel_order(w, v, shared[name], d,
+                                                                                ranks[name]))(sm, diag)}
+            out[name] |= {"l": res[3], "r": res[4], "l_shared": res[5], "r_shared": res[6], **order}
     return out
 
 
@@ -374,21 +380,30 @@ def smoothquant_vectors(lp: dict, stats: dict, st) -> dict[str, jax.Array]:
     return out
 
 
-def deployed_factors(factors: dict, shared: dict, codes: dict[str, np.ndarray]) -> dict:
-    """The vectors the artefact stores (row ``TEXT`` decides the stored weight): a linear on the shared
-    base takes its shared vector for text and for every ``SHARED`` modality, a ``TEXT_VECTOR`` modality
-    takes text's; ``BRANCH`` and ``SHARED_BRANCH`` modalities keep their own."""
-    out = {}
+def deployed_factors(lp, factors: dict, shared: dict, codes: dict[str, np.ndarray], lora: dict, val: dict,
+                     alloc: dict) -> tuple[dict, dict]:
+    """The vectors and branches the artefact stores (row ``TEXT`` decides the stored weight): a linear
+    on the shared base takes its shared vector for text and every ``SHARED`` modality, a
+    ``TEXT_VECTOR`` modality takes text's, ``BRANCH`` / ``SHARED_BRANCH`` keep their own (with the
+    refitted branch), ``CHANNELS`` / ``SHARED_CHANNELS`` the mixed vector and exact channel branch."""
+    vec, out_lora = {}, {}
     for name, s in factors.items():
         c = codes[name]
         base = shared[name].astype(s.dtype) if int(c[TEXT]) == deploy.SHARED else s[TEXT]
         rows = [s[m] if int(c[m]) in (deploy.BRANCH, deploy.SHARED_BRANCH) and m != TEXT else base
                 for m in range(len(NAMES))]
-        out[name] = jnp.stack(rows)
-    return out
+        l, r = lora[name]
+        for j, m in enumerate(NON_TEXT):
+            if int(c[m]) in (deploy.CHANNELS, deploy.SHARED_CHANNELS):
+                order = val[name]["order_shared" if int(c[m]) == deploy.SHARED_CHANNELS else "order"][j]
+                rows[m], lc, rc = deploy.channel_branch(lp[name]["w"], s[m], base, jnp.asarray(order),
+                                                        int(alloc[name][j]))
+                l, r = l.at[m].set(lc), r.at[m].set(rc)
+        vec[name], out_lora[name] = jnp.stack(rows), (l, r)
+    return vec, out_lora
 
 
-PATHS = ("mas", "paper", "text_vector", "shared_branch", "shared")  # what ``_score`` measures
+PATHS = ("mas", "paper", "text_vector", "channels", "shared_branch", "shared", "shared_channels")  # ``_score``
 
 
 def select_deployment(lp, factors, stats, st, val, alloc, shared, info) -> dict[str, np.ndarray]:
@@ -398,7 +413,8 @@ def select_deployment(lp, factors, stats, st, val, alloc, shared, info) -> dict[
     (summed errors), so they keep one vector."""
     counts = np.bincount(np.asarray(jax.device_get(stats[decoder.INPUT_OF["q_proj"]]["val_mid"])),
                          minlength=len(NAMES))[: len(NAMES)]
-    fit = {n: {k: val[n][k] for k in ("l", "r", "l_shared", "r_shared")} for n in decoder.LINEAR_NAMES}
+    fit = {n: {k: val[n][k] for k in ("l", "r", "l_shared", "r_shared", "order", "order_shared")}
+           for n in decoder.LINEAR_NAMES}
     errs = jax.device_get(_score(lp, factors, stats, st, fit, {n: jnp.asarray(alloc[n], jnp.int32) for n in alloc},
                                  shared, tuple(int(c) for c in counts)))
     groups = ([[n for n in decoder.LINEAR_NAMES if INIT_SOURCE.get(n, n) == g] for g in [*TIE_GROUPS, "down_proj"]]
@@ -411,8 +427,9 @@ def select_deployment(lp, factors, stats, st, val, alloc, shared, info) -> dict[
     for group in groups:
         tot = {k: sum(np.asarray(errs[n][k], np.float64) for n in group) for k in errs[group[0]]}
         present = (counts > 0) & (tot["energy"] > 0)
-        grid = np.stack([np.stack([rel(tot, "paper"), rel(tot, "text_vector")], axis=1),
-                         np.stack([rel(tot, "shared_branch"), rel(tot, "shared")], axis=1)])
+        grid = np.stack([np.stack([rel(tot, "paper"), rel(tot, "text_vector"), rel(tot, "channels")], axis=1),
+                         np.stack([rel(tot, "shared_branch"), rel(tot, "shared"), rel(tot, "shared_channels")],
+                                  axis=1)])
         base, pick = deploy.choose(grid, present)
         code = np.asarray([deploy.CODES[base][int(p)] for p in pick], np.int32)
         code[TEXT] = deploy.CODES[base][1] if base else deploy.BRANCH
@@ -421,7 +438,8 @@ def select_deployment(lp, factors, stats, st, val, alloc, shared, info) -> dict[
             i = decoder.LINEAR_NAMES.index(n)
             e = {k: rel(errs[n], k) for k in PATHS}
             by_code = {deploy.BRANCH: e["paper"], deploy.TEXT_VECTOR: e["text_vector"], deploy.SHARED: e["shared"],
-                       deploy.SHARED_BRANCH: e["shared_branch"]}
+                       deploy.SHARED_BRANCH: e["shared_branch"], deploy.CHANNELS: e["channels"],
+                       deploy.SHARED_CHANNELS: e["shared_channels"]}
             chosen = np.asarray([by_code[int(c)][m] for m, c in enumerate(code)])
             db = lambda v: np.where(present, -10.0 * np.log10(np.maximum(v, 1e-30)), np.nan)  # noqa: E731
             info["deploy"][i] = code
@@ -455,9 +473,9 @@ def _score(lp, factors, stats, st, fit, alloc, shared, counts):
             res["shared"].append(on_shared)
             own = deploy.path_error(xm, ref, s[TEXT], wq, act)
             if m == TEXT:
-                for k in ("mas", "paper", "text_vector"):
+                for k in ("mas", "paper", "text_vector", "channels"):
                     res[k].append(own)
-                res["shared_branch"].append(on_shared)
+                res["shared_branch"].append(on_shared), res["shared_channels"].append(on_shared)
                 continue
             j = NON_TEXT.index(m)
             keep = (jnp.arange(f["l"].shape[-1]) < alloc[name][j]).astype(jnp.float32)
@@ -468,5 +486,9 @@ def _score(lp, factors, stats, st, fit, alloc, shared, counts):
             res["shared_branch"].append(deploy.path_error(xm, ref, s[m], wq_shared, act,
                                                           f["l_shared"][j] * keep[None, :],
                                                           f["r_shared"][j] * keep[:, None]))
+            for key, base, stored, order in (("channels", s[TEXT], wq, f["order"][j]),
+                                              ("shared_channels", shared[name], wq_shared, f["order_shared"][j])):
+                sv, lc, rc = deploy.channel_branch(w, s[m], base, order, alloc[name][j])
+                res[key].append(deploy.path_error(xm, ref, sv, stored, act, lc, rc))
         out[name] = {k: jnp.stack(v) for k, v in res.items()}
     return out
