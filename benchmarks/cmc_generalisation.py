@@ -117,9 +117,12 @@ def main() -> None:
     ap.add_argument("--sweep", default="8,16,32,64,128", help="calibration sample counts (rank --sweep-rank); '' to skip")
     ap.add_argument("--sweep-rank", type=float, default=0.25)
     ap.add_argument("--held-out", type=int, default=32)
+    ap.add_argument("--variants", default="paper,auto", help="MASQuant variants (of: paper, auto)")
     ap.add_argument("--models", default="", help="also: tiny-omni, omni-smollm2 (comma-separated; W8A8 and W4A8)")
     a = ap.parse_args()
     warnings.simplefilter("ignore")
+    for v in set(VARIANTS) - set(a.variants.split(",")):
+        del VARIANTS[v]
     from masq_jax.calib.synthetic import synthetic_calibset
     from masq_jax.demos import toy
 

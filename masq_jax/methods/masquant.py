@@ -410,7 +410,7 @@ def select_deployment(lp, factors, stats, st, val, alloc, shared, info) -> dict[
     """Per linear, the deployment codes ``[3]`` (``core.deploy``) chosen on the fold's tokens with the
     fit-fold branches at their allocated ranks (what the fold did not see); ``info``'s deployment
     entries are filled in. With ``--tie-smoothing`` the linears of one input group choose together
-    (summed errors), so they keep one vector."""
+    (summed errors) and without the channel option, so they keep one vector."""
     counts = np.bincount(np.asarray(jax.device_get(stats[decoder.INPUT_OF["q_proj"]]["val_mid"])),
                          minlength=len(NAMES))[: len(NAMES)]
     fit = {n: {k: val[n][k] for k in ("l", "r", "l_shared", "r_shared", "order", "order_shared")}
@@ -430,7 +430,10 @@ def select_deployment(lp, factors, stats, st, val, alloc, shared, info) -> dict[
         grid = np.stack([np.stack([rel(tot, "paper"), rel(tot, "text_vector"), rel(tot, "channels")], axis=1),
                          np.stack([rel(tot, "shared_branch"), rel(tot, "shared"), rel(tot, "shared_channels")],
                                   axis=1)])
-        base, pick = deploy.choose(grid, present)
+        allowed = np.ones(grid.shape, bool)
+        if st.tie_smoothing:  # the channel option's vector depends on each linear's weight: not one per group
+            allowed[:, :, 2] = False
+        base, pick = deploy.choose(grid, present, allowed)
         code = np.asarray([deploy.CODES[base][int(p)] for p in pick], np.int32)
         code[TEXT] = deploy.CODES[base][1] if base else deploy.BRANCH
         for n in group:

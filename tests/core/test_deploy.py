@@ -80,8 +80,8 @@ def brute_force(errors, present):
 def test_choose_matches_brute_force():
     rng = np.random.default_rng(2)
     for trial in range(300):
-        errors = np.exp(rng.normal(size=(2, 3, 2)) * 2)
-        errors[:, 0, 1] = errors[:, 0, 0]  # text: one path per base
+        errors = np.exp(rng.normal(size=(2, 3, 3)) * 2)
+        errors[:, 0, 1:] = errors[:, 0, :1]  # text: one path per base
         present = np.array([True, *(rng.random(2) > 0.2)])
         b, pick = deploy.choose(errors, present)
         key, b_bf, _ = brute_force(errors, present)
@@ -109,3 +109,38 @@ def test_choose_constructed_cases():
     # options can be forbidden
     b, pick = deploy.choose(e, present, allowed=np.array([[[1, 1]] * 3, [[1, 0]] * 3], bool))
     assert b == 1 and pick[1] == 0
+
+
+def test_channel_branch_is_exact_without_quantization():
+    """Unquantized, the channel deployment reproduces ``x·Wᵀ`` for any k (the branch carries the
+    smoothing mismatch exactly); only the first k channels of ``order`` leave ``s_b``, at s_m's shape."""
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(30, 20))
+    w = rng.normal(size=(12, 20))
+    s_b, s_m = rng.uniform(0.5, 2.0, 20), rng.uniform(0.05, 0.3, 20)
+    s_m[[3, 7]] = 9.0  # two channels where the modality's shape really differs
+    order = deploy.channel_order(jnp.asarray(w, jnp.float32), jnp.asarray(s_m, jnp.float32), jnp.asarray(s_b, jnp.float32),
+                                 jnp.ones(20, jnp.float32), 6)
+    assert set(np.asarray(order[:2]).tolist()) == {3, 7}
+    gamma = np.exp(np.median(np.log(s_b / s_m)))
+    for k in (0, 2, 5):
+        sv, l, r = (np.asarray(v, np.float64) for v in deploy.channel_branch(
+            jnp.asarray(w, jnp.float32), jnp.asarray(s_m, jnp.float32), jnp.asarray(s_b, jnp.float32), order, k))
+        chosen = np.asarray(order[:k])
+        want = s_b.copy()
+        want[chosen] = gamma * s_m[chosen]
+        np.testing.assert_allclose(sv, want, rtol=1e-5)
+        xs = x / sv
+        y = xs @ (w * s_b).T + xs @ l @ r
+        np.testing.assert_allclose(y, x @ w.T, rtol=1e-4, atol=1e-4)
+        assert np.count_nonzero(np.any(l != 0, axis=0)) == k
+
+
+def test_rescaled_matches_the_base_where_shapes_agree():
+    rng = np.random.default_rng(4)
+    s_b = rng.uniform(0.5, 2.0, 31)
+    s_m = 0.125 * s_b
+    s_m[:3] *= 50.0
+    got = np.asarray(deploy.rescaled(jnp.asarray(s_m, jnp.float32), jnp.asarray(s_b, jnp.float32)), np.float64)
+    np.testing.assert_allclose(got[3:], s_b[3:], rtol=1e-5)
+    np.testing.assert_allclose(got[:3], 50.0 * s_b[:3], rtol=1e-5)

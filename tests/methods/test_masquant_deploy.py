@@ -62,7 +62,8 @@ def layer_case(st, samples=8, audio_len=8, edit=None):
 
 def brute_force_codes(st, stats, factors, val, alloc, shared):
     """Per linear, every (base, option per modality) deployment built as a ``QLinear`` and evaluated by
-    ``qlinear_reference`` on the fold's tokens; the minimax-regret one (then summed regret, then base 0)."""
+    ``qlinear_reference`` on the fold's tokens; the minimax-regret one (then summed regret, then base 0).
+    Options: 0 own vector + fit-fold branch, 1 the base's vector, 2 the channel branch."""
     out = {}
     for n in decoder.LINEAR_NAMES:
         g = stats[decoder.INPUT_OF[n]]
@@ -71,17 +72,23 @@ def brute_force_codes(st, stats, factors, val, alloc, shared):
         ref = np.asarray(x, np.float64) @ np.asarray(w, np.float64).T
         s = np.asarray(factors[n])
         present = np.array([np.any(mid == m) for m in range(3)])
+        cap = val[n]["l"].shape[-1]
         rows = {}
-        for base, opts in itertools.product((0, 1), itertools.product((0, 1), repeat=2)):
-            smooth = np.stack([s[0] if base == 0 else np.asarray(shared[n])] * 3)
-            l = np.zeros((3, w.shape[1], val[n]["l"].shape[-1]), np.float32)
-            r = np.zeros((3, val[n]["l"].shape[-1], w.shape[0]), np.float32)
+        for base, opts in itertools.product((0, 1), itertools.product((0, 1, 2), repeat=2)):
+            s_b = s[0] if base == 0 else np.asarray(shared[n])
+            smooth = np.stack([s_b] * 3)
+            l = np.zeros((3, w.shape[1], cap), np.float32)
+            r = np.zeros((3, cap, w.shape[0]), np.float32)
             for j, m in enumerate((1, 2)):
+                k = int(alloc[n][j])
                 if opts[j] == 0:
                     smooth[m] = s[m]
-                    k = int(alloc[n][j])
                     key = ("l", "r") if base == 0 else ("l_shared", "r_shared")
                     l[m][:, :k], r[m][:k] = val[n][key[0]][j][:, :k], val[n][key[1]][j][:k]
+                elif opts[j] == 2:
+                    order = val[n]["order" if base == 0 else "order_shared"][j]
+                    sv, lc, rc = deploy.channel_branch(w, jnp.asarray(s[m]), jnp.asarray(s_b), jnp.asarray(order), k)
+                    smooth[m], l[m], r[m] = np.asarray(sv), np.asarray(lc), np.asarray(rc)
             ql = make_qlinear(w, None, smooth=jnp.asarray(smooth), lora_l=jnp.asarray(l), lora_r=jnp.asarray(r),
                               **st.linear_kwargs())
             y = np.asarray(qlinear_reference(x, jnp.asarray(mid), ql), np.float64)
@@ -93,7 +100,7 @@ def brute_force_codes(st, stats, factors, val, alloc, shared):
             if any(not present[m] and opts[j] != 0 for j, m in enumerate((1, 2))):
                 continue
             reg = np.log(np.maximum(e, 1e-30) / np.maximum(best, 1e-30))[present]
-            scored.append(((round(reg.max(), 4), round(reg.sum(), 4), base), base, opts))
+            scored.append(((round(reg.max(), 3), round(reg.sum(), 3), base), base, opts))
         _, base, opts = min(scored)
         out[n] = [deploy.CODES[base][1] if base else deploy.BRANCH, *(deploy.CODES[base][o] for o in opts)]
     return out
@@ -136,8 +143,11 @@ def test_fold_choice_matches_brute_force(case):
             if code[m] in (deploy.SHARED, deploy.TEXT_VECTOR):
                 np.testing.assert_array_equal(s[m], text)
                 assert not np.any(l[m])
-            else:
+            elif code[m] in (deploy.BRANCH, deploy.SHARED_BRANCH):
                 np.testing.assert_array_equal(s[m], np.asarray(f[n][m]))
+            else:  # channels: the base's vector but on the branch's (selected) channels
+                on = np.any(l[m] != 0, axis=1)
+                np.testing.assert_array_equal(s[m][~on], text[~on])
         rep = method.compensation_report(info)[n]
         assert rep["deployment"]["text"] == deploy.LABELS[code[0]]
 
