@@ -32,9 +32,8 @@ MODS = ("text", "vision", "audio")
 VARIANTS = {"paper": dict(cmc_deploy="paper"), "auto": {}}
 SYNTH = dict(hidden_size=512, text_len=32, image_h=4, image_w=4, audio_len=24, vision_scale=30.0)
 MAS_TOL = 0.3  # dB: the goal's allowance below MAS
-# report labels -> short: b(ranch), t(ext vector), s(hared), sb (shared + branch), c(hannels), sc
-ABBR = {"branch": "b", "text-vector": "t", "shared": "s", "shared+branch": "sb", "channels": "c",
-        "shared+channels": "sc"}
+# report labels -> short: b(ranch), t(ext vector), s(hared), c(hannels), sc (shared + channels)
+ABBR = {"branch": "b", "text-vector": "t", "shared": "s", "channels": "c", "shared+channels": "sc"}
 
 
 def run(model, cal, held, method, preset, rank=0.25, **kw):

@@ -11,9 +11,6 @@ deployments keep one stored weight and a branch-free text path:
 * ``TEXT_VECTOR``: the modality reads the text path, ``Q_a(x/s_text)·Wqᵀ`` (no branch);
 * ``SHARED``: one all-token vector for every modality of the linear (SmoothQuant's), no branch —
   the stored weight becomes ``Q_w(W·diag(s_shared))`` and text reads it too;
-* ``SHARED_BRANCH``: that shared stored weight, read by modality ``m`` through its own vector and a
-  branch for ``W·diag(s_m) − Q_w(W·diag(s_shared))`` (the all-token vector already follows the
-  modality with the largest range on each channel, so this residual is often the lower-rank one);
 * ``CHANNELS`` / ``SHARED_CHANNELS``: modality ``m`` reads the stored weight (text's / the shared one,
   smoothed by ``s_b``) through ``s_b`` except on ``k`` channels where it keeps its own ``s_m``; the
   smoothing mismatch ``W·diag(s' − s_b)`` then lives in ``k`` columns and a rank-``k`` branch carries
@@ -35,13 +32,13 @@ import numpy as np
 from masq_jax.core.quant import QuantSpec
 from masq_jax.modality import NON_TEXT, NUM_MODALITIES, TEXT
 
-BRANCH, TEXT_VECTOR, SHARED, SHARED_BRANCH, CHANNELS, SHARED_CHANNELS = 0, 1, 2, 3, 4, 5
-LABELS = ("branch", "text-vector", "shared", "shared+branch", "channels", "shared+channels")
-# (base, option) -> deployment code: base 0 stores Q_w(W·diag(s_text)), base 1 Q_w(W·diag(s_shared));
-# option 0 reads it through the modality's own vector and a whitened branch, option 1 through the
-# base's vector, option 2 through the base's vector with the modality's own on k channels and the
-# exact channel branch (``channel_branch``).
-CODES = ((BRANCH, TEXT_VECTOR, CHANNELS), (SHARED_BRANCH, SHARED, SHARED_CHANNELS))
+BRANCH, TEXT_VECTOR, SHARED, CHANNELS, SHARED_CHANNELS = 0, 1, 2, 3, 4
+LABELS = ("branch", "text-vector", "shared", "channels", "shared+channels")
+# (base, option) -> deployment code. Base 0 stores Q_w(W·diag(s_text)): a modality reads it through its
+# own vector and a whitened branch, through text's vector, or through the channel option; base 1
+# stores Q_w(W·diag(s_shared)): read through the shared vector (listed twice: no whitened branch is
+# fitted against it) or the channel option.
+CODES = ((BRANCH, TEXT_VECTOR, CHANNELS), (SHARED, SHARED, SHARED_CHANNELS))
 HIGHEST = jax.lax.Precision.HIGHEST
 
 

@@ -86,9 +86,7 @@ class MASQuant(MAS):
         if shared is not None:
             codes = select_deployment(lp, factors, stats, st, val, alloc, shared, info)
             nt = list(NON_TEXT)
-            deployed = ({n: jnp.asarray(np.isin(codes[n][nt], (deploy.BRANCH, deploy.SHARED_BRANCH)))
-                         for n in decoder.LINEAR_NAMES},
-                        {n: jnp.asarray(int(codes[n][TEXT]) == deploy.SHARED) for n in decoder.LINEAR_NAMES}, shared)
+            deployed = {n: jnp.asarray(codes[n][nt] == deploy.BRANCH) for n in decoder.LINEAR_NAMES}
         lora, rho = _final(lp, factors, stats, st, tuple(sorted(ranks.items())),
                            {n: jnp.asarray(alloc[n], jnp.int32) for n in alloc}, choice, has_val, deployed)
         rho = jax.device_get(rho)
@@ -256,10 +254,9 @@ def _per_modality(fn, *xs):
     return jax.lax.map(lambda args: fn(*args), xs)
 
 
-def _modality_inputs(lp, factors, stats, name, st, shared=None):
+def _modality_inputs(lp, factors, stats, name, st):
     """Per non-text modality (stacked on a leading axis): residual ΔW_m, smoothed Gram matrices
-    (all tokens, validation fold), token counts and the modality-smoothed weight; with ``shared``
-    ({linear: [in]}) also ``dw_shared``, the residual against ``Q_w(W·diag(s_shared))``."""
+    (all tokens, validation fold), token counts and the modality-smoothed weight."""
     g = stats[decoder.INPUT_OF[name]]
     w, s, wq = _residuals(lp, factors, name, st)
     idx = jnp.asarray(NON_TEXT)
@@ -273,9 +270,6 @@ def _modality_inputs(lp, factors, stats, name, st, shared=None):
     if "gram_val" in g:
         out["c_val"] = jax.vmap(cmc.smoothed_covariance)(g["gram_val"][idx], sm)
         out["n_val"] = g["count_val"][idx]
-    if shared is not None:
-        wq_shared = st.weights.fake_quant(w * shared[name][None, :])
-        out["dw_shared"] = jax.vmap(lambda v: cmc.cmc_residual(w, v, shared[name], wq_shared))(sm)
     return out
 
 
@@ -284,15 +278,15 @@ def _validate(lp, factors, stats, st, ranks, base, shared=None):
     """Per linear: relative validation-error curves ``[2, storage rank + 1]`` of the shrinkage preferred
     at ``--rank`` (``base``), MAS's relative validation error ``[2]`` and the chosen candidate ``[2]``.
     With ``shared`` (the deployment's selection) also the fit-fold factors at the storage rank of that
-    candidate (``l`` [2, in, r], ``r`` [2, r, out]) and, with the same shrinkage, of the residual
-    against the shared stored weight (``l_shared``, ``r_shared``)."""
+    candidate (``l`` [2, in, r], ``r`` [2, r, out]) and the channel options' orders against text's and
+    the shared vector (``order``, ``order_shared`` [2, r])."""
     ranks, base = dict(ranks), dict(base)
     select = shared is not None
     out = {}
     for name in decoder.LINEAR_NAMES:
-        x = _modality_inputs(lp, factors, stats, name, st, shared)
+        x = _modality_inputs(lp, factors, stats, name, st)
 
-        def one(dw, c_all, c_val, n_all, n_val, wm, dw_shared=None, rank=ranks[name]):
+        def one(dw, c_all, c_val, n_all, n_val, wm, rank=ranks[name]):
             c_fit = c_all - c_val
             ref = jnp.maximum(jnp.sum(wm.T * jnp.dot(c_val, wm.T, precision=cmc.HIGHEST)), 1e-30)
             e = (wm - st.weights.fake_quant(wm)).T
@@ -301,14 +295,9 @@ def _validate(lp, factors, stats, st, ranks, base, shared=None):
             fitted = cmc.validated_fit(dw, c_fit, c_val, rhos, base[name], max_rank=rank, svd=st.cmc_solver,
                                        return_factors=select)
             curves, best = fitted[:2]
-            if not select:
-                return curves[best] / ref, mas, best
-            l_sh, r_sh = cmc.low_rank_compensation(dw_shared, c_fit, rank, svd=st.cmc_solver, fit="whitened",
-                                                   damping=shrinkage.damping_of(jnp.stack(rhos)[best]))
-            return curves[best] / ref, mas, best, *fitted[2], l_sh.astype(jnp.float32), r_sh.astype(jnp.float32)
+            return curves[best] / ref, mas, best, *(fitted[2] if select else ())
 
-        args = (x["dw"], x["c_all"], x["c_val"], x["n_all"], x["n_val"], x["wm"])
-        res = _per_modality(one, *args, *((x["dw_shared"],) if select else ()))
+        res = _per_modality(one, x["dw"], x["c_all"], x["c_val"], x["n_all"], x["n_val"], x["wm"])
         out[name] = {"curve": res[0], "mas": res[1], "choice": res[2]}
         if select:
             w, s = lp[name]["w"].astype(jnp.float32), factors[name].astype(jnp.float32)
@@ -317,7 +306,7 @@ def _validate(lp, factors, stats, st, ranks, base, shared=None):
             order = {"order": jax.vmap(lambda v, d: deploy.channel_order(w, v, s[TEXT], d, ranks[name]))(sm, diag),
                      "order_shared": jax.vmap(lambda v, d: deploy.channel_order(w, v, shared[name], d,
                                                                                 ranks[name]))(sm, diag)}
-            out[name] |= {"l": res[3], "r": res[4], "l_shared": res[5], "r_shared": res[6], **order}
+            out[name] |= {"l": res[3], "r": res[4], **order}
     return out
 
 
@@ -326,13 +315,12 @@ def _final(lp, factors, stats, st, ranks, alloc, choice, validated, deployed=Non
     """Refit on all tokens with the chosen shrinkage (recomputed on all tokens for OAS) at the storage
     rank, columns beyond each modality's allocated rank zeroed. Returns the lora and the ρ used.
     Without a validation fold the fit keeps ``fit="auto"``'s in-sample guard against plain SVD.
-    ``deployed`` (the selection's ``(branch {linear: [2] bool}, on_shared {linear: bool}, shared
-    vectors)``): fit only the deployed branches (zeros elsewhere, not computed), against the shared
-    stored weight where the linear's base is the shared vector."""
+    ``deployed`` ({linear: [2] bool}, the selection's whitened branches): fit only those (zeros
+    elsewhere, not computed)."""
     ranks = dict(ranks)
     lora, rhos = {}, {}
     for name in decoder.LINEAR_NAMES:
-        x = _modality_inputs(lp, factors, stats, name, st, None if deployed is None else deployed[2])
+        x = _modality_inputs(lp, factors, stats, name, st)
         cap = ranks[name]
 
         def one(dw, c, n, k, r_alloc, use=None):
@@ -350,11 +338,8 @@ def _final(lp, factors, stats, st, ranks, alloc, choice, validated, deployed=Non
                                    jnp.zeros((cap, dw.shape[0]), jnp.float32))
             return (*jax.lax.cond(use, fit, zeros, dw, c), rho)
 
-        dw, extra = x["dw"], ()
-        if deployed is not None:
-            dw = jnp.where(deployed[1][name], x["dw_shared"], dw)
-            extra = (deployed[0][name],)
-        l, r, rho = _per_modality(one, dw, x["c_all"], x["n_all"], jnp.asarray(choice[name]), alloc[name], *extra)
+        extra = () if deployed is None else (deployed[name],)
+        l, r, rho = _per_modality(one, x["dw"], x["c_all"], x["n_all"], jnp.asarray(choice[name]), alloc[name], *extra)
         out_dim, in_dim = lp[name]["w"].shape
         lora[name] = (jnp.concatenate([jnp.zeros((1, in_dim, cap), jnp.float32), l]),
                       jnp.concatenate([jnp.zeros((1, cap, out_dim), jnp.float32), r]))
@@ -384,14 +369,13 @@ def deployed_factors(lp, factors: dict, shared: dict, codes: dict[str, np.ndarra
                      alloc: dict) -> tuple[dict, dict]:
     """The vectors and branches the artefact stores (row ``TEXT`` decides the stored weight): a linear
     on the shared base takes its shared vector for text and every ``SHARED`` modality, a
-    ``TEXT_VECTOR`` modality takes text's, ``BRANCH`` / ``SHARED_BRANCH`` keep their own (with the
-    refitted branch), ``CHANNELS`` / ``SHARED_CHANNELS`` the mixed vector and exact channel branch."""
+    ``TEXT_VECTOR`` modality takes text's, ``BRANCH`` keeps its own (with the refitted branch),
+    ``CHANNELS`` / ``SHARED_CHANNELS`` the mixed vector and exact channel branch."""
     vec, out_lora = {}, {}
     for name, s in factors.items():
         c = codes[name]
         base = shared[name].astype(s.dtype) if int(c[TEXT]) == deploy.SHARED else s[TEXT]
-        rows = [s[m] if int(c[m]) in (deploy.BRANCH, deploy.SHARED_BRANCH) and m != TEXT else base
-                for m in range(len(NAMES))]
+        rows = [s[m] if int(c[m]) == deploy.BRANCH and m != TEXT else base for m in range(len(NAMES))]
         l, r = lora[name]
         for j, m in enumerate(NON_TEXT):
             if int(c[m]) in (deploy.CHANNELS, deploy.SHARED_CHANNELS):
@@ -403,7 +387,7 @@ def deployed_factors(lp, factors: dict, shared: dict, codes: dict[str, np.ndarra
     return vec, out_lora
 
 
-PATHS = ("mas", "paper", "text_vector", "channels", "shared_branch", "shared", "shared_channels")  # ``_score``
+PATHS = ("mas", "paper", "text_vector", "channels", "shared", "shared_channels")  # what ``_score`` measures
 
 
 def select_deployment(lp, factors, stats, st, val, alloc, shared, info) -> dict[str, np.ndarray]:
@@ -413,8 +397,7 @@ def select_deployment(lp, factors, stats, st, val, alloc, shared, info) -> dict[
     (summed errors) and without the channel option, so they keep one vector."""
     counts = np.bincount(np.asarray(jax.device_get(stats[decoder.INPUT_OF["q_proj"]]["val_mid"])),
                          minlength=len(NAMES))[: len(NAMES)]
-    fit = {n: {k: val[n][k] for k in ("l", "r", "l_shared", "r_shared", "order", "order_shared")}
-           for n in decoder.LINEAR_NAMES}
+    fit = {n: {k: val[n][k] for k in ("l", "r", "order", "order_shared")} for n in decoder.LINEAR_NAMES}
     errs = jax.device_get(_score(lp, factors, stats, st, fit, {n: jnp.asarray(alloc[n], jnp.int32) for n in alloc},
                                  shared, tuple(int(c) for c in counts)))
     groups = ([[n for n in decoder.LINEAR_NAMES if INIT_SOURCE.get(n, n) == g] for g in [*TIE_GROUPS, "down_proj"]]
@@ -428,8 +411,7 @@ def select_deployment(lp, factors, stats, st, val, alloc, shared, info) -> dict[
         tot = {k: sum(np.asarray(errs[n][k], np.float64) for n in group) for k in errs[group[0]]}
         present = (counts > 0) & (tot["energy"] > 0)
         grid = np.stack([np.stack([rel(tot, "paper"), rel(tot, "text_vector"), rel(tot, "channels")], axis=1),
-                         np.stack([rel(tot, "shared_branch"), rel(tot, "shared"), rel(tot, "shared_channels")],
-                                  axis=1)])
+                         np.stack([rel(tot, "shared"), rel(tot, "shared"), rel(tot, "shared_channels")], axis=1)])
         allowed = np.ones(grid.shape, bool)
         if st.tie_smoothing:  # the channel option's vector depends on each linear's weight: not one per group
             allowed[:, :, 2] = False
@@ -441,8 +423,7 @@ def select_deployment(lp, factors, stats, st, val, alloc, shared, info) -> dict[
             i = decoder.LINEAR_NAMES.index(n)
             e = {k: rel(errs[n], k) for k in PATHS}
             by_code = {deploy.BRANCH: e["paper"], deploy.TEXT_VECTOR: e["text_vector"], deploy.SHARED: e["shared"],
-                       deploy.SHARED_BRANCH: e["shared_branch"], deploy.CHANNELS: e["channels"],
-                       deploy.SHARED_CHANNELS: e["shared_channels"]}
+                       deploy.CHANNELS: e["channels"], deploy.SHARED_CHANNELS: e["shared_channels"]}
             chosen = np.asarray([by_code[int(c)][m] for m, c in enumerate(code)])
             db = lambda v: np.where(present, -10.0 * np.log10(np.maximum(v, 1e-30)), np.nan)  # noqa: E731
             info["deploy"][i] = code
@@ -455,8 +436,8 @@ def select_deployment(lp, factors, stats, st, val, alloc, shared, info) -> dict[
 def _score(lp, factors, stats, st, fit, alloc, shared, counts):
     """Per linear, the squared output errors ``[3]`` on the fold's tokens (``val_x``, ordered by
     modality with ``counts`` tokens each) of every path in ``PATHS`` — MAS (one weight per modality),
-    the paper's form (text weight + the fit-fold branch at its allocated rank), text's vector, the
-    shared weight with a branch, the shared vector — and the output energy ``[3]``."""
+    the paper's form (text weight + the fit-fold branch at its allocated rank), text's vector and the
+    channel option on it, the shared vector and the channel option on it — and the output energy ``[3]``."""
     act = st.activations
     bounds = np.concatenate([[0], np.cumsum(counts)])
     out = {}
@@ -478,7 +459,7 @@ def _score(lp, factors, stats, st, fit, alloc, shared, counts):
             if m == TEXT:
                 for k in ("mas", "paper", "text_vector", "channels"):
                     res[k].append(own)
-                res["shared_branch"].append(on_shared), res["shared_channels"].append(on_shared)
+                res["shared_channels"].append(on_shared)
                 continue
             j = NON_TEXT.index(m)
             keep = (jnp.arange(f["l"].shape[-1]) < alloc[name][j]).astype(jnp.float32)
@@ -486,9 +467,6 @@ def _score(lp, factors, stats, st, fit, alloc, shared, counts):
             res["mas"].append(deploy.path_error(xm, ref, s[m], st.weights.fake_quant(w * s[m][None, :]), act))
             res["paper"].append(deploy.path_error(xm, ref, s[m], wq, act, f["l"][j] * keep[None, :],
                                                   f["r"][j] * keep[:, None]))
-            res["shared_branch"].append(deploy.path_error(xm, ref, s[m], wq_shared, act,
-                                                          f["l_shared"][j] * keep[None, :],
-                                                          f["r_shared"][j] * keep[:, None]))
             for key, base, stored, order in (("channels", s[TEXT], wq, f["order"][j]),
                                               ("shared_channels", shared[name], wq_shared, f["order_shared"][j])):
                 sv, lc, rc = deploy.channel_branch(w, s[m], base, order, alloc[name][j])

@@ -63,7 +63,7 @@ def layer_case(st, samples=8, audio_len=8, edit=None):
 def brute_force_codes(st, stats, factors, val, alloc, shared):
     """Per linear, every (base, option per modality) deployment built as a ``QLinear`` and evaluated by
     ``qlinear_reference`` on the fold's tokens; the minimax-regret one (then summed regret, then base 0).
-    Options: 0 own vector + fit-fold branch, 1 the base's vector, 2 the channel branch."""
+    Options: 0 own vector + fit-fold branch (base 0 only), 1 the base's vector, 2 the channel branch."""
     out = {}
     for n in decoder.LINEAR_NAMES:
         g = stats[decoder.INPUT_OF[n]]
@@ -81,10 +81,9 @@ def brute_force_codes(st, stats, factors, val, alloc, shared):
             r = np.zeros((3, cap, w.shape[0]), np.float32)
             for j, m in enumerate((1, 2)):
                 k = int(alloc[n][j])
-                if opts[j] == 0:
+                if opts[j] == 0 and base == 0:  # (base 1 has no whitened branch: option 0 is its vector)
                     smooth[m] = s[m]
-                    key = ("l", "r") if base == 0 else ("l_shared", "r_shared")
-                    l[m][:, :k], r[m][:k] = val[n][key[0]][j][:, :k], val[n][key[1]][j][:k]
+                    l[m][:, :k], r[m][:k] = val[n]["l"][j][:, :k], val[n]["r"][j][:k]
                 elif opts[j] == 2:
                     order = val[n]["order" if base == 0 else "order_shared"][j]
                     sv, lc, rc = deploy.channel_branch(w, jnp.asarray(s[m]), jnp.asarray(s_b), jnp.asarray(order), k)
@@ -143,7 +142,7 @@ def test_fold_choice_matches_brute_force(case):
             if code[m] in (deploy.SHARED, deploy.TEXT_VECTOR):
                 np.testing.assert_array_equal(s[m], text)
                 assert not np.any(l[m])
-            elif code[m] in (deploy.BRANCH, deploy.SHARED_BRANCH):
+            elif code[m] == deploy.BRANCH:
                 np.testing.assert_array_equal(s[m], np.asarray(f[n][m]))
             else:  # channels: the base's vector but on the branch's (selected) channels
                 on = np.any(l[m] != 0, axis=1)
