@@ -115,8 +115,11 @@ def main() -> None:
     ap.add_argument("--ranks", default="0.05,0.1,0.25")
     ap.add_argument("--sweep", default="8,16,32,64,128", help="calibration sample counts (rank --sweep-rank); '' to skip")
     ap.add_argument("--sweep-rank", type=float, default=0.25)
+    ap.add_argument("--sweep-presets", default=None, help="presets of the sweep (default: --presets)")
     ap.add_argument("--held-out", type=int, default=32)
     ap.add_argument("--variants", default="paper,auto", help="MASQuant variants (of: paper, auto)")
+    ap.add_argument("--cost", default="", help="only the run-cost table on these configs (of: wide, smollm2)")
+    ap.add_argument("--cost-layers", type=int, default=30, help="decoder layers of the smollm2-dims config")
     ap.add_argument("--models", default="", help="also: tiny-omni, omni-smollm2 (comma-separated; W8A8 and W4A8)")
     a = ap.parse_args()
     warnings.simplefilter("ignore")
@@ -125,6 +128,10 @@ def main() -> None:
     from masq_jax.calib.synthetic import synthetic_calibset
     from masq_jax.demos import toy
 
+    if a.cost:
+        for name in a.cost.split(","):
+            cost(name, a.cost_layers, a.presets.split(",")[0], a.held_out)
+        return
     cfg = toy.make_config("wide")
     model = (cfg, toy.random_params(cfg, 0))
     presets = [p for p in a.presets.split(",") if p]
@@ -134,12 +141,14 @@ def main() -> None:
         return synthetic_calibset(samples=n + a.held_out, seed=0, **SYNTH).split(a.held_out, seed=0)
 
     summary = []
+    sweep_presets = presets if a.sweep_presets is None else [p for p in a.sweep_presets.split(",") if p]
     for preset in presets:
         if ranks:
             print(f"\ntoy:wide (hidden 512), {preset.upper()}, {a.samples} calibration samples, {a.held_out} held out")
             print(HEAD)
             res = cell(model, *data(a.samples), preset, ranks)
             summary += [(f"toy:wide {preset} n={a.samples}", *v) for v in res["verdicts"]]
+    for preset in sweep_presets:
         for n in [int(n) for n in a.sweep.split(",") if n]:
             if ranks and n == a.samples and a.sweep_rank in ranks:
                 continue  # that cell is in the rank table
@@ -152,6 +161,39 @@ def main() -> None:
     print("\ngoal per cell (held-out: every modality >= MAS − 0.3 dB and >= SmoothQuant)")
     for where, rank, v, ok in summary:
         print(f"  {where:<28} rank {rank:<5} {v:<6} {ok}")
+
+
+def cost(name: str, layers: int, preset: str, held_out: int) -> None:
+    """Whole-run seconds (calibration stages, evaluation excluded) of ``mas`` and ``masquant`` (rank
+    0.25, each variant) side by side in one process: a cold pass (compiles included), then a warm one.
+    ``wide``: toy:wide, 32 samples as above; ``smollm2``: SmolLM2-135M's dimensions as an Omni Thinker
+    (576 wide, 1536 MLP, 9 heads / 3 KV heads of 64; random weights), 16 samples of 256 tokens."""
+    import dataclasses
+
+    from masq_jax.calib.synthetic import synthetic_calibset
+    from masq_jax.demos import toy
+
+    cfg = toy.make_config("wide")
+    synth = dict(SYNTH)
+    samples = 32
+    if name == "smollm2":
+        cfg = dataclasses.replace(cfg, hidden_size=576, intermediate_size=1536, num_layers=layers, num_heads=9,
+                                  num_kv_heads=3, head_dim=64)
+        synth.update(hidden_size=576, text_len=176, image_h=8, image_w=8, audio_len=16)
+        samples = 16
+    model = (cfg, toy.random_params(cfg, 0))
+    cal, held = synthetic_calibset(samples=samples + 4, seed=0, **synth).split(4, seed=0)
+    print(f"\nrun cost, {name} ({cfg.num_layers} layers, hidden {cfg.hidden_size}), {preset.upper()}, "
+          f"{samples} samples, rank 0.25 (seconds without evaluation; stage seconds: train / cmc / fp_pass)")
+    arms = [("mas", {})] + [(f"masquant {v}", kw) for v, kw in VARIANTS.items()]
+    for label in ("cold", "warm"):
+        base = None
+        for arm, kw in arms:
+            _, _, t, _, rep = run(model, cal, held, arm.split()[0], preset, 0.25, **kw)
+            st = {k: rep["stages"].get(k, {}).get("seconds", 0.0) for k in ("train", "cmc", "fp_pass")}
+            base = base or t
+            print(f"  {label:<5} {arm:<16} {t:7.1f} s  {t / base:5.2f}x mas   "
+                  f"({st['train']:.1f} / {st['cmc']:.1f} / {st['fp_pass']:.1f})", flush=True)
 
 
 def real_model(name: str, ranks) -> list:
