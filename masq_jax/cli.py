@@ -84,8 +84,9 @@ def _add_quantize(sub) -> None:
                         "parameters --rank gives, reallocated), 'off' (--rank everywhere) or a mean rank")
     q.add_argument("--cmc-deploy", choices=CMC_DEPLOYS, default=None,
                    help="masquant: 'auto' (default: per linear and modality, the text weight plus a branch, text's "
-                        "vector, or one shared vector with no branch, whichever the validation fold prefers) or "
-                        "'paper' (the text weight plus a branch for every non-text modality)")
+                        "vector, one shared vector, or the modality's vector on a few channels with an exact "
+                        "channel branch, whichever the validation fold prefers; docs/method.md §5) or 'paper' "
+                        "(the text weight plus a branch for every non-text modality, the earlier artefact)")
     q.add_argument("--tie-smoothing", action="store_true", default=None,
                    help="one smoothing vector per input group and modality (q/k/v share one, gate/up one), so "
                         "the quantized model runs one QKV GEMM and one gate|up GEMM (kernels: merged GEMMs)")

@@ -64,8 +64,8 @@ class QuantSettings:
     cmc_solver: str = "gram"  # CMC decompositions (core.cmc.low_rank_compensation's ``svd``)
     bound: str = SPEC_BOUND  # the symmetric quantization bound: "qmax" (the reference) or "qmax+0.5"
     tie_smoothing: bool = False  # one vector per input group and modality (q/k/v, gate/up): merged GEMMs
-    cmc_deploy: str = "auto"  # masquant: "auto" (text weight + branch, text's vector or a shared vector, per linear
-    #                           and modality, chosen on the validation fold) or "paper" (text weight + branch everywhere)
+    cmc_deploy: str = "auto"  # masquant: "auto" (per linear and modality the one-weight deployment the validation
+    #                           fold prefers, core.deploy) or "paper" (text weight + branch everywhere)
 
     def __post_init__(self) -> None:
         from masq_jax.methods.registry import get

@@ -30,7 +30,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from masq_jax.core.quant import QuantSpec
-from masq_jax.modality import NON_TEXT, NUM_MODALITIES, TEXT
+from masq_jax.modality import NUM_MODALITIES, TEXT
 
 BRANCH, TEXT_VECTOR, SHARED, CHANNELS, SHARED_CHANNELS = 0, 1, 2, 3, 4
 LABELS = ("branch", "text-vector", "shared", "channels", "shared+channels")

@@ -119,13 +119,12 @@ def test_channel_branch_is_exact_without_quantization():
     w = rng.normal(size=(12, 20))
     s_b, s_m = rng.uniform(0.5, 2.0, 20), rng.uniform(0.05, 0.3, 20)
     s_m[[3, 7]] = 9.0  # two channels where the modality's shape really differs
-    order = deploy.channel_order(jnp.asarray(w, jnp.float32), jnp.asarray(s_m, jnp.float32), jnp.asarray(s_b, jnp.float32),
-                                 jnp.ones(20, jnp.float32), 6)
+    wj, smj, sbj = (jnp.asarray(v, jnp.float32) for v in (w, s_m, s_b))
+    order = deploy.channel_order(wj, smj, sbj, jnp.ones(20, jnp.float32), 6)
     assert set(np.asarray(order[:2]).tolist()) == {3, 7}
     gamma = np.exp(np.median(np.log(s_b / s_m)))
     for k in (0, 2, 5):
-        sv, l, r = (np.asarray(v, np.float64) for v in deploy.channel_branch(
-            jnp.asarray(w, jnp.float32), jnp.asarray(s_m, jnp.float32), jnp.asarray(s_b, jnp.float32), order, k))
+        sv, l, r = (np.asarray(v, np.float64) for v in deploy.channel_branch(wj, smj, sbj, order, k))
         chosen = np.asarray(order[:k])
         want = s_b.copy()
         want[chosen] = gamma * s_m[chosen]
