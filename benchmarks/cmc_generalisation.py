@@ -120,7 +120,8 @@ def main() -> None:
     ap.add_argument("--variants", default="paper,auto", help="MASQuant variants (of: paper, auto)")
     ap.add_argument("--cost", default="", help="only the run-cost table on these configs (of: wide, smollm2)")
     ap.add_argument("--cost-layers", type=int, default=30, help="decoder layers of the smollm2-dims config")
-    ap.add_argument("--models", default="", help="also: tiny-omni, omni-smollm2 (comma-separated; W8A8 and W4A8)")
+    ap.add_argument("--no-wide", action="store_true", help="skip toy:wide (only --models)")
+    ap.add_argument("--models", default="", help="also: tiny-omni, omni-smollm2 (comma-separated; at --presets)")
     a = ap.parse_args()
     warnings.simplefilter("ignore")
     for v in set(VARIANTS) - set(a.variants.split(",")):
@@ -142,13 +143,13 @@ def main() -> None:
 
     summary = []
     sweep_presets = presets if a.sweep_presets is None else [p for p in a.sweep_presets.split(",") if p]
-    for preset in presets:
+    for preset in [] if a.no_wide else presets:
         if ranks:
             print(f"\ntoy:wide (hidden 512), {preset.upper()}, {a.samples} calibration samples, {a.held_out} held out")
             print(HEAD)
             res = cell(model, *data(a.samples), preset, ranks)
             summary += [(f"toy:wide {preset} n={a.samples}", *v) for v in res["verdicts"]]
-    for preset in sweep_presets:
+    for preset in [] if a.no_wide else sweep_presets:
         for n in [int(n) for n in a.sweep.split(",") if n]:
             if ranks and n == a.samples and a.sweep_rank in ranks:
                 continue  # that cell is in the rank table
@@ -157,7 +158,7 @@ def main() -> None:
             res = cell(model, *data(n), preset, [a.sweep_rank])
             summary += [(f"toy:wide {preset} n={n}", *v) for v in res["verdicts"]]
     for name in [m for m in a.models.split(",") if m]:
-        summary += real_model(name, ranks or [a.sweep_rank])
+        summary += real_model(name, ranks or [a.sweep_rank], presets)
     print("\ngoal per cell (held-out: every modality >= MAS − 0.3 dB and >= SmoothQuant)")
     for where, rank, v, ok in summary:
         print(f"  {where:<28} rank {rank:<5} {v:<6} {ok}")
@@ -196,8 +197,8 @@ def cost(name: str, layers: int, preset: str, held_out: int) -> None:
                   f"({st['train']:.1f} / {st['cmc']:.1f} / {st['fp_pass']:.1f})", flush=True)
 
 
-def real_model(name: str, ranks) -> list:
-    """The tiny omni model or omni-SmolLM2 on its own calibration set, W8A8 and W4A8."""
+def real_model(name: str, ranks, presets) -> list:
+    """The tiny omni model or omni-SmolLM2 on its own calibration set, at ``presets``."""
     from masq_jax.loading import load_calibration, load_checkpoint
 
     path = f"checkpoints/{name}"
@@ -213,7 +214,7 @@ def real_model(name: str, ranks) -> list:
         d = Path(tempfile.mkdtemp())
         cal, held = load_npz(write_calib(path, d, "calib", 16, 0)), load_npz(write_calib(path, d, "test", 4, 1))
     out = []
-    for preset in ("w8a8", "w4a8"):
+    for preset in presets:
         print(f"\n{name}, {preset.upper()}, {len(cal)} calibration samples, {len(held)} held out")
         print(HEAD)
         res = cell((cfg, params), cal, held, preset, ranks)
