@@ -1,6 +1,6 @@
 """Merged GEMMs (tied smoothing): one QKV GEMM and one gate|up GEMM with the SwiGLU epilogue give
 each member's output as its own linear does, against the float64 NumPy reference of every member,
-for every implementation (XLA; Pallas interpret here, compiled under ``-m gpu``)."""
+for every implementation (XLA; Pallas and Mosaic GPU interpret here, compiled under ``-m gpu``)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import pytest
 from masq_jax.core.qlinear import make_qlinear
 from masq_jax.errors import KernelConfigError
 from masq_jax.kernels import Config, merge_qlinears, prepare, qmatmul, split_outputs, tied
-from tests.kernels.test_qmatmul import SETTINGS, _has_gpu, _rel_err, np_reference
+from tests.kernels.test_qmatmul import SETTINGS, _has_gpu, _has_hopper, _rel_err, np_reference
 
 SMALL = Config(block_m=16, block_n=32, block_k=32)
 
@@ -126,6 +126,35 @@ class TestMergeXLA(MergeSuite):
 class TestMergePallasInterpret(MergeSuite):
     implementation = "pallas"
     interpret = True
+
+
+class TestMergeMosaicInterpret(MergeSuite):
+    """Merged q|k|v and gate|up (SwiGLU epilogue: two accumulators per tile) through the Mosaic GPU
+    kernel in Mosaic GPU interpret mode; M = 1 and 16 run swap-AB when no low-rank branch is traced."""
+
+    implementation = "mosaic"
+    interpret = True
+
+    def tol(self, setting, rank):
+        return 1e-2 if (setting == "w4a16" or rank) else 1e-5
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not _has_hopper(), reason="needs a Hopper GPU (H100/H200: wgmma)")
+class TestMergeMosaicGPU(TestMergeMosaicInterpret):
+    interpret = False
+
+    def tol(self, setting, rank):
+        return 2e-2
+
+    @pytest.mark.parametrize("m", [1, 16, 2048])
+    def test_qwen_gate_up_swiglu(self, m):
+        gate, up = group("w4a8", 3584, (18944, 18944), (64, 64), False, seed=5)
+        merged, _ = merge_qlinears([gate, up], align=64)
+        x, mid = tokens(m, 3584, seed=6)
+        y = qmatmul(x.astype(jnp.bfloat16), mid, prepare(merged), implementation="mosaic", epilogue="swiglu")
+        want = silu(np_reference(x, mid, gate)) * np_reference(x, mid, up)
+        assert _rel_err(y.astype(jnp.float32), want) <= 3e-2
 
 
 @pytest.mark.gpu
