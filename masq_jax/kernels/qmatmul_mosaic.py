@@ -290,10 +290,11 @@ def _kernel(*refs, mode, packed, signed, halves, swap, has_bias, lora, nk, nkh, 
 
 
 def _plan(m: int, p: PreparedQLinear, cfg: MosaicConfig, has_lora: bool, halves: int):
-    swap = cfg.swap_ab if cfg.swap_ab is not None else (m <= DECODE_MAX_TOKENS and not has_lora)
+    cols = p.n_pad // halves
+    swap = cfg.swap_ab if cfg.swap_ab is not None else (
+        m <= DECODE_MAX_TOKENS and not has_lora and cols % 64 == 0)
     if swap and has_lora:
         raise KernelConfigError("swap_ab=True runs without the low-rank branch (decode, modality_ids=None)")
-    cols = p.n_pad // halves
     if swap:
         wb = 64  # the weight fills one warpgroup's wgmma M
         if cols % wb:

@@ -194,3 +194,17 @@ def test_swiglu_needs_an_aligned_merged_linear():
         qmatmul(x, None, merged, epilogue="swiglu")
     with pytest.raises(KernelConfigError, match="epilogue must be one of"):
         qmatmul(x, None, merged, epilogue="gelu")
+
+
+@pytest.mark.parametrize("setting", ["w8a8", "w4a16"])
+def test_swiglu_default_config_keeps_one_accumulators_registers(setting):
+    # The SwiGLU epilogue holds a gate and an up accumulator per program: the Triton heuristic halves
+    # block_n for it (no register spills), and W4A16 keeps two stages (shared memory at block_m 128).
+    from masq_jax.kernels import default_config
+
+    gate, up = group(setting, 256, (1024, 1024), (0, 0), False)
+    p = prepare(merge_qlinears([gate, up], align=64)[0])
+    plain, sw = default_config(2048, p), default_config(2048, p, swiglu=True)
+    assert sw.block_n == plain.block_n // 2 and sw.block_m == plain.block_m
+    assert sw.num_stages == (2 if setting == "w4a16" else plain.num_stages)
+    assert default_config(1, p, swiglu=True) == default_config(1, p)  # decode: split-K, full-width partials
