@@ -133,9 +133,15 @@ def _kernel(*refs, mode, packed, signed, halves, swap, has_bias, lora, nk, nkh, 
     # ---- main loop: K pipeline ------------------------------------------------------------------
     in_specs, gmems = [], []
     tok_block = (tq, tk) if swap else (tp, tk)
+    # 8-bit weights straight from TMA (no register stage): as jax's ragged_dot_mgpu, the wgmma stays
+    # in flight across one step (delay_release=1 keeps its operand buffers alive) and no explicit
+    # wait is issued. With a register stage (int4 unpack, W4A16 dequantize) the step rewrites its
+    # scratch tiles, so it waits for its own wgmma before returning.
+    direct = mode == INT and not packed
+    rel = 1 if direct else 0
 
     def tok_spec(off):
-        return plgpu.BlockSpec(tok_block, lambda k, off=off: (ti, k + off))
+        return plgpu.BlockSpec(tok_block, lambda k, off=off: (ti, k + off), delay_release=rel)
 
     in_specs.append(tok_spec(0))
     gmems.append(a_gmem)
@@ -143,7 +149,7 @@ def _kernel(*refs, mode, packed, signed, halves, swap, has_bias, lora, nk, nkh, 
         in_specs.append(tok_spec(nkh))
         gmems.append(a_gmem)
     for hb in half_blocks:
-        in_specs.append(plgpu.BlockSpec((wb, tk), lambda k, hb=hb: (hb, k)))
+        in_specs.append(plgpu.BlockSpec((wb, tk), lambda k, hb=hb: (hb, k), delay_release=rel))
         gmems.append(w_gmem)
     if mode == FLOAT:  # per-(group, channel) scale and shift, flattened [G * Np]: block (g, j)
         parts = (0, 1) if packed else (0,)
@@ -210,10 +216,11 @@ def _kernel(*refs, mode, packed, signed, halves, swap, has_bias, lora, nk, nkh, 
                         plgpu.wgmma(accs[h], w_t, a_t.T)
                     else:
                         plgpu.wgmma(accs[h], a_t, w_t.T)
-            plgpu.wgmma_wait(0)
+            if not direct:
+                plgpu.wgmma_wait(0)
 
         plgpu.emit_pipeline(step, grid=(nk,), in_specs=in_specs,
-                            max_concurrent_steps=steps)(*gmems)
+                            max_concurrent_steps=max(steps, rel + 1))(*gmems)
         return tuple(acc[...] for acc in accs)
 
     scratch_types = []
