@@ -8,7 +8,8 @@
 #   issue 27 (one call each, each <= 8 min, each prints its table as it goes):
 #     linear:  per-linear table, Omni-3B and 7B shapes, M 1/16/2048/8192, rank 0 (w4a8) and 64 (w4a8_lr64),
 #              Triton rows (w8a8, w4a8, w4a16, w4a8_lr64), mosaic_* rows, XLA dequant+dot, ratios vs bf16 jnp.dot
-#              (linear3b / linear7b: the two halves, if one call cannot hold both)
+#              (linear3b / linear7b: the two halves, if one call cannot hold both), then `producer`: the Mosaic
+#              producer kernel against the XLA pre-pass it replaces (benchmarks/producer.py)
 #     prefill: 12-layer Omni-3B stack, cuDNN flash attention in every arm, Triton vs Mosaic per setting
 #     decode:  tok/s through generate at Omni-3B dims, W8A8 / W4A8 / W4A16, Triton vs Mosaic artefacts
 #     calib:   Omni-3B calibration speed, first 4 layers extrapolated to 36 (was calibnew; the full 36-layer
@@ -35,7 +36,7 @@ expanded=""
 for st in ${*:-smoke}; do
   case $st in
     smoke) expanded="$expanded kerneltests probe smokelinear smokedecode";;
-    linear) expanded="$expanded linear3b linear7b";;
+    linear) expanded="$expanded linear3b linear7b producer";;
     v2)  expanded="$expanded test v2linear v2prefill v2decode calibnew";;
     v2a) expanded="$expanded test v2linear v2prefill";;
     v2b) expanded="$expanded v2decode";;
@@ -50,8 +51,9 @@ for st in $expanded; do
     probe)  timeout 45 python3 benchmarks/mosaic_probe.py 2>&1 | grep -v Warning > "$OUT/probe.log"; cat "$OUT/probe.log";;
     smokelinear) timeout 100 python3 benchmarks/qmatmul.py --models 3b --linears q,gate/up --m 2048,1 --ranks 64 --impl pallas --mosaic --rotate 2 --reps 3 --json "$OUT/smokelinear.json" 2>&1 | grep -v Warning | tee "$OUT/smokelinear.log";;
     smokedecode) timeout 90 python3 benchmarks/generate.py --model toy:omni3b --dtype bfloat16 --presets w8a8,w4a16 --batches 1 --prompt 256 --new 32 --reps 2 --implementation pallas,mosaic 2>&1 | grep -v Warning | tee "$OUT/smokedecode.log";;
-    linear3b) timeout 230 python3 benchmarks/qmatmul.py --models 3b --m 2048,8192,1,16 --ranks 64 --impl pallas --mosaic --rotate 2 --reps 3 --json "$OUT/linear3b.json" 2>&1 | grep -v Warning | tee "$OUT/linear3b.log";;
-    linear7b) timeout 230 python3 benchmarks/qmatmul.py --models 7b --m 2048,8192,1,16 --ranks 64 --impl pallas --mosaic --rotate 2 --reps 3 --json "$OUT/linear7b.json" 2>&1 | grep -v Warning | tee "$OUT/linear7b.log";;
+    linear3b) timeout 200 python3 benchmarks/qmatmul.py --models 3b --m 2048,8192,1,16 --ranks 64 --impl pallas --mosaic --rotate 2 --reps 3 --json "$OUT/linear3b.json" 2>&1 | grep -v Warning | tee "$OUT/linear3b.log";;
+    linear7b) timeout 200 python3 benchmarks/qmatmul.py --models 7b --m 2048,8192,1,16 --ranks 64 --impl pallas --mosaic --rotate 2 --reps 3 --json "$OUT/linear7b.json" 2>&1 | grep -v Warning | tee "$OUT/linear7b.log";;
+    producer) timeout 60 python3 benchmarks/producer.py 2>&1 | grep -v Warning | tee "$OUT/producer.log";;
     prefill) timeout 460 python3 benchmarks/thinker_prefill.py --layers 12 --reps 3 --attention cudnn --variants bf16,bf16_m,w8a8@pallas,w8a8@mosaic,w4a8@pallas,w4a8@mosaic,w4a8_lr64@pallas,w4a8_lr64@mosaic,w4a8_m@pallas,w4a8_m@mosaic,w4a16@xla,w4a16@mosaic 2>&1 | grep -v Warning | tee "$OUT/prefill.log";;
     decode) timeout 460 python3 benchmarks/generate.py --model toy:omni3b --dtype bfloat16 --presets w8a8,w4a8,w4a16 --batches 1 --prompt 256 --new 64 --reps 2 --implementation pallas,mosaic 2>&1 | grep -v Warning | tee "$OUT/decode.log";;
     test)   timeout 200 python3 -m pytest tests -q -m gpu -p no:cacheprovider --tb=short > "$OUT/test_gpu.log" 2>&1; grep -E "^(FAILED|ERROR)|passed|failed" "$OUT/test_gpu.log" | cut -c1-400 | tail -30;;

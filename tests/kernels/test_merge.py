@@ -14,7 +14,7 @@ import pytest
 from masq_jax.core.qlinear import make_qlinear
 from masq_jax.errors import KernelConfigError
 from masq_jax.kernels import Config, merge_qlinears, prepare, qmatmul, split_outputs, tied
-from tests.kernels.test_qmatmul import SETTINGS, _has_gpu, _has_hopper, _rel_err, np_reference
+from tests.kernels.test_qmatmul import SETTINGS, _has_gpu, _has_hopper, _rel_err, np_reference, reset_mosaic_interpreter
 
 SMALL = Config(block_m=16, block_n=32, block_k=32)
 
@@ -136,6 +136,10 @@ class TestMergeMosaicInterpret(MergeSuite):
 
     implementation = "mosaic"
     interpret = True
+
+    @pytest.fixture(autouse=True)
+    def _fresh_interpreter(self):
+        reset_mosaic_interpreter()
 
     def tol(self, setting, rank):
         return 1e-2 if (setting == "w4a16" or rank) else 1e-5

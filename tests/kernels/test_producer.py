@@ -20,7 +20,7 @@ import pytest
 from masq_jax.core.qlinear import make_qlinear
 from masq_jax.kernels import MosaicConfig, prepare, qmatmul
 from masq_jax.kernels.producer import produce
-from tests.kernels.test_qmatmul import _has_hopper, _rel_err
+from tests.kernels.test_qmatmul import _has_hopper, _rel_err, reset_mosaic_interpreter
 
 EPS = 1e-6
 
@@ -71,6 +71,10 @@ def _run(interpret, fn):
 
 class TestProducerInterpret:
     interpret = True
+
+    @pytest.fixture(autouse=True)
+    def _fresh_interpreter(self):
+        reset_mosaic_interpreter()
     flip_bound = 1e-4  # fraction of int8 activations one step off the float64 reference (none further)
 
     @pytest.mark.parametrize("t,k,rank", [(7, 256, 0), (70, 384, 32), (129, 896, 64)])
@@ -109,7 +113,7 @@ class TestProducerInterpret:
         # producer -> Mosaic GEMM equals rms_norm -> qmatmul(xla) on the same QLinear (a W4A8 linear
         # with the low-rank branch): the two paths agree up to the rare one-step activation flips.
         from masq_jax.kernels.qmatmul_mosaic import gemm_mosaic
-        from models.decoder import rms_norm
+        from masq_jax.models.decoder import rms_norm
 
         t, k, n, r = 40, 256, 96, 8
         x, gamma, smooth, mid, lora_l = make(t, k, r, seed=9)

@@ -302,6 +302,10 @@ class TestMosaicInterpret(QMatmulSuite):
     implementation = "mosaic"
     interpret = True
 
+    @pytest.fixture(autouse=True)
+    def _fresh_interpreter(self):
+        reset_mosaic_interpreter()  # a kernel that raised leaves the interpreter's state behind
+
     def run(self, x, mid, ql, layout, config=None):
         q = prepare(ql) if layout == "prepared" else ql
         return qmatmul(x, mid, q, implementation="mosaic", config=config, interpret=self.interpret)
@@ -356,6 +360,15 @@ class TestMosaicInterpret(QMatmulSuite):
             MosaicConfig(tile_m=48)
 
 
+def reset_mosaic_interpreter() -> None:
+    """Clear Mosaic GPU interpret mode's simulated memory (jax asks for it after a failed kernel)."""
+    try:
+        from jax._src.pallas.mosaic_gpu.interpret import gpu_callbacks
+    except ImportError:  # pragma: no cover - jax without the interpreter
+        return
+    gpu_callbacks.reset_gpu_interpret_mode_state()
+
+
 def _has_hopper() -> bool:
     try:
         return any("H100" in d.device_kind or "H200" in d.device_kind or "H800" in d.device_kind
@@ -378,7 +391,7 @@ class TestMosaicGPU(TestMosaicInterpret):
         x, mid, ql = make_case(setting, m, 3584, 1000, 64, True, "mixed" if m > 1 else "text", seed=11,
                                dtype=jnp.bfloat16)
         y = qmatmul(x, mid if m > 1 else None, prepare(ql), implementation="mosaic")
-        ref = np_reference(x, mid if m > 1 else np.zeros(m, np.int32), ql) if m == 1 else np_reference(x, mid, ql)
+        ref = np_reference(x, mid, ql)  # M = 1: one text token (swap-AB decode, no branch traced)
         assert _rel_err(y.astype(jnp.float32), ref) <= 2e-2
 
 
