@@ -106,7 +106,11 @@ def _tile_k(p: PreparedQLinear, cfg: MosaicConfig) -> int:
     cap = cfg.tile_k or (128 if p.mode == INT else 64)
     if p.group_size is not None:
         cap = min(cap, p.group_size)
-    return _largest_divisor(kw, cap, 32)
+    tk = _largest_divisor(kw, cap, 32)
+    if p.group_size is not None and p.group_size % tk:
+        raise KernelConfigError(f"the Mosaic kernel needs a weight group size that is a multiple of its K step "
+                                f"({tk}), got group_size={p.group_size}; use implementation='xla'")
+    return tk
 
 
 def _kernel(*refs, mode, packed, signed, halves, swap, has_bias, lora, nk, nkh, tk, tp, tq, wb, nb,
