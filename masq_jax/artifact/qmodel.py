@@ -97,7 +97,7 @@ class QuantizedLinears:
 class QuantizedModel(Model):
     """A loaded masq-jax artefact: ``model(input_ids=..., modality_ids=...) -> logits``, as ``Model``.
 
-    ``implementation`` picks the ``kernels.qmatmul`` implementation ("xla", "pallas" or None = auto).
+    ``implementation`` picks the ``kernels.qmatmul`` implementation ("xla", "pallas", "mosaic" or None = auto).
     ``params["layers"]`` holds the seven linears or, merged (``merge_tied``), ``qkv_proj``,
     ``o_proj``, ``gate_up_proj`` and ``down_proj``.
     """

@@ -59,13 +59,15 @@ class MosaicConfig:
     """Tile sizes of the Mosaic GEMM.
 
     ``tile_m``: token rows per program (a multiple of 64: one warpgroup's ``wgmma`` M) in prefill;
-    ``tile_n``: output channels per program (prefill) — shrunk to the largest power of two dividing
-    the padded width; ``tile_k``: K elements (8-bit) or packed bytes (4-bit) per pipeline step
+    ``None``: 128 from 256 tokens when the tile holds one accumulator (no low-rank branch, no SwiGLU),
+    else 64 (register budget of one warpgroup: 64x128 int32 is 64 registers a thread per accumulator);
+    ``tile_n``: accumulator columns per program (prefill) — shrunk to the largest power of two
+    dividing the padded width; the SwiGLU epilogue splits it into a gate and an up half; ``tile_k``: K elements (8-bit) or packed bytes (4-bit) per pipeline step
     (``None``: 128 bytes, one 128-byte swizzle row); ``decode_tokens``: the ``wgmma`` N side in
     swap-AB mode (8 or 16); ``swap_ab``: ``None`` = automatic (M <= 16 and no low-rank branch).
     """
 
-    tile_m: int = 64
+    tile_m: int | None = None
     tile_n: int = 128
     tile_k: int | None = None
     max_concurrent_steps: int = 3
@@ -73,7 +75,7 @@ class MosaicConfig:
     swap_ab: bool | None = None
 
     def __post_init__(self):
-        if self.tile_m % 64 or self.tile_m > 256:
+        if self.tile_m is not None and (self.tile_m % 64 or self.tile_m > 256):
             raise KernelConfigError(f"MosaicConfig.tile_m={self.tile_m} must be 64, 128, 192 or 256")
         if self.tile_n < 16 or self.tile_n & (self.tile_n - 1) or self.tile_n > 256:
             raise KernelConfigError(f"MosaicConfig.tile_n={self.tile_n} must be a power of two in [16, 256]")
@@ -313,11 +315,11 @@ def _plan(m: int, p: PreparedQLinear, cfg: MosaicConfig, has_lora: bool, halves:
         tt = cfg.decode_tokens
         mp = _round_up(max(m, 1), tt)
         return swap, mp, wb, tt, wb  # (swap, Mp, tp, tq, wb)
-    tm = cfg.tile_m
+    tm = cfg.tile_m or (128 if m >= 256 and halves == 1 and not has_lora else 64)
     if m <= 64:
         tm = 64
     mp = _round_up(max(m, 1), tm)
-    tn = _largest_divisor(cols, cfg.tile_n, 16)
+    tn = _largest_divisor(cols, max(16, cfg.tile_n // halves), 16)
     return swap, mp, tm, tn, tn
 
 
@@ -342,20 +344,9 @@ def gemm_mosaic(a, sa, p: PreparedQLinear, cfg: MosaicConfig, *, m: int, flags=N
     cols = p.n_pad // halves
     nb = cols // wb
     n_tok_tiles = mp // (tq_w if swap else tp_tok)
-    if swap:
-        tp, tq = wb, cfg.decode_tokens
-        grid = (n_tok_tiles, nb)
-        out_shape = (cols, mp)
-    else:
-        tp, tq = tp_tok, tq_w
-        grid = (n_tok_tiles, nb)
-        out_shape = (mp, cols)
-    args = [a, p.w]
-    if p.mode == INT:
-        args.append(sa)
-        args.append(p.wscale.reshape(-1))
-    else:
-        args.append(p.wscale.reshape(-1))
+    tp, tq = (wb, cfg.decode_tokens) if swap else (tp_tok, tq_w)
+    out_shape = (cols, mp) if swap else (mp, cols)
+    args = [a, p.w, *([sa] if p.mode == INT else []), p.wscale.reshape(-1)]
     has_shift = p.mode == FLOAT and p.wshift is not None
     if has_shift:
         args.append(p.wshift.reshape(-1))
@@ -373,7 +364,7 @@ def gemm_mosaic(a, sa, p: PreparedQLinear, cfg: MosaicConfig, *, m: int, flags=N
     f = plgpu.kernel(
         kernel,
         out_type=jax.ShapeDtypeStruct(out_shape, out_dtype),
-        grid=grid,
+        grid=(n_tok_tiles, nb),
         grid_names=("t", "w"),
         compiler_params=plgpu.CompilerParams(lowering_semantics=plgpu.LoweringSemantics.Warpgroup),
     )
