@@ -11,15 +11,16 @@ Per token ``t`` of modality ``m = modality_ids[t]`` (docs/method.md §1 and §6)
 ``q``, ``s_a`` and ``d`` are what the Mosaic GEMM (``qmatmul_mosaic.gemm_mosaic``) reads, so a
 group of linears that share one input (q|k|v, gate|up) quantizes it once.
 
-Kernel: one program per 64-row tile (one warpgroup's ``wgmma`` M), two pipelined sweeps over K:
-(1) the sum of squares and ``max|x·γ/s_m|`` per row (``max|xs| = rstd · max|x·γ/s_m|`` since
-``rstd > 0``, so the absmax needs no second normalisation pass); (2) normalise, divide, quantize,
-store int8 by TMA, and accumulate the down-projection ``xs_bf16 · L'`` with a bf16 ``wgmma`` into a
-float32 accumulator. The row tile is read from HBM twice (the second sweep mostly from L2); for
-Qwen widths a 64-row tile does not fit in shared memory (64 x 3584 x 2 B = 448 KiB > 227 KiB).
-The absmax from sweep (1) is ``rstd · max|x·γ/s|`` rounded differently from the reference's
-``max|xs|``: a scale may differ in its last bit, which can move an int8 value by one step (the test
-measures and bounds that fraction).
+Kernel: one program per 64-row tile (one warpgroup's ``wgmma`` M), pipelined sweeps over K:
+(1) the sum of squares per row and, for float32 input, ``max|x·γ/s_m|`` (``max|xs| = rstd ·
+max|x·γ/s_m|`` since ``rstd > 0``); for bf16 input, whose normalised row is rounded to bf16 before
+γ (HF arithmetic, which does not commute with the max), a sweep (1b) takes ``max|xs|`` of the
+rounded values; (2) normalise, divide, quantize, store int8 by TMA, and accumulate the
+down-projection ``xn_bf16 · L'`` with a bf16 ``wgmma`` into a float32 accumulator. The row tile is
+read from HBM two or three times (later sweeps partly from L2); for Qwen widths a 64-row tile does
+not fit in shared memory (64 x 3584 x 2 B = 448 KiB > 227 KiB). The float32 absmax from sweep (1)
+is rounded differently from the reference's ``max|xs|``: a scale may differ in its last bit, which
+can move an int8 value by one step (the test measures and bounds that fraction).
 """
 
 from __future__ import annotations
@@ -59,10 +60,23 @@ def _producer_kernel(x_gmem, g_gmem, s_gmem, mid_gmem, *rest, k_true, nk, tk, lo
         mm = lax.broadcast_in_dim(mid, (tm, tk), (0,))
         return jnp.where(mm == VISION, s1, jnp.where(mm == AUDIO, s2, s0))
 
+    def rounded(v):
+        """float32 ``v`` rounded to the input dtype (bf16: round to nearest even on the bit
+        pattern), returned as float32. Integer arithmetic, not ``astype(bf16).astype(f32)``: XLA's
+        excess-precision simplification (on by default) drops that round trip when the interpreter's
+        jaxpr is compiled, and the kernel must round exactly as the model's RMSNorm does."""
+        if jnp.dtype(xdtype) != jnp.bfloat16:
+            return v.astype(xdtype).astype(jnp.float32)
+        bits = lax.bitcast_convert_type(v, jnp.uint32)
+        lsb = lax.bitwise_and(lax.shift_right_logical(bits, jnp.uint32(16)), jnp.uint32(1))
+        bits = lax.bitwise_and(bits + jnp.uint32(0x7FFF) + lsb, jnp.uint32(0xFFFF0000))
+        return lax.bitcast_convert_type(bits, jnp.float32)
+
     def normed(x, rstd, g):
-        """HF RMSNorm: float32 normalise, cast to the input dtype, times γ in that dtype."""
-        xn = (x.astype(jnp.float32) * lax.broadcast_in_dim(rstd, (tm, tk), (0,))).astype(xdtype)
-        return (lax.broadcast_in_dim(g.astype(xdtype), (tm, tk), (1,)) * xn).astype(jnp.float32)
+        """HF RMSNorm: float32 normalise, round to the input dtype, times γ (rounded likewise), the
+        product rounded to the input dtype (a bf16 x bf16 product is exact in float32)."""
+        xn = rounded(x.astype(jnp.float32) * lax.broadcast_in_dim(rstd, (tm, tk), (0,)))
+        return rounded(lax.broadcast_in_dim(rounded(g), (tm, tk), (1,)) * xn)
 
     base_specs = [
         plgpu.BlockSpec((tm, tk), lambda k: (ti, k)),
@@ -72,21 +86,34 @@ def _producer_kernel(x_gmem, g_gmem, s_gmem, mid_gmem, *rest, k_true, nk, tk, lo
     ]
     base_gmems = [x_gmem, g_gmem, s_gmem, s_gmem, s_gmem, mid_gmem]
 
-    # Sweep 1: sum of squares and max|x·γ/s_m| per row.
+    # Sweep 1: sum of squares per row, and for float32 input max|x·γ/s_m| (rstd > 0 factors out of
+    # the max). A bf16 input rounds the normalised row to bf16 before γ (HF arithmetic), which does
+    # not commute with the max: there a second sweep takes max|xs| of the rounded values.
+    fused_absmax = jnp.dtype(xdtype) == jnp.float32
+
     def stats(_, x_s, g_s, s0, s1, s2, mid_s, carry):
         ss, am = carry
         x = x_s[...].astype(jnp.float32)
         ss = ss + jnp.sum(x * x, axis=1)
-        # γ in the input dtype, as in the normalised product (rstd > 0 factors out of the max)
-        gx = lax.broadcast_in_dim(g_s[...].astype(xdtype).astype(jnp.float32), (tm, tk), (1,)) * x
-        am = jnp.maximum(am, jnp.max(jnp.abs(gx / smooth_rows(mid_s[...], (s0, s1, s2))), axis=1))
+        if fused_absmax:
+            gx = lax.broadcast_in_dim(g_s[...], (tm, tk), (1,)) * x
+            am = jnp.maximum(am, jnp.max(jnp.abs(gx / smooth_rows(mid_s[...], (s0, s1, s2))), axis=1))
         return ss, am
 
     zeros = jnp.zeros((tm,), jnp.float32)
     ss, am = plgpu.emit_pipeline(stats, grid=(nk,), in_specs=base_specs, max_concurrent_steps=steps,
                                  init_carry=(zeros, zeros))(*base_gmems)
     rstd = lax.rsqrt(ss / k_true + eps)
-    scale = jnp.clip(am * rstd / divisor, SCALE_MIN, SCALE_MAX)
+    if fused_absmax:
+        am = am * rstd
+    else:
+        def absmax(_, x_s, g_s, s0, s1, s2, mid_s, am):
+            xs = normed(x_s[...], rstd, g_s[...]) / smooth_rows(mid_s[...], (s0, s1, s2))
+            return jnp.maximum(am, jnp.max(jnp.abs(xs), axis=1))
+
+        am = plgpu.emit_pipeline(absmax, grid=(nk,), in_specs=base_specs, max_concurrent_steps=steps,
+                                 init_carry=zeros)(*base_gmems)
+    scale = jnp.clip(am / divisor, SCALE_MIN, SCALE_MAX)
 
     # Sweep 2: normalise, divide, quantize, store int8; the down-projection accumulates by wgmma.
     def quant_step(idx, x_s, g_s, s0, s1, s2, mid_s, *refs, q_s, d_acc=None, xs_smem=None):

@@ -109,6 +109,22 @@ class TestProducerInterpret:
         np.testing.assert_allclose(np.asarray(sc), sc_ref, rtol=2e-6)
         assert np.abs(np.asarray(q, np.int64) - q_ref).max() <= 1
 
+    def test_bf16_input_matches_the_xla_prepass(self):
+        # bf16 layer input (what the model has): the kernel's HF RMSNorm arithmetic (float32
+        # normalise, bf16 cast, γ in bf16) against the XLA path's rms_norm + divide + quantize.
+        from masq_jax.kernels.qmatmul_xla import quantize_activations, smoothed
+        from masq_jax.models.decoder import rms_norm
+
+        x, gamma, smooth, mid, _ = make(96, 384, 0, seed=5)
+        xb = jnp.asarray(x, jnp.bfloat16)
+        q, sc, _ = _run(self.interpret, lambda: produce(xb, jnp.asarray(gamma), EPS, jnp.asarray(smooth),
+                                                        jnp.asarray(mid)))
+        xn = rms_norm(xb, jnp.asarray(gamma), EPS)
+        q_ref, sc_ref = quantize_activations(smoothed(xn, jnp.asarray(smooth), jnp.asarray(mid)), 8, "qmax")
+        np.testing.assert_allclose(np.asarray(sc), np.asarray(sc_ref)[:, 0], rtol=2e-6)
+        diff = np.abs(np.asarray(q, np.int64) - np.asarray(q_ref, np.int64))
+        assert diff.max() <= 1 and diff.mean() <= self.flip_bound, diff.mean()
+
     def test_feeds_the_gemm_like_the_xla_path(self):
         # producer -> Mosaic GEMM equals rms_norm -> qmatmul(xla) on the same QLinear (a W4A8 linear
         # with the low-rank branch): the two paths agree up to the rare one-step activation flips.
