@@ -352,6 +352,17 @@ class TestMosaicInterpret(QMatmulSuite):
         want = a[:, :k].astype(np.int64) @ qw.T
         np.testing.assert_array_equal(np.asarray(out).astype(np.int64)[:, :n], want)
 
+    def test_no_branch_traced_without_modality_ids(self):
+        # modality_ids=None: neither the down-projection (an XLA dot in the pre-pass) nor the
+        # kernel's up-projection operands (flags, d, R) are traced.
+        from masq_jax.kernels.qmatmul_mosaic import qmatmul_mosaic
+
+        x, mid, ql = make_case("w4a8", 20, 128, 64, 8, True, "mixed", seed=2)
+        p = prepare(ql)
+        with_ids = str(jax.make_jaxpr(lambda x, mid: qmatmul_mosaic(x, mid, p))(x, mid))
+        without = str(jax.make_jaxpr(lambda x: qmatmul_mosaic(x, None, p))(x))
+        assert "dot_general" in with_ids and "dot_general" not in without
+
     def test_wrong_config_type_is_a_clear_error(self):
         x, mid, ql = make_case("w8a8", 4, 64, 32, 0, False, "text")
         with pytest.raises(KernelConfigError, match="MosaicConfig"):
