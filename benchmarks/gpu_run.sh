@@ -14,7 +14,7 @@
 #     decode:  tok/s through generate at Omni-3B dims, W8A8 / W4A8 / W4A16, Triton vs Mosaic artefacts
 #     calib:   Omni-3B calibration speed, first 4 layers extrapolated to 36 (was calibnew; the full 36-layer
 #              run is calibfull)
-#   older kernel stages: test quick sweep full prefill
+#   older kernel stages: test quick sweep sweepdec full3b full7b ab full
 #   calibration stages (issue 5): calib (= calibnew) calibold (Omni-3B dims, first 4 layers, extrapolated), calibfull
 #   (all 36 layers, the <= 10 min target), cmcsolver, core. One device call runs at most 10 min: one calib* stage per call.
 #   kernels v2 (issue 16): v2 = v2a, v2b, v2c (about 20 min in all); under a 10-minute call limit, one call each:
