@@ -12,6 +12,7 @@
 #              producer kernel against the XLA pre-pass it replaces (benchmarks/producer.py)
 #     prefill: 12-layer Omni-3B stack, cuDNN flash attention in every arm, Triton vs Mosaic per setting
 #     decode:  tok/s through generate at Omni-3B dims, W8A8 / W4A8 / W4A16, Triton vs Mosaic artefacts
+#     mosaicsweep: Mosaic GEMM tile configs (MosaicConfig) on 3B q and gate/up at M 2048 and 1, ratios vs bf16
 #     calib:   Omni-3B calibration speed, first 4 layers extrapolated to 36 (was calibnew; the full 36-layer
 #              run is calibfull)
 #   older kernel stages: test quick sweep sweepdec full3b full7b ab full
@@ -54,6 +55,7 @@ for st in $expanded; do
     smokedecode) timeout 80 python3 benchmarks/generate.py --model toy:omni3b --dtype bfloat16 --presets w8a8,w4a16 --batches 1 --prompt 256 --new 32 --reps 2 --implementation pallas,mosaic 2>&1 | grep -v Warning | tee "$OUT/smokedecode.log";;
     linear3b) timeout 200 python3 benchmarks/qmatmul.py --models 3b --m 2048,8192,1,16 --ranks 64 --impl pallas --mosaic --rotate 2 --reps 3 --json "$OUT/linear3b.json" 2>&1 | grep -v Warning | tee "$OUT/linear3b.log";;
     linear7b) timeout 200 python3 benchmarks/qmatmul.py --models 7b --m 2048,8192,1,16 --ranks 64 --impl pallas --mosaic --rotate 2 --reps 3 --json "$OUT/linear7b.json" 2>&1 | grep -v Warning | tee "$OUT/linear7b.log";;
+    mosaicsweep) timeout 400 python3 benchmarks/qmatmul.py --sweep --sweep-impl mosaic --sweep-settings w8a8,w4a8,w4a16 --models 3b --linears q,gate/up --m 2048,1 --rotate 2 --reps 3 --json "$OUT/mosaicsweep.json" 2>&1 | grep -v Warning | tee "$OUT/mosaicsweep.log";;
     producer) timeout 60 python3 benchmarks/producer.py 2>&1 | grep -v Warning | tee "$OUT/producer.log";;
     prefill) timeout 460 python3 benchmarks/thinker_prefill.py --layers 12 --reps 3 --attention cudnn --variants bf16,bf16_m,w8a8@pallas,w8a8@mosaic,w4a8@pallas,w4a8@mosaic,w4a8_lr64@pallas,w4a8_lr64@mosaic,w4a8_m@pallas,w4a8_m@mosaic,w4a16@xla,w4a16@mosaic 2>&1 | grep -v Warning | tee "$OUT/prefill.log";;
     decode) timeout 460 python3 benchmarks/generate.py --model toy:omni3b --dtype bfloat16 --presets w8a8,w4a8,w4a16 --batches 1 --prompt 256 --new 64 --reps 2 --implementation pallas,mosaic 2>&1 | grep -v Warning | tee "$OUT/decode.log";;

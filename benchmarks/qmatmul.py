@@ -303,14 +303,33 @@ SWEEP = {
 }
 
 
+def _mosaic_sweep():
+    from masq_jax.kernels import MosaicConfig
+
+    return {
+        "prefill": [MosaicConfig(tile_m=tm, tile_n=tn, tile_k=tk, max_concurrent_steps=st)
+                    for tm, tn, tk, st in [(64, 128, None, 3), (128, 128, None, 3), (128, 128, None, 4),
+                                           (128, 256, None, 3), (64, 256, None, 4), (128, 64, None, 4),
+                                           (128, 128, 256, 2), (192, 128, None, 3)]],
+        "decode": [MosaicConfig(decode_tokens=dt, tile_k=tk, max_concurrent_steps=st)
+                   for dt, tk, st in [(16, None, 3), (8, None, 3), (16, None, 6), (16, 256, 3), (8, 256, 4)]],
+    }
+
+
 def sweep(model, name, k, n, m, args, out_rows):
     rot = args.rotate
     xs = make_inputs(m, k, 8 if m <= 16 else 2, jax.random.PRNGKey(1))
+    impl = "mosaic" if args.sweep_impl == "mosaic" else "pallas"
+    table = _mosaic_sweep() if impl == "mosaic" else SWEEP
+    w, _ = build(k, n, "w8a8")
+    base = time_op(lambda x, wt: jnp.dot(x, wt, preferred_element_type=jnp.float32).astype(x.dtype), xs,
+                   _copies(jnp.asarray(w.T, jnp.bfloat16), rot), args.reps, timer=args.timer)
+    print(f"sweep {model} {name} M={m} bf16 {base * 1e6:9.1f} us", flush=True)
     for setting in args.sweep_settings:
         _, ql = build(k, n, setting)
         ps = _copies(prepare(ql), rot)
-        for cfg in SWEEP["decode" if m <= 16 else "prefill"]:
-            fn = lambda x, p, cfg=cfg: qmatmul(x, None, p, implementation="pallas", config=cfg)  # noqa: E731
+        for cfg in table["decode" if m <= 16 else "prefill"]:
+            fn = lambda x, p, cfg=cfg: qmatmul(x, None, p, implementation=impl, config=cfg)  # noqa: E731
             try:
                 t = time_op(fn, xs, ps, args.reps, timer=args.timer)
             except Exception as e:
@@ -318,7 +337,8 @@ def sweep(model, name, k, n, m, args, out_rows):
                 continue
             out_rows.append(dict(model=model, linear=name, M=m, K=k, N=n, variant=f"sweep_{setting}",
                                  config=str(cfg), us=t * 1e6))
-            print(f"sweep {model} {name} M={m} {setting} {t * 1e6:9.1f} us  {cfg}", flush=True)
+            print(f"sweep {model} {name} M={m} {setting} {t * 1e6:9.1f} us  {base / t:5.2f}x vs bf16  {cfg}",
+                  flush=True)
 
 
 def lora_ab(args, rows):
@@ -366,6 +386,8 @@ def main(argv=None) -> int:
     ap.add_argument("--lora-ab", action="store_true", help="only: where the low-rank branch cost goes")
     ap.add_argument("--sweep", action="store_true", help="time several block configs instead")
     ap.add_argument("--sweep-settings", default="w4a8,w8a8,w4a16")
+    ap.add_argument("--sweep-impl", choices=("pallas", "mosaic"), default="pallas",
+                    help="which kernel's block configs --sweep tries")
     ap.add_argument("--timer", choices=("profile", "wall"), default="profile",
                     help="profile: GPU kernel busy time from a jax.profiler trace; wall: queued wall time")
     ap.add_argument("--json", default=None, help="write all rows to this JSON file")
