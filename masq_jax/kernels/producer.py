@@ -54,6 +54,12 @@ def _producer_kernel(x_gmem, g_gmem, s_gmem, mid_gmem, *rest, k_true, nk, tk, lo
     ti = lax.axis_index("t")
     tm = TILE_M
 
+    def load_rows(ref):
+        """The row tile in the WGMMA register layout: per-row reductions and broadcasts then have
+        one layout to agree on (without the low-rank wgmma nothing else pins it, and Mosaic's layout
+        inference finds no solution)."""
+        return plgpu.layout_cast(ref[...], plgpu.Layout.WGMMA)
+
     def smooth_rows(mid, s_refs):
         """Per-row smoothing ``[tm, tk]``: each row takes its own modality's vector."""
         s0, s1, s2 = (lax.broadcast_in_dim(r[...], (tm, tk), (1,)) for r in s_refs)
@@ -93,7 +99,7 @@ def _producer_kernel(x_gmem, g_gmem, s_gmem, mid_gmem, *rest, k_true, nk, tk, lo
 
     def stats(_, x_s, g_s, s0, s1, s2, mid_s, carry):
         ss, am = carry
-        x = x_s[...].astype(jnp.float32)
+        x = load_rows(x_s).astype(jnp.float32)
         ss = ss + jnp.sum(x * x, axis=1)
         if fused_absmax:
             gx = lax.broadcast_in_dim(g_s[...], (tm, tk), (1,)) * x
@@ -108,7 +114,7 @@ def _producer_kernel(x_gmem, g_gmem, s_gmem, mid_gmem, *rest, k_true, nk, tk, lo
         am = am * rstd
     else:
         def absmax(_, x_s, g_s, s0, s1, s2, mid_s, am):
-            xs = normed(x_s[...], rstd, g_s[...]) / smooth_rows(mid_s[...], (s0, s1, s2))
+            xs = normed(load_rows(x_s), rstd, g_s[...]) / smooth_rows(mid_s[...], (s0, s1, s2))
             return jnp.maximum(am, jnp.max(jnp.abs(xs), axis=1))
 
         am = plgpu.emit_pipeline(absmax, grid=(nk,), in_specs=base_specs, max_concurrent_steps=steps,
@@ -118,7 +124,7 @@ def _producer_kernel(x_gmem, g_gmem, s_gmem, mid_gmem, *rest, k_true, nk, tk, lo
     # Sweep 2: normalise, divide, quantize, store int8; the down-projection accumulates by wgmma.
     def quant_step(idx, x_s, g_s, s0, s1, s2, mid_s, *refs, q_s, d_acc=None, xs_smem=None):
         l_s = refs[0] if lora else None
-        xn = normed(x_s[...], rstd, g_s[...])
+        xn = normed(load_rows(x_s), rstd, g_s[...])
         xs = xn / smooth_rows(mid_s[...], (s0, s1, s2))
         q = jnp.clip(jnp.round(xs / lax.broadcast_in_dim(scale, (tm, tk), (0,))), qmin, qmax)
         # The int8 tile goes back by an explicit TMA store (a pipelined output block would use a

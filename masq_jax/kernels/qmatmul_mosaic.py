@@ -175,10 +175,14 @@ def _kernel(*refs, mode, packed, signed, halves, swap, has_bias, lora, nk, nkh, 
     n_parts = 2 if packed else 1
 
     def unpack(pw):
-        if signed:  # sign-extending nibbles of int8 bytes
-            return lax.shift_right_arithmetic(lax.shift_left(pw, jnp.int8(4)), jnp.int8(4)), \
-                lax.shift_right_arithmetic(pw, jnp.int8(4))
-        return lax.bitwise_and(pw, jnp.uint8(15)), lax.shift_right_logical(pw, jnp.uint8(4))
+        """Packed bytes -> (low, high) nibbles as int16 (Mosaic GPU does no arithmetic, shifts
+        included, on 8-bit registers: the bytes are widened first; int8 widens sign-extended, so an
+        arithmetic shift by 4 is the signed high nibble)."""
+        v = pw.astype(jnp.int16)
+        if signed:
+            lo = lax.shift_right_arithmetic(lax.shift_left(v, jnp.int16(12)), jnp.int16(12))
+            return lo, lax.shift_right_arithmetic(v, jnp.int16(4))
+        return lax.bitwise_and(v, jnp.int16(15)), lax.shift_right_logical(v, jnp.int16(4))
 
     def main_scope(scratch, *accs):  # scratch: [half * n_parts + part] weight tiles as wgmma reads them
 
