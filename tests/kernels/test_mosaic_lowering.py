@@ -3,7 +3,8 @@ Mosaic GPU's whole Python-side compiler (warpgroup layout inference, shared-memo
 inference, ``wgmma`` operand checks, lowering to the NVVM/LLVM dialects) without a GPU. What the
 interpreter cannot see, this does: it found that Mosaic GPU does no arithmetic on 8-bit registers
 (the int4 unpack shifted int8 values) and a layout-inference failure in the producer, both fixed.
-Not covered: ptxas, the shared-memory capacity check at load time, run-time behaviour, speed."""
+It also checks shared-memory capacity (Mosaic GPU raises at lowering when a config exceeds it).
+Not covered: ptxas, run-time behaviour (synchronisation, numerics on the device), speed."""
 
 from __future__ import annotations
 
