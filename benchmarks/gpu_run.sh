@@ -48,8 +48,8 @@ done
 for st in $expanded; do
   echo "=== $st $(date -u +%T)"
   case $st in
-    kerneltests) timeout 120 python3 -m pytest tests/kernels tests/artifact/test_merged.py -q -m gpu -k "not Mosaic and not Producer and not mosaic" -p no:cacheprovider --tb=short > "$OUT/kerneltests.log" 2>&1; grep -E "^(FAILED|ERROR)|passed|failed" "$OUT/kerneltests.log" | cut -c1-300 | tail -20;;
-    mosaictests) timeout 150 python3 -m pytest tests/kernels tests/artifact/test_merged.py -v -m gpu -k "Mosaic or Producer or mosaic" -p no:cacheprovider --tb=line -rfE > "$OUT/mosaictests.log" 2>&1; echo "mosaic GPU tests passed: $(grep -c ' PASSED' "$OUT/mosaictests.log")"; grep -E "^(FAILED|ERROR)|^E |passed|failed" "$OUT/mosaictests.log" | cut -c1-300 | tail -40;;
+    kerneltests) timeout 100 python3 -m pytest tests/kernels tests/artifact/test_merged.py -q -m gpu -k "not Mosaic and not Producer and not mosaic" -p no:cacheprovider --tb=short > "$OUT/kerneltests.log" 2>&1; grep -E "^(FAILED|ERROR)|passed|failed" "$OUT/kerneltests.log" | cut -c1-300 | tail -20;;
+    mosaictests) timeout 200 python3 -m pytest tests/kernels/test_qmatmul.py tests/kernels/test_producer.py tests/kernels/test_merge.py tests/artifact/test_merged.py -v -m gpu -k "Mosaic or Producer or mosaic" -p no:cacheprovider --tb=line -rfE > "$OUT/mosaictests.log" 2>&1; echo "mosaic GPU tests passed: $(grep -c ' PASSED' "$OUT/mosaictests.log")"; grep -E "^(FAILED|ERROR)|^E |passed|failed" "$OUT/mosaictests.log" | cut -c1-300 | tail -40;;
     probe)  timeout 45 python3 benchmarks/mosaic_probe.py 2>&1 | grep -v Warning > "$OUT/probe.log"; cat "$OUT/probe.log";;
     smokelinear) timeout 80 python3 benchmarks/qmatmul.py --models 3b --linears q,gate/up --m 2048,1 --ranks 64 --impl pallas --mosaic --rotate 2 --reps 3 --json "$OUT/smokelinear.json" 2>&1 | grep -v Warning | tee "$OUT/smokelinear.log";;
     smokedecode) timeout 80 python3 benchmarks/generate.py --model toy:omni3b --dtype bfloat16 --presets w8a8,w4a16 --batches 1 --prompt 256 --new 32 --reps 2 --implementation pallas,mosaic 2>&1 | grep -v Warning | tee "$OUT/smokedecode.log";;

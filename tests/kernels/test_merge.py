@@ -153,8 +153,8 @@ class TestMergeMosaicGPU(TestMergeMosaicInterpret):
     def tol(self, setting, rank):
         return 2e-2
 
-    @pytest.mark.parametrize("m", [1, 16, 2048])
-    def test_qwen_gate_up_swiglu(self, m):
+    @pytest.mark.parametrize("m", [1, 16, 300])  # M = 300, not 2048: the float64 NumPy reference of a
+    def test_qwen_gate_up_swiglu(self, m):       # 2048-token Qwen gate|up alone took tens of seconds
         gate, up = group("w4a8", 3584, (18944, 18944), (64, 64), False, seed=5)
         merged, _ = merge_qlinears([gate, up], align=64)
         x, mid = tokens(m, 3584, seed=6)
