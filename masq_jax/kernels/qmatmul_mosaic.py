@@ -139,12 +139,13 @@ def _kernel(*refs, mode, packed, signed, halves, swap, has_bias, lora, nk, nkh, 
     # ---- main loop: K pipeline ------------------------------------------------------------------
     in_specs, gmems = [], []
     tok_block = (tq, tk) if swap else (tp, tk)
-    # 8-bit weights straight from TMA (no register stage): as jax's ragged_dot_mgpu, the wgmma stays
-    # in flight across one step (delay_release=1 keeps its operand buffers alive) and no explicit
-    # wait is issued. With a register stage (int4 unpack, W4A16 dequantize) the step rewrites its
-    # scratch tiles, so it waits for its own wgmma before returning.
+    # Each step's wgmma stays in flight across the next step (delay_release=1 keeps its activation
+    # buffers alive). 8-bit weights straight from TMA (no register stage): as jax's ragged_dot_mgpu,
+    # no explicit wait. With a register stage (int4 unpack, W4A16 dequantize) the unpacked tiles
+    # alternate between two shared-memory buffers and each step retires the previous step's wgmmas,
+    # so unpacking step k+1 overlaps the MMA of step k.
     direct = mode == INT and not packed
-    rel = 1 if direct else 0
+    rel = 1  # every step's wgmma may still read its activation tile during the next step
 
     def tok_spec(off):
         return plgpu.BlockSpec(tok_block, lambda k, off=off: (ti, k + off), delay_release=rel)
@@ -155,7 +156,7 @@ def _kernel(*refs, mode, packed, signed, halves, swap, has_bias, lora, nk, nkh, 
         in_specs.append(tok_spec(nkh))
         gmems.append(a_gmem)
     for hb in half_blocks:
-        in_specs.append(plgpu.BlockSpec((wb, tk), lambda k, hb=hb: (hb, k), delay_release=rel))
+        in_specs.append(plgpu.BlockSpec((wb, tk), lambda k, hb=hb: (hb, k), delay_release=rel if direct else 0))
         gmems.append(w_gmem)
     if mode == FLOAT:  # per-(group, channel) scale and shift, flattened [G * Np]: block (g, j)
         parts = (0, 1) if packed else (0,)
@@ -186,7 +187,8 @@ def _kernel(*refs, mode, packed, signed, halves, swap, has_bias, lora, nk, nkh, 
 
     def main_scope(scratch, *accs):  # scratch: [half * n_parts + part] weight tiles as wgmma reads them
 
-        def step(_, *smem):
+        def step(idx, *smem):
+            slot = lax.rem(idx[0], 2)  # register-staged tiles alternate between two buffers
             s = iter(smem)
             a_parts = [next(s) for _ in range(n_parts)]
             w_tiles = [next(s) for _ in range(halves)]
@@ -212,7 +214,7 @@ def _kernel(*refs, mode, packed, signed, halves, swap, has_bias, lora, nk, nkh, 
                         v = v.astype(jnp.bfloat16)
                     else:
                         v = v.astype(jnp.int8)
-                    dst = scratch[h * n_parts + part]
+                    dst = scratch[h * n_parts + part].at[slot]
                     dst[...] = v
                     ops.append(dst)
                 w_ops.append(ops)
@@ -227,7 +229,9 @@ def _kernel(*refs, mode, packed, signed, halves, swap, has_bias, lora, nk, nkh, 
                     else:
                         plgpu.wgmma(accs[h], a_t, w_t.T)
             if not direct:
-                plgpu.wgmma_wait(0)
+                # Keep this step's wgmmas in flight, retire the previous step's: the next step then
+                # rewrites the other buffer while these run (one commit group per wgmma call).
+                plgpu.wgmma_wait(halves * n_parts)
 
         plgpu.emit_pipeline(step, grid=(nk,), in_specs=in_specs,
                             max_concurrent_steps=max(steps, rel + 1))(*gmems)
@@ -235,7 +239,7 @@ def _kernel(*refs, mode, packed, signed, halves, swap, has_bias, lora, nk, nkh, 
 
     scratch_types = []
     if mode == FLOAT or packed:
-        scratch_types = [plgpu.SMEM((wb, tk), op_dtype) for _ in range(halves * n_parts)]
+        scratch_types = [plgpu.SMEM((2, wb, tk), op_dtype) for _ in range(halves * n_parts)]
     acc_types = [plgpu.ACC((tp, tq), acc_dtype) for _ in range(halves)]
     if scratch_types:  # shared-memory and register allocations live in separate scopes
         accs = pl.run_scoped(lambda *sc: pl.run_scoped(functools.partial(main_scope, sc), *acc_types),
