@@ -310,9 +310,11 @@ def _mosaic_sweep():
         "prefill": [MosaicConfig(tile_m=tm, tile_n=tn, tile_k=tk, max_concurrent_steps=st)
                     for tm, tn, tk, st in [(64, 128, None, 3), (128, 128, None, 3), (128, 128, None, 4),
                                            (128, 256, None, 3), (64, 256, None, 4), (128, 64, None, 4),
-                                           (128, 128, 256, 2), (192, 128, None, 3)]],
+                                           (128, 128, 256, 2), (192, 128, None, 3)]]
+        + [MosaicConfig(overlap_unpack=False)],  # the single-buffer register stage (H200 at 8f597ff)
         "decode": [MosaicConfig(decode_tokens=dt, tile_k=tk, max_concurrent_steps=st)
-                   for dt, tk, st in [(16, None, 3), (8, None, 3), (16, None, 6), (16, 256, 3), (8, 256, 4)]],
+                   for dt, tk, st in [(16, None, 3), (8, None, 3), (16, None, 6), (16, 256, 3), (8, 256, 4)]]
+        + [MosaicConfig(overlap_unpack=False)],
     }
 
 

@@ -64,7 +64,10 @@ class MosaicConfig:
     ``tile_n``: accumulator columns per program (prefill) — shrunk to the largest power of two
     dividing the padded width; the SwiGLU epilogue splits it into a gate and an up half; ``tile_k``: K elements (8-bit) or packed bytes (4-bit) per pipeline step
     (``None``: 128 bytes, one 128-byte swizzle row); ``decode_tokens``: the ``wgmma`` N side in
-    swap-AB mode (8 or 16); ``swap_ab``: ``None`` = automatic (M <= 16 and no low-rank branch).
+    swap-AB mode (8 or 16); ``swap_ab``: ``None`` = automatic (M <= 16 and no low-rank branch);
+    ``overlap_unpack``: register-staged weight tiles (int4 unpack, W4A16 dequantize) in two
+    buffers, the unpack of step k+1 overlapping the MMA of step k (``False``: one buffer, each step
+    waits for its own MMA — the layout measured on the H200 at commit 8f597ff).
     """
 
     tile_m: int | None = None
@@ -73,6 +76,7 @@ class MosaicConfig:
     max_concurrent_steps: int = 3
     decode_tokens: int = 16
     swap_ab: bool | None = None
+    overlap_unpack: bool = True
 
     def __post_init__(self):
         if self.tile_m is not None and (self.tile_m % 64 or self.tile_m > 256):
@@ -116,7 +120,7 @@ def _tile_k(p: PreparedQLinear, cfg: MosaicConfig) -> int:
 
 
 def _kernel(*refs, mode, packed, signed, halves, swap, has_bias, lora, nk, nkh, tk, tp, tq, wb, nb,
-            group, n_pad, kh, has_shift, steps):
+            group, n_pad, kh, has_shift, steps, overlap=True):
     """One ``[tp, tq]`` output tile; see the module docstring. ``wb``: weight-side tile rows;
     ``nb``: weight-side blocks per half (the up half of a SwiGLU tile is block ``j + nb``)."""
     it = iter(refs)
@@ -145,7 +149,7 @@ def _kernel(*refs, mode, packed, signed, halves, swap, has_bias, lora, nk, nkh, 
     # alternate between two shared-memory buffers and each step retires the previous step's wgmmas,
     # so unpacking step k+1 overlaps the MMA of step k.
     direct = mode == INT and not packed
-    rel = 1  # every step's wgmma may still read its activation tile during the next step
+    rel = 1 if (direct or overlap) else 0  # a step's wgmma may still read its tiles during the next step
 
     def tok_spec(off):
         return plgpu.BlockSpec(tok_block, lambda k, off=off: (ti, k + off), delay_release=rel)
@@ -188,7 +192,7 @@ def _kernel(*refs, mode, packed, signed, halves, swap, has_bias, lora, nk, nkh, 
     def main_scope(scratch, *accs):  # scratch: [half * n_parts + part] weight tiles as wgmma reads them
 
         def step(idx, *smem):
-            slot = lax.rem(idx[0], 2)  # register-staged tiles alternate between two buffers
+            slot = lax.rem(idx[0], 2) if overlap else 0  # register-staged tiles alternate between two buffers
             s = iter(smem)
             a_parts = [next(s) for _ in range(n_parts)]
             w_tiles = [next(s) for _ in range(halves)]
@@ -231,7 +235,7 @@ def _kernel(*refs, mode, packed, signed, halves, swap, has_bias, lora, nk, nkh, 
             if not direct:
                 # Keep this step's wgmmas in flight, retire the previous step's: the next step then
                 # rewrites the other buffer while these run (one commit group per wgmma call).
-                plgpu.wgmma_wait(halves * n_parts)
+                plgpu.wgmma_wait(halves * n_parts if overlap else 0)
 
         plgpu.emit_pipeline(step, grid=(nk,), in_specs=in_specs,
                             max_concurrent_steps=max(steps, rel + 1))(*gmems)
@@ -239,7 +243,7 @@ def _kernel(*refs, mode, packed, signed, halves, swap, has_bias, lora, nk, nkh, 
 
     scratch_types = []
     if mode == FLOAT or packed:
-        scratch_types = [plgpu.SMEM((2, wb, tk), op_dtype) for _ in range(halves * n_parts)]
+        scratch_types = [plgpu.SMEM((2 if overlap else 1, wb, tk), op_dtype) for _ in range(halves * n_parts)]
     acc_types = [plgpu.ACC((tp, tq), acc_dtype) for _ in range(halves)]
     if scratch_types:  # shared-memory and register allocations live in separate scopes
         accs = pl.run_scoped(lambda *sc: pl.run_scoped(functools.partial(main_scope, sc), *acc_types),
@@ -368,7 +372,7 @@ def gemm_mosaic(a, sa, p: PreparedQLinear, cfg: MosaicConfig, *, m: int, flags=N
         _kernel, mode=p.mode, packed=p.packed, signed=p.w_symmetric, halves=halves, swap=swap,
         has_bias=has_bias, lora=lora, nk=nk, nkh=(p.k_pad // 2) // tk if p.packed else 0, tk=tk,
         tp=tp, tq=tq, wb=wb, nb=nb, group=p.group_size, n_pad=p.n_pad, kh=p.k_pad // 2,
-        has_shift=has_shift, steps=max(1, min(cfg.max_concurrent_steps, nk)))
+        has_shift=has_shift, steps=max(1, min(cfg.max_concurrent_steps, nk)), overlap=cfg.overlap_unpack)
     f = plgpu.kernel(
         kernel,
         out_type=jax.ShapeDtypeStruct(out_shape, out_dtype),

@@ -33,6 +33,7 @@ GEMM_CASES = [
     ("w4a16", 16, 1280, 192, 0, "text", jnp.float32, None),  # swap-AB W4A16, float32 output
     ("w8a8", 129, 768, 448, 32, "mixed", jnp.float32, MosaicConfig(tile_m=128, tile_n=64)),
     ("w8a8", 16, 256, 128, 0, "text", jnp.float32, MosaicConfig(decode_tokens=8)),
+    ("w4a8", 300, 512, 256, 0, "text", jnp.bfloat16, MosaicConfig(overlap_unpack=False)),
 ]
 
 

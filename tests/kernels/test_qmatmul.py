@@ -284,6 +284,7 @@ MOSAIC_CASES = [
     ("w4a16", 129, 256, 72, 32, True, "novision", None),
     ("w4a8", 513, 256, 64, 0, False, "text", None),
     ("w4a6", 513, 160, 72, 64, False, "mixed", MosaicConfig(tile_m=128)),
+    ("w4a16", 129, 512, 136, 0, True, "text", MosaicConfig(overlap_unpack=False)),  # single-buffer stage
 ]
 
 
