@@ -105,7 +105,8 @@ def compare(artefact: str, exported: str, ids: np.ndarray, *, dequantize: bool, 
     ref = np.asarray(mq(input_ids=ids), np.float64)
     with torch.no_grad():
         got = hm(input_ids=torch.tensor(ids)).logits.double().numpy()
-        hf_tokens = hm.generate(torch.tensor(ids), max_new_tokens=new_tokens, min_new_tokens=new_tokens,
+        hf_tokens = hm.generate(torch.tensor(ids), attention_mask=torch.ones(ids.shape, dtype=torch.long),
+                                max_new_tokens=new_tokens, min_new_tokens=new_tokens,
                                 do_sample=False, pad_token_id=0)[0, ids.shape[1]:].numpy()
     jx_tokens = np.asarray(generate(mq, ids, max_new_tokens=new_tokens, eos_token_id=None))[0]
     return {"sqnr": sqnr_db(ref, got), "argmax": float((ref.argmax(-1) == got.argmax(-1)).mean()),
