@@ -3,6 +3,7 @@ side of the parity check (the implementation the project did not write)."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -92,6 +93,31 @@ def sqnr_db(ref: np.ndarray, got: np.ndarray) -> float:
     return float(10 * np.log10(np.sum(ref**2) / max(np.sum((ref - got) ** 2), 1e-300)))
 
 
+@contextlib.contextmanager
+def vllm_int8_divisor():
+    """compressed-tensors' dynamic per-token int8 scale with vLLM's divisor: ``absmax / 127``
+    (vLLM ``csrc/quantization/compressed_tensors/int8_quant_kernels.cu``, ``dynamic_scaled_int8_quant``)
+    instead of compressed-tensors' CPU emulation's ``absmax / 127.5``; rounding and clamping stay
+    compressed-tensors' own. masq-jax's default bound ("qmax") is that grid."""
+    import torch
+    from compressed_tensors.quantization.lifecycle import forward
+
+    original = forward.compute_dynamic_scales_and_zp
+
+    def per_token(value, args, module, global_scale=None):
+        if args.strategy != "token" or not args.symmetric or args.num_bits != 8:
+            return original(value, args, module, global_scale)
+        scale = value.abs().amax(dim=-1, keepdim=True) / 127.0
+        scale = torch.where(scale == 0, torch.finfo(scale.dtype).eps, scale)
+        return scale, torch.zeros_like(scale)
+
+    forward.compute_dynamic_scales_and_zp = per_token
+    try:
+        yield
+    finally:
+        forward.compute_dynamic_scales_and_zp = original
+
+
 def compare(artefact: str, exported: str, ids: np.ndarray, *, dequantize: bool, new_tokens: int = 16) -> dict:
     """Logit SQNR (dB) of the exported model against the artefact on ``ids`` [1, S], and both greedy
     continuations of ``new_tokens`` tokens. ``dequantize`` compares weights and fold alone (masq-jax
@@ -111,3 +137,45 @@ def compare(artefact: str, exported: str, ids: np.ndarray, *, dequantize: bool, 
     jx_tokens = np.asarray(generate(mq, ids, max_new_tokens=new_tokens, eos_token_id=None))[0]
     return {"sqnr": sqnr_db(ref, got), "argmax": float((ref.argmax(-1) == got.argmax(-1)).mean()),
             "hf_tokens": hf_tokens.tolist(), "masq_tokens": jx_tokens.tolist()}
+
+
+def linear_parity(artefact: str, exported: str, ids: np.ndarray) -> dict[str, float]:
+    """Per decoder linear: SQNR (dB) of masq-jax's quantized linear (``kernels.qmatmul``, XLA) against
+    compressed-tensors' module on the very inputs that module saw in a forward of ``ids``, with vLLM's
+    per-token divisor (``vllm_int8_divisor``). Isolates the activation quantizer, weights and scales
+    from the rounding flips that amplify through a W8A8 network."""
+    import jax
+    import jax.numpy as jnp
+    import torch
+
+    from masq_jax.kernels import qmatmul
+    from masq_jax.models import LINEAR_NAMES
+
+    mq = masq_model(artefact)
+    seen: dict[tuple[int, str], tuple] = {}
+    with vllm_int8_divisor():
+        hm = hf_model(exported, dequantize=False)
+        handles = []
+        for name, mod in hm.named_modules():
+            parts = name.split(".")
+            if parts[-1] in LINEAR_NAMES and "layers" in parts:
+                key = (int(parts[parts.index("layers") + 1]), parts[-1])
+                handles.append(mod.register_forward_hook(
+                    lambda m, i, o, key=key: seen.__setitem__(key, (i[0].numpy(), o.numpy()))))
+        with torch.no_grad():
+            hm(input_ids=torch.tensor(ids))
+    out = {}
+    for (layer, name), (x, y) in sorted(seen.items()):
+        ql = jax.tree_util.tree_map(lambda a, i=layer: a[i], mq.params["layers"][name])
+        ours = np.asarray(qmatmul(jnp.asarray(x), None, ql, implementation="xla"))
+        out[f"{layer}.{name}"] = sqnr_db(ours, y)
+    return out
+
+
+def self_noise_sqnr(artefact: str, ids: np.ndarray, rel: float = 1e-7, seed: int = 0) -> float:
+    """Logit SQNR (dB) of the artefact against itself when its input embeddings move by ``rel``
+    (relative, float32 rounding size): how far float-rounding differences alone carry a W8A8 model."""
+    mq = masq_model(artefact)
+    e = np.asarray(mq.params["embed"])[ids]
+    noisy = (e * (1 + rel * np.random.default_rng(seed).standard_normal(e.shape))).astype(e.dtype)
+    return sqnr_db(np.asarray(mq(inputs_embeds=e)), np.asarray(mq(inputs_embeds=noisy)))
