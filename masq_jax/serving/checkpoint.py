@@ -120,6 +120,17 @@ def _float_tensors(layout: SourceLayout, qmodel, norm_div: dict, dtype) -> dict:
     return out
 
 
+def _checkpoint_dtype(hf: dict, fallback: np.dtype) -> np.dtype:
+    """The float dtype the source checkpoint declares (``dtype`` / ``torch_dtype``; what engines load it
+    in), else the artefact's: embeddings, norms, head, biases and scales are written in it."""
+    from masq_jax.models.params import np_dtype
+
+    name = hf.get("dtype") or hf.get("torch_dtype") or (hf.get("text_config") or {}).get("dtype")
+    if name in ("float32", "bfloat16", "float16"):
+        return np_dtype(name)
+    return fallback
+
+
 def export(model: str | os.PathLike, out: str | os.PathLike, *, format: str = "compressed-tensors",
            text_only: bool = False) -> dict:
     """Write artefact ``model`` as an HF-layout checkpoint directory ``out`` (see module docstring).
@@ -154,7 +165,7 @@ def export(model: str | os.PathLike, out: str | os.PathLike, *, format: str = "c
     cfg = qmodel.config
     layout = source_layout(qc.get("source_model"), cfg.arch, cfg.num_layers, cfg.is_multimodal)
     paths = text_paths(qmodel)
-    dtype = _np(qmodel.params["embed"]).dtype
+    dtype = _checkpoint_dtype(hf, _np(qmodel.params["embed"]).dtype)
     tensors, norm_div = _linear_tensors(layout, paths, cfg, scheme, dtype)
     tensors.update(_float_tensors(layout, qmodel, norm_div, dtype))
     for key, load in layout.extra.items():

@@ -32,6 +32,14 @@ def qwen2(tmp_path_factory):
     return root, src
 
 
+def test_export_is_the_function_beside_its_package():
+    import masq_jax
+    import masq_jax.serving  # noqa: F401  (importing the package must not shadow the function)
+    from masq_jax.api import export
+
+    assert masq_jax.export is export
+
+
 def _export(artefact, out, **kw):
     from masq_jax.serving import export
 
