@@ -154,7 +154,9 @@ def thinker(tmp_path_factory):
 @pytest.mark.slow
 @pytest.mark.parametrize("method, preset, options", [("mas", "w8a8", dict(tie_smoothing=True, bound="qmax+0.5")),
                                                      ("mas", "w4a16", dict(tie_smoothing=True)),
-                                                     ("smoothquant", "w4a16", {})])
+                                                     ("smoothquant", "w4a16", {}),
+                                                     ("masquant", "w8a8", dict(tie_smoothing=True, rank=8, rank_floor=0,
+                                                                               bound="qmax+0.5"))])
 def test_omni_thinker_text_path(thinker, capsys, method, preset, options):
     from safetensors.numpy import load_file
 
@@ -164,12 +166,14 @@ def test_omni_thinker_text_path(thinker, capsys, method, preset, options):
     name = f"{method}-{preset}"
     art = parity.quantize(src, str(root / name), method, preset, **options)
     out = root / f"{name}-ct"
-    flags = ["--text-only"] if method == "mas" else []
+    flags = ["--text-only"] if method in ("mas", "masquant") else []
     assert main(["export", "--model", art, "--out", str(out), *flags]) == 0
     printed = capsys.readouterr().out
     print(printed)
-    if method == "mas":  # the cost of dropping per-modality vectors, measured on held-out data
-        assert "text path only: dropped one weight per modality" in printed
+    if flags:  # the cost of dropping per-modality vectors / branches, measured on held-out data
+        dropped = ("one weight per modality" if method == "mas" else
+                   "per-modality smoothing vectors and low-rank compensation branches")
+        assert f"text path only: dropped {dropped}" in printed
         assert "vision" in printed and " dB -> " in printed
     cfg = json.loads((out / "config.json").read_text())
     assert cfg["architectures"] == ["Qwen2_5OmniThinkerForConditionalGeneration"]
