@@ -22,7 +22,7 @@ import numpy as np
 from masq_jax.errors import OutputDirError
 from masq_jax.serving import ct_format
 from masq_jax.serving.fold import ExportError, fold_plan
-from masq_jax.serving.source import SourceLayout, copy_tokenizer, source_layout
+from masq_jax.serving.source import SourceLayout, copy_source_files, source_layout
 from masq_jax.modality import TEXT
 
 FORMATS = ("compressed-tensors",)
@@ -135,7 +135,7 @@ def export(model: str | os.PathLike, out: str | os.PathLike, *, format: str = "c
            text_only: bool = False) -> dict:
     """Write artefact ``model`` as an HF-layout checkpoint directory ``out`` (see module docstring).
 
-    Returns a summary: ``{"out", "format", "scheme", "tensors", "tokenizer_files", "routed", "cost"}``;
+    Returns a summary: ``{"out", "format", "scheme", "tensors", "copied_files", "routed", "cost"}``;
     ``cost`` (``text_only`` exports of a routed artefact) holds the held-out SQNR of the artefact and of
     its text-only model (``masq_jax.serving.cost``). Raises ``MasqError`` (one line) and writes nothing
     for an existing ``out``, an unsupported format or scheme, a routed artefact without ``text_only``,
@@ -196,11 +196,11 @@ def _write(out: Path, hf: dict, tensors: dict, layout: SourceLayout) -> dict:
         (tmp / "config.json").write_text(json.dumps(hf, indent=2, sort_keys=True))
         save_file({k: np.ascontiguousarray(v) for k, v in tensors.items()}, str(tmp / "model.safetensors"),
                   metadata={"format": "pt"})
-        tok = copy_tokenizer(layout, tmp)
+        tok = copy_source_files(layout, tmp)
         if out.exists():
             raise OutputDirError(f"--out {out} appeared while exporting; nothing was written")
         os.rename(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    return {"out": str(out), "tensors": len(tensors), "tokenizer_files": tok}
+    return {"out": str(out), "tensors": len(tensors), "copied_files": tok}

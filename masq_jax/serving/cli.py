@@ -25,8 +25,10 @@ def run(a) -> int:
     from masq_jax.serving.checkpoint import export
 
     res = export(a.model, a.out, format=a.format, text_only=a.text_only)
-    tok = f"{len(res['tokenizer_files'])} tokenizer file(s)" if res["tokenizer_files"] else "no tokenizer files"
-    print(f"wrote {res['out']}: {res['format']} {res['compression']} ({res['scheme']}), {res['tensors']} tensors, {tok}")
+    files = res["copied_files"]
+    tok = f"copied from the source: {', '.join(files)}" if files else "no tokenizer files in the source"
+    print(f"wrote {res['out']}: {res['format']} {res['compression']} ({res['scheme']}), {res['tensors']} tensors, "
+          f"{tok}")
     if res["routed"]:
         c = res["cost"]
         print(f"text path only: dropped {' and '.join(res['routed'])}")

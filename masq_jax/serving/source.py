@@ -21,10 +21,9 @@ import numpy as np
 
 from masq_jax.serving.fold import ExportError
 
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.json", "merges.txt",
-                   "tokenizer.model", "added_tokens.json", "chat_template.jinja", "chat_template.json",
-                   "generation_config.json", "preprocessor_config.json", "processor_config.json",
-                   "video_preprocessor_config.json")
+# Never copied from the source directory: its weights and config (the export writes its own).
+NOT_COPIED = ("config.json", "model.safetensors.index.json")
+NOT_COPIED_SUFFIXES = (".safetensors", ".bin", ".gguf", ".pth", ".msgpack", ".h5", ".lock")
 # Parts of a checkpoint beside the text decoder, left in full precision (compressed-tensors ``ignore``).
 FP_PARTS = {"visual": "re:.*visual.*", "audio_tower": "re:.*audio_tower.*", "talker": "re:.*talker.*",
             "token2wav": "re:.*token2wav.*"}
@@ -101,16 +100,17 @@ def source_layout(source: str | None, arch: str, num_layers: int, multimodal: bo
     return SourceLayout(default_names(num_layers), {}, ["re:.*lm_head"], None, gguf)
 
 
-def copy_tokenizer(layout: SourceLayout, out: Path) -> list[str]:
-    """Tokenizer / processor files into ``out`` (from the source directory, or converted from a GGUF by
-    transformers when it is installed); returns the names written."""
+def copy_source_files(layout: SourceLayout, out: Path) -> list[str]:
+    """Tokenizer / processor files into ``out``: from the source directory every file beside its
+    weights and config (tokenizer, processor, chat template, generation config, an Omni model's
+    ``spk_dict.pt``), or converted from a GGUF by transformers when it is installed; returns the
+    names written."""
     if layout.directory is not None:
         written = []
-        for name in TOKENIZER_FILES:
-            p = Path(layout.directory) / name
-            if p.is_file():
-                shutil.copy2(p, out / name)
-                written.append(name)
+        for p in sorted(Path(layout.directory).iterdir()):
+            if p.is_file() and p.name not in NOT_COPIED and not p.name.endswith(NOT_COPIED_SUFFIXES):
+                shutil.copy2(p, out / p.name)
+                written.append(p.name)
         return written
     if layout.gguf is not None:
         try:

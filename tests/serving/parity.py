@@ -61,8 +61,6 @@ def quantize(src: str, out: str, method: str, preset: str, **options) -> str:
 def masq_model(artefact: str, activations: bool = True):
     """The artefact as masq-jax runs it; ``activations=False``: its linears with unquantized inputs
     (what the dequantized checkpoint computes, for the weights-and-fold check)."""
-    import jax
-
     import masq_jax
     from masq_jax.artifact import QuantizedModel
     from masq_jax.core.qlinear import QLinear
@@ -72,7 +70,6 @@ def masq_model(artefact: str, activations: bool = True):
         return q
     layers = {k: dataclasses.replace(v, abits=16) if isinstance(v, QLinear) else v
               for k, v in q.params["layers"].items()}
-    del jax
     return QuantizedModel(q.config, {**q.params, "layers": layers}, q.quantization_config)
 
 

@@ -215,7 +215,7 @@ def test_smollm2_rtn(smollm2_ids, tmp_path, preset, options):
     path, ids = smollm2_ids
     art = parity.quantize(path, str(tmp_path / "art"), "rtn", preset, **options)
     res = _export(art, tmp_path / "ct")
-    assert "tokenizer.json" in res["tokenizer_files"] or "tokenizer_config.json" in res["tokenizer_files"]
+    assert "tokenizer.json" in res["copied_files"] or "tokenizer_config.json" in res["copied_files"]
     tok = AutoTokenizer.from_pretrained(str(tmp_path / "ct"))
     assert tok.decode(ids[0, :8]).strip()
     r = parity.compare(art, str(tmp_path / "ct"), ids, dequantize=True)
@@ -247,3 +247,31 @@ def test_smollm2_smoothquant_refuses_unfoldable_o_proj(smollm2_ids, tmp_path):
     with pytest.raises(ExportError, match="layer 0 o_proj: .*KV group"):
         _export(art, tmp_path / "ct")
     assert not (tmp_path / "ct").exists()
+
+
+@pytest.mark.slow
+def test_full_omni_model_keeps_talker_and_speakers(tmp_path):
+    """A full Qwen2.5-Omni checkpoint (thinker + talker + token2wav): the thinker's text decoder is
+    quantized under its ``thinker.model.`` names, the rest is copied and ignored, ``spk_dict.pt`` comes
+    along, and transformers loads the whole model (hidden 64: W8A8 only)."""
+    import torch
+    import transformers as tf
+
+    from tests.models.tiny import build
+
+    src = tmp_path / "src"
+    build("omni_full", str(src))
+    torch.save({}, src / "spk_dict.pt")
+    art = parity.quantize(str(src), str(tmp_path / "art"), "rtn", "w8a8")
+    res = _export(art, tmp_path / "ct")
+    assert "spk_dict.pt" in res["copied_files"]
+    cfg = json.loads((tmp_path / "ct" / "config.json").read_text())
+    assert {"re:.*talker.*", "re:.*token2wav.*"} <= set(cfg["quantization_config"]["ignore"])
+    ids = np.random.default_rng(0).integers(0, 128, (1, 16))
+    ref = np.asarray(parity.masq_model(art, activations=False)(input_ids=ids), np.float64)
+    m = tf.Qwen2_5OmniForConditionalGeneration.from_pretrained(
+        str(tmp_path / "ct"), dtype=torch.float32, quantization_config=tf.CompressedTensorsConfig(dequantize=True))
+    with torch.no_grad():
+        got = m.eval().thinker(input_ids=torch.tensor(ids)).logits.double().numpy()
+    print(f"full Omni RTN W8A8: thinker logit SQNR {parity.sqnr_db(ref, got):.1f} dB (weights + fold)")
+    assert parity.sqnr_db(ref, got) > 80.0
