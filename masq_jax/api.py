@@ -1,5 +1,5 @@
-"""Python entry points with the same options as the CLI: ``quantize``, ``evaluate``, ``evaluate_tasks``
-and ``generate_text``."""
+"""Python entry points with the same options as the CLI: ``quantize``, ``evaluate``, ``evaluate_tasks``,
+``generate_text`` and ``export``."""
 
 from __future__ import annotations
 
@@ -116,3 +116,12 @@ def evaluate_tasks(models: Sequence[str], tasks: str, *, reference: str | None =
     res["reference"] = str(reference)
     res["models"] = {name: str(p) for name, p in zip(list(loaded)[1:], models)}
     return res
+
+
+def export(model: str, out: str, *, format: str = "compressed-tensors", text_only: bool = False) -> dict:
+    """Write artefact ``model`` as a checkpoint directory ``out`` that serving engines load (``masq
+    export``; ``masq_jax.serving.checkpoint.export``); returns what was written and, for ``text_only``
+    exports of a modality-routed artefact, the measured cost."""
+    from masq_jax.serving.checkpoint import export as run
+
+    return run(model, out, format=format, text_only=text_only)

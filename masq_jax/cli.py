@@ -140,6 +140,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_quantize(sub)
     _add_eval(sub)
     _add_generate(sub)
+    from masq_jax.serving import cli as export_cli
+
+    export_cli.add_parser(sub)
     d = sub.add_parser("demo", help="the core method on one synthetic two-modality linear (seconds)")
     d.add_argument("--synthetic", action="store_true", help="(the only demo this command runs)")
     d.add_argument("--seed", type=int, default=0)
@@ -283,7 +286,14 @@ def cmd_demo(a) -> int:
     return 0
 
 
-COMMANDS = {"quantize": cmd_quantize, "eval": cmd_eval, "generate": cmd_generate, "demo": cmd_demo}
+def cmd_export(a) -> int:
+    from masq_jax.serving.cli import run
+
+    return run(a)
+
+
+COMMANDS = {"quantize": cmd_quantize, "eval": cmd_eval, "generate": cmd_generate, "demo": cmd_demo,
+            "export": cmd_export}
 
 
 def main(argv: list[str] | None = None) -> int:

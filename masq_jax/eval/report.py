@@ -9,24 +9,13 @@ from masq_jax.errors import ArtifactError, MasqError
 from masq_jax.settings import DEFAULT_CALIB, DEFAULT_EVAL_SAMPLES, DEFAULT_EVAL_SEED
 
 
-def evaluate_artifact(model: str, *, reference: str | None = None, calib: str | None = None,
-                      samples: int = DEFAULT_EVAL_SAMPLES, seq_len: int | None = None,
-                      seed: int = DEFAULT_EVAL_SEED, plot_dir: str | None = None,
-                      with_calibration: bool = False) -> dict:
-    """SQNR table + perplexity of artefact ``model`` against ``reference``.
-
-    Without ``calib`` the data is the artefact's own held-out split (same source, seed and split as at
-    calibration, so synthetic streams keep their channel layout); with it, ``samples`` samples drawn
-    from ``calib`` with ``seed``. ``with_calibration``: also the SQNR table on the artefact's own
-    calibration samples (``res["calibration_sqnr"]``), so a fit that does not generalise shows.
-    """
-    from masq_jax.calibrate.batch import prepare
-    from masq_jax.eval.sqnr import compare
+def reference_and_data(model: str, qmodel, *, reference: str | None = None, calib: str | None = None,
+                       samples: int = DEFAULT_EVAL_SAMPLES, seq_len: int | None = None, seed: int = DEFAULT_EVAL_SEED):
+    """``(reference path, cfg, FP params, evaluation set, calibration set or None, description,
+    seq_len)`` for artefact ``model`` (loaded as ``qmodel``): its full-precision reference (default
+    its source) and, without ``calib``, its own held-out split (see ``evaluate_artifact``)."""
     from masq_jax.loading import load_calibration, load_checkpoint, resolve_model
 
-    if not Path(model).is_dir() or not artifact.is_artifact(model):
-        raise ArtifactError(f"--model {model} is not a masq-jax artefact directory (made by masq quantize)")
-    qmodel = artifact.read_artifact(model)
     qc = qmodel.quantization_config
     ref_path = resolve_model(reference or qc.get("source_model"))
     cfg, params = load_checkpoint(ref_path)
@@ -45,6 +34,31 @@ def evaluate_artifact(model: str, *, reference: str | None = None, calib: str | 
         source = f"{calib or DEFAULT_CALIB} (seed {seed}, {samples} samples)"
     if data_set is None:
         raise MasqError(f"{model} was calibrated without held-out samples; pass --calib SOURCE to evaluate")
+    return ref_path, cfg, params, data_set, calib_set, source, seq_len
+
+
+def evaluate_artifact(model: str, *, reference: str | None = None, calib: str | None = None,
+                      samples: int = DEFAULT_EVAL_SAMPLES, seq_len: int | None = None,
+                      seed: int = DEFAULT_EVAL_SEED, plot_dir: str | None = None,
+                      with_calibration: bool = False) -> dict:
+    """SQNR table + perplexity of artefact ``model`` against ``reference``.
+
+    Without ``calib`` the data is the artefact's own held-out split (same source, seed and split as at
+    calibration, so synthetic streams keep their channel layout); with it, ``samples`` samples drawn
+    from ``calib`` with ``seed``. ``with_calibration``: also the SQNR table on the artefact's own
+    calibration samples (``res["calibration_sqnr"]``), so a fit that does not generalise shows.
+    """
+    from masq_jax.calibrate.batch import prepare
+    from masq_jax.eval.sqnr import compare
+    from masq_jax.loading import load_calibration
+
+    if not Path(model).is_dir() or not artifact.is_artifact(model):
+        raise ArtifactError(f"--model {model} is not a masq-jax artefact directory (made by masq quantize)")
+    qmodel = artifact.read_artifact(model)
+    qc = qmodel.quantization_config
+    ref_path, cfg, params, data_set, calib_set, source, seq_len = reference_and_data(
+        model, qmodel, reference=reference, calib=calib, samples=samples, seq_len=seq_len, seed=seed)
+    rec = qc.get("calibration")
     res = compare(cfg, params, qmodel, prepare(cfg, params, data_set, seq_len))
     if with_calibration:
         if calib is not None or not rec:
