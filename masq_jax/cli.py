@@ -277,7 +277,7 @@ def cmd_generate(a) -> int:
 
 
 def cmd_demo(a) -> int:
-    from masq_jax.demos.one_linear import run_synthetic_demo
+    from masq_jax.research.one_linear import run_synthetic_demo
 
     run_synthetic_demo(a.seed, verbose=True)
     return 0

@@ -22,18 +22,20 @@ def evaluate_artifact(model: str, *, reference: str | None = None, calib: str | 
     """
     from masq_jax.calibrate.batch import prepare
     from masq_jax.eval.sqnr import compare
+    from masq_jax.artifact.info import ArtifactInfo
     from masq_jax.loading import load_calibration, load_checkpoint, resolve_model
 
     if not Path(model).is_dir() or not artifact.is_artifact(model):
         raise ArtifactError(f"--model {model} is not a masq-jax artefact directory (made by masq quantize)")
     qmodel = artifact.read_artifact(model)
     qc = qmodel.quantization_config
-    ref_path = resolve_model(reference or qc.get("source_model"))
+    info = ArtifactInfo(qc)
+    ref_path = resolve_model(reference or info.source_model)
     cfg, params = load_checkpoint(ref_path)
     if cfg.num_layers != qmodel.config.num_layers or cfg.hidden_size != qmodel.config.hidden_size:
         raise MasqError(f"--reference {ref_path} ({cfg.num_layers} layers, hidden {cfg.hidden_size}) does not "
                         f"match the artefact ({qmodel.config.num_layers} layers, hidden {qmodel.config.hidden_size})")
-    rec = qc.get("calibration")
+    rec = info.calibration
     calib_set = None
     if calib is None and rec and rec.get("eval_samples"):
         seq_len = rec.get("seq_len") if seq_len is None else seq_len

@@ -15,7 +15,7 @@ import numpy as np
 
 from masq_jax.calib.calibset import CalibSet
 from masq_jax.calibrate.runner import run_quantize
-from masq_jax.demos.toy import CONFIGS, save_checkpoint
+from masq_jax.families.toy import CONFIGS, save_checkpoint
 from masq_jax.resources import current_host_bytes, peak_host_bytes
 from masq_jax.settings import QuantSettings
 
