@@ -60,8 +60,9 @@ def build_quantized_params(method: Method, params: dict, factors: list[dict], lo
     return {**params, "layers": stacked}
 
 
-def quantization_config(method: Method, st: QuantSettings, ranks: dict[str, int], extra: dict | None = None) -> dict:
-    """The ``quantization_config`` block written into config.json."""
+def quantization_config(method: Method, st: QuantSettings, cfg: DecoderConfig, extra: dict | None = None) -> dict:
+    """The ``quantization_config`` block written into config.json (``ranks``: the method's storage
+    rank per linear, 0 without compensation)."""
     return {
         "quant_method": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -74,7 +75,7 @@ def quantization_config(method: Method, st: QuantSettings, ranks: dict[str, int]
         "modalities": list(NAMES),
         "base_modality": NAMES[BASE],
         "per_modality_weights": method.per_modality_weights,
-        "ranks": ranks,
+        "ranks": method.ranks(cfg, st),
         "quantized_linears": list(LINEAR_NAMES),
         "settings": st.to_json(),
         **(extra or {}),
