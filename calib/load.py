@@ -132,7 +132,7 @@ def load_calib(
     rope_ndim = rope_ndim_of(cfg)
 
     if src.lower().endswith(".npz"):
-        from .io import load_npz
+        from .calibset import load_npz
 
         cs = load_npz(src)
         if len(cs) > samples:

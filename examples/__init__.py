@@ -1,3 +1,4 @@
-"""Demo models and data, outside the quantizer: ``toy`` (random decoders of real or tiny sizes),
-``one_linear`` (``masq demo``: the method on one synthetic linear), ``tiny_omni`` (our trained tiny
-Qwen2.5-Omni-Thinker-shaped model with vision and audio encoders: data, model, training, task eval)."""
+"""Scripts around the two trained demo models, outside the installed package (run them from the
+repository root: ``python -m examples.tiny_omni.train``): data generators, training, task writers,
+tables and the eSpeak server. What a user loads of those models (their model, checkpoint and
+front-end code) is their model family: ``masq_jax.families.tiny_omni`` / ``.omni_smollm2``."""

@@ -53,8 +53,8 @@ def evaluate(model: str, *, reference: str | None = None, calib: str | None = No
              samples: int = DEFAULT_EVAL_SAMPLES, seq_len: int | None = None, seed: int = DEFAULT_EVAL_SEED,
              plot_dir: str | None = None, with_calibration: bool = False) -> dict:
     """SQNR per layer × modality and perplexity of artefact ``model`` against ``reference`` (default:
-    the artefact's source); see ``masq_jax.eval.report.evaluate_artifact``."""
-    from masq_jax.eval.report import evaluate_artifact
+    the artefact's source); see ``masq_jax.calibrate.evaluate.evaluate_artifact``."""
+    from masq_jax.calibrate.evaluate import evaluate_artifact
 
     return evaluate_artifact(model, reference=reference, calib=calib, samples=samples, seq_len=seq_len, seed=seed,
                              plot_dir=plot_dir, with_calibration=with_calibration)

@@ -15,7 +15,6 @@ from __future__ import annotations
 import os
 
 from masq_jax.families import find
-from masq_jax.families.frontends import MultimodalFrontEnd, TextFrontEnd  # noqa: F401  (re-exported)
 
 
 def frontend_for(model: str | os.PathLike | None):

@@ -16,11 +16,6 @@ class Artifact(ModelFamily):
     def recognise(self, spec):
         return spec is not None and is_artifact(spec)
 
-    def load(self, spec, dtype=None, stream: bool = False):
-        from masq_jax.models import load_params
-
-        return load_params(spec, dtype, stream=stream)  # refuses: full-precision weights only
-
     def load_model(self, spec, dtype=None, *, implementation="xla", mesh=None, merge=None):
         from masq_jax.artifact.format import read_artifact
 

@@ -46,7 +46,10 @@ class ModelFamily:
         return os.path.abspath(spec)
 
     def load(self, spec: str, dtype: Any = jnp.float32, stream: bool = False):
-        raise NotImplementedError
+        """A checkpoint ``masq_jax.models`` reads (HF directory or .gguf; quantized ones refused)."""
+        from masq_jax.models import load_params
+
+        return load_params(spec, dtype, stream=stream)
 
     def load_model(self, spec: str, dtype: Any = None, *, implementation: str | None = "xla", mesh=None,
                    merge: bool | None = None):
@@ -80,3 +83,13 @@ def read_json(path: str | os.PathLike) -> dict | None:
     except (OSError, ValueError):
         return None
     return cfg if isinstance(cfg, dict) else None
+
+
+class CheckpointDirFamily(ModelFamily):
+    """A checkpoint directory that says what it is: its config.json has a ``config_key`` block."""
+
+    config_key: ClassVar[str]
+
+    def recognise(self, spec):
+        cfg = read_json(spec) if spec else None
+        return cfg is not None and isinstance(cfg.get(self.config_key), dict)

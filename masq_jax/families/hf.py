@@ -7,9 +7,6 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any
-
-import jax.numpy as jnp
 
 from masq_jax.errors import MasqError
 from masq_jax.families.base import ModelFamily
@@ -37,11 +34,6 @@ class HFDirectory(ModelFamily):
     def recognise(self, spec):
         return spec is not None and os.path.isdir(spec)
 
-    def load(self, spec, dtype: Any = jnp.float32, stream: bool = False):
-        from masq_jax.models import load_params
-
-        return load_params(spec, dtype, stream=stream)
-
     def frontend(self, spec):
         from masq_jax.families.frontends import MultimodalFrontEnd, TextFrontEnd
 
@@ -62,11 +54,6 @@ class GGUFFile(ModelFamily):
 
     def recognise(self, spec):
         return spec is not None and os.path.isfile(spec)
-
-    def load(self, spec, dtype: Any = jnp.float32, stream: bool = False):
-        from masq_jax.models import load_params
-
-        return load_params(spec, dtype, stream=stream)
 
     def frontend(self, spec):
         from masq_jax.families.frontends import TextFrontEnd

@@ -7,19 +7,16 @@ from __future__ import annotations
 
 import jax.numpy as jnp
 
-from masq_jax.families.base import ModelFamily, read_json
+from masq_jax.families.base import CheckpointDirFamily
 
 CONFIG_KEY = "omni_smollm2"
 
 
-class OmniSmolLM2(ModelFamily):
+class OmniSmolLM2(CheckpointDirFamily):
     name = "omni_smollm2"
     summary = "an omni-SmolLM2 checkpoint directory (config.json with an 'omni_smollm2' entry)"
     archs = ("qwen2_5_omni_thinker",)
-
-    def recognise(self, spec):
-        cfg = read_json(spec) if spec else None
-        return cfg is not None and isinstance(cfg.get(CONFIG_KEY), dict)
+    config_key = CONFIG_KEY
 
     def load(self, spec, dtype=jnp.float32, stream: bool = False):
         from masq_jax.families.omni_smollm2.checkpoint import load_checkpoint_dir

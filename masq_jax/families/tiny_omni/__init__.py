@@ -5,26 +5,16 @@ here (``features``, ``model``, ``frontend``); training, data and task scripts ar
 
 from __future__ import annotations
 
-import jax.numpy as jnp
-
-from masq_jax.families.base import ModelFamily, read_json
+from masq_jax.families.base import CheckpointDirFamily
 
 CONFIG_KEY = "tiny_omni"
 
 
-class TinyOmni(ModelFamily):
+class TinyOmni(CheckpointDirFamily):
     name = "tiny_omni"
     summary = "a tiny omni checkpoint directory (config.json with a 'tiny_omni' block; checkpoints/tiny-omni)"
     archs = ("qwen2_5_omni_thinker",)
-
-    def recognise(self, spec):
-        cfg = read_json(spec) if spec else None
-        return cfg is not None and CONFIG_KEY in cfg
-
-    def load(self, spec, dtype=jnp.float32, stream: bool = False):
-        from masq_jax.models import load_params
-
-        return load_params(spec, dtype, stream=stream)
+    config_key = CONFIG_KEY
 
     def frontend(self, spec):
         from masq_jax.families.tiny_omni.frontend import TinyOmniFrontEnd

@@ -1,4 +1,6 @@
-"""``masq eval``: load an artefact and its full-precision reference, measure SQNR and perplexity."""
+"""``masq eval``: load an artefact and its full-precision reference, prepare the data as calibration
+does (``batch.prepare``) and measure SQNR and perplexity (``eval.sqnr``), as the runner does after
+calibrating."""
 
 from __future__ import annotations
 
