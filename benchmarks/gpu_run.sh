@@ -1,6 +1,10 @@
 #!/usr/bin/env bash
 # One-command GPU run: install, GPU tests, benchmarks; logs under $OUT (or ./out).
-#   bash benchmarks/gpu_run.sh [stage...]   kernel stages: test quick sweep full prefill (default: test quick)
+#   bash benchmarks/gpu_run.sh [stage...]   (default: smoke)
+#   smoke: compiled kernel tests (tests/kernels + the merged-artefact tests, -m gpu), jax's own Mosaic GPU
+#          Hopper matmul against jnp.dot (does Mosaic GPU compile here?), a short per-linear table, decode
+#          tok/s through generate at Omni-3B dims (~5 min)
+#   older kernel stages: test quick sweep full prefill
 #   calibration stages (issue 5): calibnew calibold (Omni-3B dims, first 4 layers, extrapolated), calib (all 36
 #   layers, the <= 10 min target), cmcsolver, core. One device call runs at most 10 min: one calib* stage per call.
 #   kernels v2 (issue 16): v2 = v2a, v2b, v2c (about 20 min in all); under a 10-minute call limit, one call each:
@@ -11,11 +15,17 @@
 set -u
 OUT=${OUT:-out}; mkdir -p "$OUT"
 export XLA_PYTHON_CLIENT_PREALLOCATE=false PYTHONUNBUFFERED=1
+# Wheels the GPU image lacks (gguf) travel in .whl/ (see docs/kernels.md); installed beside the image's packages.
+if ls .whl/*.whl >/dev/null 2>&1; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
+    > "$OUT/pip_whl.log" 2>&1 && export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH} || tail -3 "$OUT/pip_whl.log"
+fi
 python3 -m pip install --no-deps --no-build-isolation -e . -q > "$OUT/pip.log" 2>&1 || tail -5 "$OUT/pip.log"
 nvidia-smi --query-gpu=name,memory.total,clocks.max.sm --format=csv > "$OUT/gpu.txt" 2>&1; cat "$OUT/gpu.txt"
 expanded=""
-for st in ${*:-test quick}; do
+for st in ${*:-smoke}; do
   case $st in
+    smoke) expanded="$expanded kerneltests probe quick smokedecode";;
     v2)  expanded="$expanded test v2linear v2prefill v2decode calibnew";;
     v2a) expanded="$expanded test v2linear v2prefill";;
     v2b) expanded="$expanded v2decode";;
@@ -26,6 +36,9 @@ done
 for st in $expanded; do
   echo "=== $st $(date -u +%T)"
   case $st in
+    kerneltests) timeout 150 python3 -m pytest tests/kernels tests/artifact/test_merged.py -q -m gpu -p no:cacheprovider --tb=short > "$OUT/kerneltests.log" 2>&1; grep -E "^(FAILED|ERROR)|passed|failed" "$OUT/kerneltests.log" | cut -c1-300 | tail -20;;
+    probe)  timeout 60 python3 benchmarks/mosaic_probe.py 2>&1 | grep -v Warning > "$OUT/probe.log"; cat "$OUT/probe.log";;
+    smokedecode) timeout 100 python3 benchmarks/generate.py --model toy:omni3b --dtype bfloat16 --presets w8a8,w4a16 --batches 1 --prompt 256 --new 32 --reps 2 --implementation pallas 2>&1 | grep -v Warning > "$OUT/smokedecode.log"; tail -8 "$OUT/smokedecode.log";;
     test)   timeout 200 python3 -m pytest tests -q -m gpu -p no:cacheprovider --tb=short > "$OUT/test_gpu.log" 2>&1; grep -E "^(FAILED|ERROR)|passed|failed" "$OUT/test_gpu.log" | cut -c1-400 | tail -30;;
     quick)  timeout 170 python3 benchmarks/qmatmul.py --quick --gemm-only --json "$OUT/quick.json" 2>&1 | grep -v Warning > "$OUT/quick.log"; cat "$OUT/quick.log";;
     sweep)  timeout 200 python3 benchmarks/qmatmul.py --sweep --models 3b --linears q,gate/up --m 2048 --reps 3 --json "$OUT/sweep.json" 2>&1 > "$OUT/sweep.log"; cat "$OUT/sweep.log";;
