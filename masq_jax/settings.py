@@ -66,18 +66,11 @@ class QuantSettings:
     tie_smoothing: bool = False  # one vector per input group and modality (q/k/v, gate/up): merged GEMMs
     options: tuple[tuple[str, Any], ...] = ()  # the chosen method's options, (name, value) in declaration order
 
-    def __init__(self, method: str = "masquant", wbits: int = 4, abits: int = 8, group_size: int | None = None,
-                 w_symmetric: bool = True, loss_weights: tuple[float, float, float] | str = tuple(
-                     DEFAULT_LOSS_WEIGHTS.values()), epochs: int = 2, samples: int = 128, seed: int = 0,
-                 alpha: float = 0.5, propagation: str = "sequential", train_matmul: str = "auto",
-                 bound: str = SPEC_BOUND, tie_smoothing: bool = False, options: Any = (), **method_options: Any):
-        values = dict(locals())
-        for name in ("self", "options", "method_options", "__class__"):
-            values.pop(name, None)
-        for key, value in values.items():
-            object.__setattr__(self, key, value)
-        given = {**dict(options), **method_options}
-        object.__setattr__(self, "options", registry.resolve_options(method, given))
+    def __init__(self, *, options: Any = (), **values: Any):
+        shared = {f.name: f for f in dataclasses.fields(self) if f.name != "options"}
+        for name, field in shared.items():  # the class attributes above are the defaults
+            object.__setattr__(self, name, values.pop(name) if name in values else field.default)
+        object.__setattr__(self, "options", registry.resolve_options(self.method, {**dict(options), **values}))
         self.__post_init__()
 
     def __getattr__(self, name: str) -> Any:

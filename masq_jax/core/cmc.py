@@ -38,6 +38,7 @@ __all__ = [
     "low_rank_compensation",
     "whitening",
     "residual_spectrum",
+    "energy_curve",
     "effective_rank",
     "validation_curve",
     "validated_fit",
@@ -301,6 +302,13 @@ def residual_spectrum(delta_w: jax.Array, cov: jax.Array | None = None, *, eig_f
         t, _ = whitening(cov, eig_floor=eig_floor, damping=damping)
         a = jnp.dot(t, a, precision=HIGHEST)
     return jnp.linalg.svd(a, compute_uv=False)
+
+
+def energy_curve(singular_values: jax.Array) -> jax.Array:
+    """Fraction of ``Σσ²`` captured by the top-k values, for k = 1..n (last axis)."""
+    e = jnp.cumsum(jnp.square(singular_values), axis=-1)
+    tot = e[..., -1:]
+    return jnp.where(tot > 0, e / jnp.where(tot > 0, tot, 1.0), 1.0)
 
 
 # ----------------------------------------------------------------------------------------------

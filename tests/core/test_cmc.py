@@ -195,10 +195,12 @@ def test_spectrum_helpers():
     t = np.sqrt(np.maximum(ev, 0))[:, None] * u.T
     np.testing.assert_allclose(sv_w, np.linalg.svd(t @ dw.T.astype(np.float64), compute_uv=False), rtol=1e-3,
                                atol=1e-5 * sv_w.max())
-    # the whitened residual energy at rank r = 1 - optimal residual / total
     e = sv_w.astype(np.float64) ** 2
+    curve = np.asarray(cmc.energy_curve(jnp.asarray(sv_w)))
+    np.testing.assert_allclose(curve, np.cumsum(e) / e.sum(), rtol=1e-5)
+    # the whitened residual energy at rank r = 1 - optimal residual / total
     l, rr = np_lowrank_whitened(dw, c, 5)
-    np.testing.assert_allclose(e[:5].sum() / e.sum(),
+    np.testing.assert_allclose(curve[4],
                                1 - np_xnorm_residual(dw, c, l, rr) / np_xnorm_residual(dw, c, l * 0, rr), rtol=1e-3)
     assert float(cmc.effective_rank(jnp.asarray(sv_w))) > 1.0
 
