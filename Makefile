@@ -29,7 +29,7 @@ PROMPT := What is the capital of France?
 demo: $(STAMP)
 	$(VENV)/bin/masq quantize --model $(TINY) --calib $(TINY)/calib.npz --method rtn,smoothquant,mbq,mas,masquant \
 		--preset w4a8 --samples 120 --eval-samples 8 --out runs/demo-tiny-omni --overwrite --quiet
-	$(VENV)/bin/python -m masq_jax.demos.tiny_omni.tasks --out runs/demo-tiny-omni-tasks --n 100 > /dev/null
+	$(VENV)/bin/python -m examples.tiny_omni.tasks --out runs/demo-tiny-omni-tasks --n 100 > /dev/null
 	$(VENV)/bin/masq eval --tasks runs/demo-tiny-omni-tasks/tasks.jsonl --max-new-tokens 4 --batch-size 100 \
 		$(foreach m,rtn smoothquant mbq mas masquant,--model runs/demo-tiny-omni/$(m))
 	$(VENV)/bin/masq quantize --method rtn,smoothquant,mas --preset w4a8 --samples 8 --eval-samples 4 \

@@ -59,7 +59,7 @@ def main() -> None:
     a = ap.parse_args()
     warnings.simplefilter("ignore")
     from masq_jax.calib.synthetic import synthetic_calibset
-    from masq_jax.demos import toy
+    from masq_jax.families import toy
 
     cfg = toy.make_config("wide")
     model = (cfg, toy.random_params(cfg, 0))

@@ -43,7 +43,7 @@ def __getattr__(name: str):
         value = getattr(importlib.import_module(_EXPORTS[name]), name)
         globals()[name] = value
         return value
-    if name in ("methods", "models", "calib", "kernels", "core", "artifact", "calibrate", "eval", "demos",
+    if name in ("methods", "models", "calib", "kernels", "core", "artifact", "calibrate", "eval", "families",
                 "research", "serving"):  # ("export" is the function; its package is masq_jax.serving)
         return importlib.import_module(f"masq_jax.{name}")
     raise AttributeError(f"module 'masq_jax' has no attribute {name!r}")

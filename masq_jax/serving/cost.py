@@ -3,7 +3,7 @@
 The text-only model is the artefact with every token taking the text path: text's smoothing vector
 and weight for all modalities, no low-rank branch. It is what a serving engine runs from the
 exported checkpoint (the fold is exact), measured here with masq-jax's own forward on the run's
-held-out split (``eval.report.reference_and_data``), beside the artefact itself.
+held-out split (``calibrate.evaluate.reference_and_data``), beside the artefact itself.
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ def text_only_cost(model: str, qmodel: QuantizedModel) -> dict:
     """``{"data", "artefact": {modality: dB}, "text_only": {modality: dB}}``: mean decoder-layer SQNR
     against the FP model on the artefact's held-out split (None for a modality without tokens)."""
     from masq_jax.calibrate.batch import prepare
-    from masq_jax.eval.report import reference_and_data
+    from masq_jax.calibrate.evaluate import reference_and_data
     from masq_jax.eval.sqnr import layer_sqnr
 
     _, cfg, params, data_set, _, source, seq_len = reference_and_data(model, qmodel)
