@@ -142,6 +142,7 @@ def export(model: str | os.PathLike, out: str | os.PathLike, *, format: str = "c
     or smoothing that cannot be folded.
     """
     from masq_jax import artifact
+    from masq_jax.artifact.info import ArtifactInfo
 
     out = Path(out)
     if format not in FORMATS:
@@ -152,10 +153,11 @@ def export(model: str | os.PathLike, out: str | os.PathLike, *, format: str = "c
         raise ExportError(f"--model {model} is not a masq-jax artefact directory (made by masq quantize)")
     qmodel = artifact.read_artifact(model, merge=False)
     qc = qmodel.quantization_config
+    info = ArtifactInfo(qc)
     scheme = ct_format.scheme_of(qc["wbits"], qc["abits"], qc["w_symmetric"], qc["group_size"])
     routed = routed_parts(qmodel)
     if routed and not text_only:
-        raise ExportError(f"{model} ({qc.get('method')}) has {' and '.join(routed)}, which no serving engine runs "
+        raise ExportError(f"{model} ({info.method}) has {' and '.join(routed)}, which no serving engine runs "
                           "(tokens are not routed by modality); pass --text-only to export its text path (its "
                           "vision/audio cost is measured and printed)")
     hf = {k: v for k, v in qmodel.config.hf_config.items() if k != "quantization_config"}
@@ -163,7 +165,7 @@ def export(model: str | os.PathLike, out: str | os.PathLike, *, format: str = "c
         raise ExportError(f"{model}: its config.json is not a complete HF config (an in-memory or toy model); export "
                           "needs an artefact quantized from a checkpoint")
     cfg = qmodel.config
-    layout = source_layout(qc.get("source_model"), cfg.arch, cfg.num_layers, cfg.is_multimodal)
+    layout = source_layout(info.source_model, cfg.arch, cfg.num_layers, cfg.is_multimodal)
     paths = text_paths(qmodel)
     dtype = _checkpoint_dtype(hf, _np(qmodel.params["embed"]).dtype)
     tensors, norm_div = _linear_tensors(layout, paths, cfg, scheme, dtype)
@@ -172,7 +174,7 @@ def export(model: str | os.PathLike, out: str | os.PathLike, *, format: str = "c
         tensors[key] = load()
     hf["quantization_config"] = ct_format.quantization_config(scheme, qc["w_symmetric"], qc["group_size"],
                                                               layout.ignore)
-    hf["masq_jax_export"] = {"artefact": str(Path(model).absolute()), "method": qc.get("method"),
+    hf["masq_jax_export"] = {"artefact": str(Path(model).absolute()), "method": info.method,
                              "text_only": bool(routed), "dropped": routed}
     cost = None
     if routed:
