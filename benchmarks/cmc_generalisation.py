@@ -1,35 +1,43 @@
-"""Does the compensation generalise? Calibration vs held-out SQNR per modality, MASQuant against MAS.
+"""Does MASQuant hold up on data it did not see? Held-out SQNR per modality of MASQuant against MAS
+and SmoothQuant, at each preset, rank ratio and calibration-set size (docs/method.md §5).
 
-The regime where CMC overfits (docs/method.md §5): the 512-wide random decoder ``toy:wide`` on the
-synthetic source with a concentrated-channel vision modality and a quiet audio one, 16 vision and 24
-audio tokens a sample (32 samples: 512 / 768 tokens, 1-1.5x the width), W4A8. Held-out samples come
+The regime where compensation overfits or mis-deploys: the 512-wide random decoder ``toy:wide`` on
+the synthetic source with a concentrated-channel vision modality and a quiet audio one (16 vision and
+24 audio tokens a sample: 32 samples are 512 / 768 tokens, 1-1.5x the width). Held-out samples come
 from the same generator (same channel profiles, other draws). MASQuant variants:
 
-* ``fixed``     — the earlier default: damping 1e-2 and ``--rank`` everywhere (``--cov-shrinkage 0.0099 --rank-budget off``);
-* ``shrink``    — validated shrinkage (OAS vs the fixed damping), ``--rank`` everywhere (``--rank-budget off``);
-* ``budget``    — the default: validated shrinkage and the rank budget reallocated by validated curves.
+* ``paper`` — ``--cmc-deploy paper``: the text weight plus a validated branch for every non-text
+  modality (the earlier default; bit for bit its artefact);
+* ``auto``  — the default: per linear and modality, the deployment the validation fold prefers
+  (branch, text's vector, or one shared vector; ``core.deploy``).
 
-    python benchmarks/cmc_generalisation.py                 # rank ratios 0.05/0.1/0.25 and samples 8..128
-    python benchmarks/cmc_generalisation.py --samples 32 --sweep ''   # just the rank table
+    python benchmarks/cmc_generalisation.py                        # the full grid (long)
+    python benchmarks/cmc_generalisation.py --presets w4a8 --ranks 0.1 --sweep ''   # one cell
 
-One process; prints two tables (SQNR in dB, mean over layers: all / text / vision / audio) and the
-CMC stage's time against ``fixed``. Also prints the tiny omni model (its own calibration set) so a
-real trained multimodal model is seen not to regress.
+Per cell: calibration and held-out SQNR (dB, mean over layers: all / text / vision / audio), held-out
+MASQuant − MAS and − SmoothQuant per modality, ``ok`` when every modality is within 0.3 dB of MAS
+and not below SmoothQuant, and the run's seconds (calibration stages, evaluation excluded) as a
+ratio to MAS's. ``--models`` adds the tiny omni model and omni-SmolLM2 (their own calibration sets).
 """
 
 from __future__ import annotations
 
 import argparse
 import tempfile
+import time
 import warnings
 
 COLS = ("all", "text", "vision", "audio")
-VARIANTS = {"fixed": dict(cov_shrinkage=0.0099, rank_budget="off"), "shrink": dict(rank_budget="off"), "budget": {}}
+MODS = ("text", "vision", "audio")
+VARIANTS = {"paper": dict(cmc_deploy="paper"), "auto": {}}
 SYNTH = dict(hidden_size=512, text_len=32, image_h=4, image_w=4, audio_len=24, vision_scale=30.0)
+MAS_TOL = 0.3  # dB: the goal's allowance below MAS
+# report labels -> short: b(ranch), t(ext vector), s(hared), c(hannels), sc (shared + channels)
+ABBR = {"branch": "b", "text-vector": "t", "shared": "s", "channels": "c", "shared+channels": "sc"}
 
 
-def run(model, cal, held, method, rank, **kw):
-    """``(calibration SQNR means, held-out SQNR means, CMC seconds)`` of one quantization."""
+def run(model, cal, held, method, preset, rank=0.25, **kw):
+    """``(calibration SQNR means, held-out SQNR means, calibration seconds, CMC seconds, report)``."""
     from masq_jax import artifact
     from masq_jax.calibrate.batch import prepare
     from masq_jax.calibrate.runner import run_quantize
@@ -37,120 +45,181 @@ def run(model, cal, held, method, rank, **kw):
     from masq_jax.settings import make_settings
 
     cfg, params = model
-    st = make_settings(method=method, preset_name="w4a8", samples=len(cal), rank=rank, **kw)
+    st = make_settings(method=method, preset_name=preset, samples=len(cal), rank=rank, **kw)
     with tempfile.TemporaryDirectory() as d:
+        t0 = time.perf_counter()
         rep = run_quantize(model, cal, d + "/q", st, eval_set=held, progress=False)
+        total = time.perf_counter() - t0 - rep["stages"].get("evaluate", {}).get("seconds", 0.0)
         cal_table, _, _ = layer_sqnr(cfg, params, artifact.read_artifact(d + "/q"), prepare(cfg, params, cal))
-    return cal_table["mean"], rep["sqnr"]["mean"], rep["stages"].get("cmc", {}).get("seconds", 0.0)
+    return cal_table["mean"], rep["sqnr"]["mean"], total, rep["stages"].get("cmc", {}).get("seconds", 0.0), rep
 
 
 def fmt(m):
     return " ".join(f"{m[k]:6.2f}" if m[k] is not None else "     —" for k in COLS)
 
 
+def deltas(h, ref):
+    return {k: (None if h[k] is None or ref[k] is None else h[k] - ref[k]) for k in COLS}
+
+
+def fmt_d(d):
+    return " ".join(f"{d[k]:+6.2f}" if d[k] is not None else "     —" for k in MODS)
+
+
+def goal(h, mas, sq) -> str:
+    """``ok`` when every modality is >= MAS − 0.3 dB and >= SmoothQuant on held-out data, else what fails."""
+    bad = [f"{k}<mas" for k in MODS if h[k] is not None and mas[k] is not None and h[k] < mas[k] - MAS_TOL]
+    bad += [f"{k}<sq" for k in MODS if h[k] is not None and sq[k] is not None and h[k] < sq[k]]
+    return "ok" if not bad else ",".join(bad)
+
+
+def deployment_counts(rep) -> str:
+    """How many (layer, linear) units shipped each deployment, per non-text modality (``auto``)."""
+    from collections import Counter
+
+    c = {m: Counter() for m in MODS}
+    for layer in rep["layers"]:
+        for v in layer.get("cmc", {}).values():
+            for m, lab in v.get("deployment", {}).items():
+                c[m][lab] += 1
+    return " ".join(f"{m[0]}:" + "/".join(f"{n}{ABBR[k]}" for k, n in sorted(c[m].items())) for m in MODS if c[m])
+
+
+def cell(model, cal, held, preset, ranks, base=None):
+    """SmoothQuant, MAS and MASQuant (each variant at each rank) on one data split; prints the rows."""
+    base = base or {}
+    sq = base.get("sq") or run(model, cal, held, "smoothquant", preset)
+    mas = base.get("mas") or run(model, cal, held, "mas", preset)
+    for name, r in (("smoothquant", sq), ("mas", mas)):
+        print(f"  {name:<16}{'':>6}  {fmt(r[0])}   {fmt(r[1])}   {'':41}  {r[2]:6.1f}", flush=True)
+    verdicts = []
+    for rank in ranks:
+        for v, kw in VARIANTS.items():
+            c, h, t, t_cmc, rep = run(model, cal, held, "masquant", preset, rank, **kw)
+            ok = goal(h, mas[1], sq[1])
+            verdicts.append((rank, v, ok))
+            print(f"  {'masquant ' + v:<16}{rank:>6}  {fmt(c)}   {fmt(h)}   {fmt_d(deltas(h, mas[1]))}  "
+                  f"{fmt_d(deltas(h, sq[1]))}  {t:6.1f} {t / mas[2]:5.2f}x  {ok:<10} {deployment_counts(rep)}",
+                  flush=True)
+    return {"sq": sq, "mas": mas, "verdicts": verdicts}
+
+
+HEAD = (f"  {'method':<16}{'rank':>6}  {'calibration (all/text/vision/audio)':<27}   {'held-out':<27}   "
+        f"{'- MAS (t/v/a)':<20} {'- SmoothQuant (t/v/a)':<20}  {'s':>6} {'×mas':>6}  goal       deployments")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--presets", default="w8a8,w4a8,w4a6")
     ap.add_argument("--samples", type=int, default=32, help="calibration samples of the rank table")
     ap.add_argument("--ranks", default="0.05,0.1,0.25")
-    ap.add_argument("--sweep", default="8,16,32,64,128", help="calibration sample counts (rank 0.25); '' to skip")
+    ap.add_argument("--sweep", default="8,16,32,64,128", help="calibration sample counts (rank --sweep-rank); '' to skip")
+    ap.add_argument("--sweep-rank", type=float, default=0.25)
+    ap.add_argument("--sweep-presets", default=None, help="presets of the sweep (default: --presets)")
     ap.add_argument("--held-out", type=int, default=32)
-    ap.add_argument("--no-tiny-omni", action="store_true")
-    ap.add_argument("--cost-only", action="store_true", help="only the CMC stage's time per layer")
+    ap.add_argument("--variants", default="paper,auto", help="MASQuant variants (of: paper, auto)")
+    ap.add_argument("--cost", default="", help="only the run-cost table on these configs (of: wide, smollm2)")
+    ap.add_argument("--cost-layers", type=int, default=30, help="decoder layers of the smollm2-dims config")
+    ap.add_argument("--no-wide", action="store_true", help="skip toy:wide (only --models)")
+    ap.add_argument("--models", default="", help="also: tiny-omni, omni-smollm2 (comma-separated; at --presets)")
     a = ap.parse_args()
     warnings.simplefilter("ignore")
+    for v in set(VARIANTS) - set(a.variants.split(",")):
+        del VARIANTS[v]
     from masq_jax.calib.synthetic import synthetic_calibset
     from masq_jax.families import toy
 
+    if a.cost:
+        for name in a.cost.split(","):
+            cost(name, a.cost_layers, a.presets.split(",")[0], a.held_out)
+        return
     cfg = toy.make_config("wide")
     model = (cfg, toy.random_params(cfg, 0))
+    presets = [p for p in a.presets.split(",") if p]
+    ranks = [float(r) for r in a.ranks.split(",") if r]
 
     def data(n):
         return synthetic_calibset(samples=n + a.held_out, seed=0, **SYNTH).split(a.held_out, seed=0)
 
-    cmc_cost(model, data(a.samples)[0])
-    if a.cost_only:
-        return
+    summary = []
+    sweep_presets = presets if a.sweep_presets is None else [p for p in a.sweep_presets.split(",") if p]
+    for preset in [] if a.no_wide else presets:
+        if ranks:
+            print(f"\ntoy:wide (hidden 512), {preset.upper()}, {a.samples} calibration samples, {a.held_out} held out")
+            print(HEAD)
+            res = cell(model, *data(a.samples), preset, ranks)
+            summary += [(f"toy:wide {preset} n={a.samples}", *v) for v in res["verdicts"]]
+    for preset in [] if a.no_wide else sweep_presets:
+        for n in [int(n) for n in a.sweep.split(",") if n]:
+            if ranks and n == a.samples and a.sweep_rank in ranks:
+                continue  # that cell is in the rank table
+            print(f"\ntoy:wide, {preset.upper()}, {n} calibration samples, rank {a.sweep_rank}")
+            print(HEAD)
+            res = cell(model, *data(n), preset, [a.sweep_rank])
+            summary += [(f"toy:wide {preset} n={n}", *v) for v in res["verdicts"]]
+    for name in [m for m in a.models.split(",") if m]:
+        summary += real_model(name, ranks or [a.sweep_rank], presets)
+    print("\ngoal per cell (held-out: every modality >= MAS − 0.3 dB and >= SmoothQuant)")
+    for where, rank, v, ok in summary:
+        print(f"  {where:<28} rank {rank:<5} {v:<6} {ok}")
 
-    head = f"{'method':<18}{'rank':>6}  {'calibration (all/text/vision/audio)':<30}   {'held-out':<28}  cmc s  × fixed"
-    print(f"toy:wide (hidden 512), W4A8, {a.samples} calibration samples, {a.held_out} held out")
-    print(head)
-    cal, held = data(a.samples)
-    for name in ("rtn", "smoothquant", "mas"):
-        c, h, _ = run(model, cal, held, name, 0.25)
-        print(f"{name:<18}{'':>6}  {fmt(c)}   {fmt(h)}", flush=True)
-    for rank in (float(r) for r in a.ranks.split(",") if r):
+
+def cost(name: str, layers: int, preset: str, held_out: int) -> None:
+    """Whole-run seconds (calibration stages, evaluation excluded) of ``mas`` and ``masquant`` (rank
+    0.25, each variant) side by side in one process: a cold pass (compiles included), then a warm one.
+    ``wide``: toy:wide, 32 samples as above; ``smollm2``: SmolLM2-135M's dimensions as an Omni Thinker
+    (576 wide, 1536 MLP, 9 heads / 3 KV heads of 64; random weights), 16 samples of 256 tokens."""
+    import dataclasses
+
+    from masq_jax.calib.synthetic import synthetic_calibset
+    from masq_jax.demos import toy
+
+    cfg = toy.make_config("wide")
+    synth = dict(SYNTH)
+    samples = 32
+    if name == "smollm2":
+        cfg = dataclasses.replace(cfg, hidden_size=576, intermediate_size=1536, num_layers=layers, num_heads=9,
+                                  num_kv_heads=3, head_dim=64)
+        synth.update(hidden_size=576, text_len=176, image_h=8, image_w=8, audio_len=16)
+        samples = 16
+    model = (cfg, toy.random_params(cfg, 0))
+    cal, held = synthetic_calibset(samples=samples + 4, seed=0, **synth).split(4, seed=0)
+    print(f"\nrun cost, {name} ({cfg.num_layers} layers, hidden {cfg.hidden_size}), {preset.upper()}, "
+          f"{samples} samples, rank 0.25 (seconds without evaluation; stage seconds: train / cmc / fp_pass)")
+    arms = [("mas", {})] + [(f"masquant {v}", kw) for v, kw in VARIANTS.items()]
+    for label in ("cold", "warm"):
         base = None
-        for v, kw in VARIANTS.items():
-            c, h, t = run(model, cal, held, "masquant", rank, **kw)
+        for arm, kw in arms:
+            _, _, t, _, rep = run(model, cal, held, arm.split()[0], preset, 0.25, **kw)
+            st = {k: rep["stages"].get(k, {}).get("seconds", 0.0) for k in ("train", "cmc", "fp_pass")}
             base = base or t
-            print(f"{'masquant ' + v:<18}{rank:>6}  {fmt(c)}   {fmt(h)}  {t:5.2f}  {t / base:5.2f}", flush=True)
-    sweep = [int(n) for n in a.sweep.split(",") if n]
-    if sweep:
-        print("\ncalibration samples sweep (rank 0.25; held-out minus MAS held-out, dB, per modality)")
-        print(f"{'samples':>8}  {'MAS held-out':<28}  " + "  ".join(f"{'masquant ' + v:<27}" for v in VARIANTS))
-        for n in sweep:
-            cal, held = data(n)
-            _, mas, _ = run(model, cal, held, "mas", 0.25)
-            row = []
-            for kw in VARIANTS.values():
-                _, h, _ = run(model, cal, held, "masquant", 0.25, **kw)
-                row.append(" ".join(f"{h[k] - mas[k]:+6.2f}" for k in COLS))
-            print(f"{n:>8}  {fmt(mas)}  " + "  ".join(f"{r:<27}" for r in row), flush=True)
-    if not a.no_tiny_omni:
-        tiny_omni(a)
+            print(f"  {label:<5} {arm:<16} {t:7.1f} s  {t / base:5.2f}x mas   "
+                  f"({st['train']:.1f} / {st['cmc']:.1f} / {st['fp_pass']:.1f})", flush=True)
 
 
-def cmc_cost(model, cal, reps: int = 3) -> None:
-    """Seconds of one layer's compensation (``method.compensate``, compiled, median of ``reps``) per
-    variant, and the ratio to ``fixed`` (the earlier CMC stage)."""
-    import time
-
-    import jax
-    import jax.numpy as jnp
-    import numpy as np
-
-    from masq_jax.calibrate.batch import prepare
-    from masq_jax.calibrate.layer import fp_layer_pass
-    from masq_jax.methods import registry
-    from masq_jax.settings import make_settings
-
-    cfg, params = model
-    prep = prepare(cfg, params, cal)
-    method = registry.get("masquant")
-    lp = jax.tree_util.tree_map(lambda x: x[0], params["layers"])
-    print(f"CMC stage, one layer of toy:wide, {len(cal)} samples, rank 0.25 (compiled; median of {reps})")
-    base = None
-    for v, kw in VARIANTS.items():
-        st = make_settings(method="masquant", preset_name="w4a8", samples=len(cal), rank=0.25, **kw)
-        fp = fp_layer_pass(cfg, lp, prep.h0, prep, with_gram=method.gram_statistics(st))
-        f, _ = method.init_factors(cfg, lp, fp.stats, fp.sample, st, jnp.asarray((1.0, 0.5, 1.0)))
-        ranks = method.ranks(cfg, st)
-        jax.block_until_ready(method.compensate(lp, f, fp.stats, st, ranks))  # compile
-        ts = []
-        for _ in range(reps):
-            t0 = time.perf_counter()
-            jax.block_until_ready(method.compensate(lp, f, fp.stats, st, ranks))
-            ts.append(time.perf_counter() - t0)
-        t = float(np.median(ts))
-        base = base or t
-        print(f"  masquant {v:<8} {t:6.3f} s   {t / base:5.2f}x fixed", flush=True)
-    print()
-
-
-def tiny_omni(a) -> None:
-    """The trained tiny omni model on its own calibration set: variants side by side (nothing regresses)."""
+def real_model(name: str, ranks, presets) -> list:
+    """The tiny omni model or omni-SmolLM2 on its own calibration set, at ``presets``."""
     from masq_jax.loading import load_calibration, load_checkpoint
 
-    path = "checkpoints/tiny-omni"
+    path = f"checkpoints/{name}"
     cfg, params = load_checkpoint(path)
-    cal, held = load_calibration(f"{path}/calib.npz", path, cfg, 120, 8, 0, None)
-    print(f"\ntiny omni ({path}), W4A8, {len(cal)} calibration samples, {len(held)} held out")
-    print(f"{'method':<18}{'rank':>6}  {'calibration':<30}   {'held-out':<28}")
-    c, h, _ = run((cfg, params), cal, held, "mas", 0.25)
-    print(f"{'mas':<18}{'':>6}  {fmt(c)}   {fmt(h)}", flush=True)
-    for v, kw in VARIANTS.items():
-        c, h, _ = run((cfg, params), cal, held, "masquant", 0.25, **kw)
-        print(f"{'masquant ' + v:<18}{0.25:>6}  {fmt(c)}   {fmt(h)}", flush=True)
+    if name == "tiny-omni":
+        cal, held = load_calibration(f"{path}/calib.npz", path, cfg, 120, 8, 0, None)
+    else:
+        from pathlib import Path
+
+        from masq_jax.calib import load_npz
+        from masq_jax.demos.omni_smollm2.table import write_calib
+
+        d = Path(tempfile.mkdtemp())
+        cal, held = load_npz(write_calib(path, d, "calib", 16, 0)), load_npz(write_calib(path, d, "test", 4, 1))
+    out = []
+    for preset in presets:
+        print(f"\n{name}, {preset.upper()}, {len(cal)} calibration samples, {len(held)} held out")
+        print(HEAD)
+        res = cell((cfg, params), cal, held, preset, ranks)
+        out += [(f"{name} {preset}", *v) for v in res["verdicts"]]
+    return out
 
 
 if __name__ == "__main__":

@@ -21,7 +21,7 @@ def quantize(model: str | None = None, out: str = "runs/quantized", *, method: s
     ``options`` are the remaining QuantSettings fields (wbits, abits, group_size, w_symmetric,
     loss_weights, epochs, seed, alpha, propagation, train_matmul, bound, tie_smoothing) and the methods'
     own options (``Method.options``: e.g. ``lr`` for mas, ``rank``, ``rank_floor``, ``cov_shrinkage``,
-    ``rank_budget``, ``cmc_solver`` for masquant); ``None`` or absent means the default. ``calib`` is a
+    ``rank_budget``, ``cmc_solver``, ``cmc_deploy`` for masquant); ``None`` or absent means the default. ``calib`` is a
     calibration source: ``text``, ``text:PATH``, ``synthetic[:...]``, a ``.jsonl`` manifest or a
     ``.npz`` CalibSet; ``eval_samples`` more samples are drawn from it and held out for the report.
     ``mesh``: ``"data=D,model=M"`` or a ``jax.sharding.Mesh`` (``masq_jax.parallel``); in a cluster

@@ -27,6 +27,7 @@ from masq_jax.settings import QuantSettings
 
 SEARCH_TOKENS = 2048  # tokens of the FP layer inputs kept for the AWQ / MBQ grid searches
 VALIDATION_EVERY = 4  # CMC's validation fold: every 4th calibration sample (with at least 4 samples)
+VALIDATION_TOKENS = 1024  # per modality: the fold's tokens kept (FP linear inputs) to score deployments on
 
 
 def validation_rows(logical: np.ndarray, n_samples: int) -> np.ndarray:
@@ -124,7 +125,9 @@ def fp_layer_pass(cfg, lp, h, data: PreparedData, *, with_gram: bool | str,
     """Run the FP layer over all samples chunk by chunk (``data.layout``), accumulating statistics
     and a token sample (the linear inputs of the first valid tokens in calibration-set order, up to
     ``search_tokens``). ``with_gram="validation"`` also keeps the Gram matrices of the validation
-    fold (``validation_rows``) for CMC's selection."""
+    fold (``validation_rows``) for CMC's selection, and the fold's first ``VALIDATION_TOKENS`` tokens
+    of each modality (``val_x`` [T, in] per group, ordered text, vision, audio; ``val_mid`` [T]) on
+    which compensation scores its deployments (``core.deploy``)."""
     layout = data.layout
     val_rows = validation_rows(layout.logical, layout.samples)
     if with_gram == "validation" and not val_rows.any():
@@ -132,6 +135,8 @@ def fp_layer_pass(cfg, lp, h, data: PreparedData, *, with_gram: bool | str,
     stats = core_stats.empty_stats(decoder.input_dims(cfg), with_gram)
     outs, samples, got = [], {g: [] for g in decoder.INPUT_GROUPS}, 0
     sample_mid = []
+    val_x, val_mid = {g: [] for g in decoder.INPUT_GROUPS}, []
+    val_got = np.zeros(3, np.int64)
     place = lambda index: tuple(layout.place(i) for i in index)  # noqa: E731
     for c in data.chunks():
         part = data.take(data.batch, c)
@@ -142,10 +147,15 @@ def fp_layer_pass(cfg, lp, h, data: PreparedData, *, with_gram: bool | str,
         if with_gram == "validation":
             val_valid = valid & layout.take_host(val_rows, c)[:, None]
             val_index = place(core_stats.modality_token_index(mid, val_valid, shards=layout.shards))
+            idx = _fold_tokens(mid, val_valid, val_got)
+            val_mid.append(mid.reshape(-1)[idx])
             val_valid = layout.place(val_valid)
         out, stats, inputs = _fp_chunk(cfg, lp, data.take(h, c), part, stats, gram_index, val_index, val_valid,
                                        layout.shards)
         outs.append(out)
+        if with_gram == "validation":
+            for g in decoder.INPUT_GROUPS:
+                val_x[g].append(inputs[g].reshape(-1, inputs[g].shape[-1])[idx])
         if got < search_tokens:
             idx = np.nonzero(valid.reshape(-1))[0][: search_tokens - got]
             for g in decoder.INPUT_GROUPS:
@@ -154,7 +164,25 @@ def fp_layer_pass(cfg, lp, h, data: PreparedData, *, with_gram: bool | str,
             got += int(idx.shape[0])
     token_sample = {g: jnp.concatenate(v) for g, v in samples.items()}
     token_sample["modality_ids"] = jnp.asarray(np.concatenate(sample_mid))
+    if with_gram == "validation":
+        mids = np.concatenate(val_mid)
+        order = np.argsort(mids, kind="stable")  # text, vision, audio
+        for g in decoder.INPUT_GROUPS:
+            stats[g] = {**stats[g], "val_x": jnp.concatenate(val_x[g])[order].astype(jnp.float32),
+                        "val_mid": jnp.asarray(mids[order], jnp.int32)}
     return FPLayer(data.put(outs), stats, token_sample)
+
+
+def _fold_tokens(mid: np.ndarray, fold: np.ndarray, got: np.ndarray) -> np.ndarray:
+    """Flat indices of this chunk's fold tokens that fit under ``VALIDATION_TOKENS`` per modality
+    (``got`` counts what earlier chunks kept; updated in place)."""
+    flat_mid, flat_fold = mid.reshape(-1), np.asarray(fold).reshape(-1)
+    keep = []
+    for m in range(len(got)):
+        idx = np.nonzero(flat_fold & (flat_mid == m))[0][: max(VALIDATION_TOKENS - int(got[m]), 0)]
+        got[m] += len(idx)
+        keep.append(idx)
+    return np.sort(np.concatenate(keep))
 
 
 # ------------------------------------------------------------------------------------------------
@@ -178,7 +206,7 @@ def calibrate_layer(method: Method, cfg, st: QuantSettings, lp, fp: FPLayer, h_q
     lora, info = {}, None
     if method.compensates:
         with timer("cmc"):
-            lora, info = jax.block_until_ready(method.compensate_layer(cfg, lp, factors, fp.stats, st))
+            factors, lora, info = jax.block_until_ready(method.compensate_layer(cfg, lp, factors, fp.stats, st))
     return LayerResult(factors, lora, losses, alphas, info)
 
 

@@ -169,9 +169,9 @@ def independent(ctx: RunContext, layer_chunk: int = INDEPENDENT_CHUNK) -> list[L
                             method.compensate_layer(cfg, pick(lps, j), pick(f_chunk, j), stats[i], st))
         seconds = (time.perf_counter() - t0) / len(idx)
         for j, i in enumerate(idx):
-            lora, info = compensated.get(i, ({}, None))
+            factors, lora, info = compensated.get(i, (pick(f_chunk, j), {}, None))
             results[i] = ctx.restore(i) if i in done else LayerResult(
-                pick(f_chunk, j), lora, [float(x) for x in losses[j]], {}, info)
+                factors, lora, [float(x) for x in losses[j]], {}, info)
             ctx.finish_layer(i, results[i], seconds, save=i not in done)
         bar.set_postfix(loss=f"{float(losses[:, -1].mean()):.4g}")
     bar.close()

@@ -248,7 +248,7 @@ def validation_curve(delta_w: jax.Array, l: jax.Array, r: jax.Array, cov_val: ja
 
 
 def validated_fit(delta_w: jax.Array, cov_fit: jax.Array, cov_val: jax.Array, shrinkages, rank: int, *,
-                  max_rank: int | None = None, svd: str = "svd") -> tuple[jax.Array, jax.Array]:
+                  max_rank: int | None = None, svd: str = "svd", return_factors: bool = False):
     """``(curves [K, max_rank+1], best)``: for each candidate shrinkage ``ρ_k`` the whitened fit on
     ``shrink(cov_fit, ρ_k)`` up to ``max_rank`` (default min(in, out)), scored by ``validation_curve``
     on ``cov_val``; ``best`` the candidate with the smallest validation residual at ``rank`` (int32;
@@ -256,7 +256,9 @@ def validated_fit(delta_w: jax.Array, cov_fit: jax.Array, cov_val: jax.Array, sh
 
     One decomposition serves every candidate where it can: shrinking towards ``tr(C)/d·I`` keeps
     ``C``'s eigenvectors (only the eigenvalues move), and with ``svd="gram"`` and ``out < in`` the
-    output-side Gram is ``(1−ρ)·ΔW C ΔWᵀ + ρ·tr(C)/d·ΔW ΔWᵀ`` (one small eigh per candidate)."""
+    output-side Gram is ``(1−ρ)·ΔW C ΔWᵀ + ρ·tr(C)/d·ΔW ΔWᵀ`` (one small eigh per candidate).
+    ``return_factors``: also the chosen candidate's fit-fold factors ``(L [in, max_rank], R [max_rank,
+    out])`` (what the validation curve scored), as a third element."""
     _check_svd(svd)
     out_dim, in_dim = delta_w.shape
     _check_cov(cov_fit, in_dim)
@@ -267,7 +269,7 @@ def validated_fit(delta_w: jax.Array, cov_fit: jax.Array, cov_val: jax.Array, sh
     c = cov_fit.astype(dt)
     c = 0.5 * (c + c.T)
     mu = jnp.trace(c) / in_dim
-    curves = []
+    curves, factors = [], []
     if svd == "gram" and out_dim < in_dim:
         g0 = jnp.dot(a.T, jnp.dot(c, a, precision=HIGHEST), precision=HIGHEST)
         g1 = jnp.dot(a.T, a, precision=HIGHEST)
@@ -275,16 +277,21 @@ def validated_fit(delta_w: jax.Array, cov_fit: jax.Array, cov_val: jax.Array, sh
             g = (1.0 - rho) * g0 + (rho * mu) * g1
             _, v = jnp.linalg.eigh(0.5 * (g + g.T))
             v = v[:, ::-1][:, :full]
-            curves.append(validation_curve(delta_w, jnp.dot(a, v, precision=HIGHEST), v.T, cov_val))
+            factors.append((jnp.dot(a, v, precision=HIGHEST), v.T))
+            curves.append(validation_curve(delta_w, *factors[-1], cov_val))
     else:
         s, u = jnp.linalg.eigh(c)
         ua = jnp.dot(u.T, a, precision=HIGHEST)
         for rho in shrinkages:
             sq, inv = _floored_sqrt((1.0 - rho) * s + rho * mu)  # shrinking keeps C's eigenvectors
             u2, r = _truncated_svd(sq[:, None] * ua, full, svd)
-            curves.append(validation_curve(delta_w, jnp.dot(u, inv[:, None] * u2, precision=HIGHEST), r, cov_val))
+            factors.append((jnp.dot(u, inv[:, None] * u2, precision=HIGHEST), r))
+            curves.append(validation_curve(delta_w, *factors[-1], cov_val))
     curves = jnp.stack(curves)
-    return curves, jnp.argmin(curves[:, rank]).astype(jnp.int32)
+    best = jnp.argmin(curves[:, rank]).astype(jnp.int32)
+    if not return_factors:
+        return curves, best
+    return curves, best, tuple(jnp.stack(f)[best] for f in zip(*factors))
 
 
 # ----------------------------------------------------------------------------------------------

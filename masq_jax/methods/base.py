@@ -125,15 +125,17 @@ class Method:
         """Which Gram statistics the FP pass keeps: none, all tokens (True) or also a validation fold."""
         return self.compensates
 
-    def compensate_layer(self, cfg, lp: dict, factors: Factors, stats: dict, st: QuantSettings) -> tuple[Lora, dict | None]:
-        """CMC factors of one layer at this method's storage ranks (what the runner calls)."""
+    def compensate_layer(self, cfg, lp: dict, factors: Factors, stats: dict,
+                         st: QuantSettings) -> tuple[Factors, Lora, dict | None]:
+        """``compensate`` at this method's storage ranks (what the runner calls)."""
         return self.compensate(lp, factors, stats, st, self.ranks(cfg, st))
 
     def compensate(self, lp: dict, factors: Factors, stats: dict, st: QuantSettings,
-                   ranks: dict[str, int]) -> tuple[Lora, dict | None]:
-        """CMC factors of one layer and what was chosen for them (``({}, None)`` without CMC); the
-        factors are stored at ``ranks`` (the storage rank per linear)."""
-        return {}, None
+                   ranks: dict[str, int]) -> tuple[Factors, Lora, dict | None]:
+        """The vectors to store (``factors``, or what the compensation deploys instead), the CMC factors
+        of one layer at ``ranks`` (the storage rank per linear) and what was chosen for them
+        (``(factors, {}, None)`` without CMC)."""
+        return factors, {}, None
 
     def compensation_info_template(self) -> dict | None:
         """Zero arrays shaped like ``compensate``'s info (what a checkpoint restores into)."""

@@ -200,7 +200,7 @@ def _layer_compensation(st, samples=8):
     fp = fp_layer_pass(CFG, lp, prep.h0, prep, with_gram=method.gram_statistics(st))
     f, _ = method.init_factors(CFG, lp, fp.stats, fp.sample, st, jnp.asarray((1.0, 0.5, 1.0)))
     ranks = method.ranks(CFG, st)
-    return method, fp, ranks, method.compensate(lp, f, fp.stats, st, ranks)
+    return method, fp, ranks, method.compensate(lp, f, fp.stats, st, ranks)[1:]
 
 
 def test_validated_compensation_spends_each_modality_budget_and_zero_pads():
@@ -222,7 +222,8 @@ def test_validated_compensation_spends_each_modality_budget_and_zero_pads():
             assert not np.any(np.asarray(lora[n][0][m][:, r:])) and not np.any(np.asarray(lora[n][1][m][r:]))
         assert not np.any(np.asarray(lora[n][0][0]))  # text has no branch
     rep = method.compensation_report(info)
-    assert set(rep["q_proj"]) == {"rank", "storage_rank", "shrinkage", "val_sqnr", "mas_val_sqnr", "needed_rank"}
+    assert set(rep["q_proj"]) == {"rank", "storage_rank", "shrinkage", "val_sqnr", "mas_val_sqnr", "needed_rank",
+                                  "deployment", "out_sqnr", "mas_out_sqnr", "paper_out_sqnr", "shared_out_sqnr"}
     assert 0.0 <= rep["q_proj"]["shrinkage"]["vision"] <= 1.0
 
 
@@ -245,9 +246,23 @@ def test_fixed_settings_keep_the_earlier_compensation():
                                    atol=1e-3 * float(jnp.abs(l @ r).max()))
 
 
-def test_guard_warns_where_cmc_stays_below_mas(masquant_run):
-    """The guard's lines name the linear, the modality and the rank that would reach MAS's error."""
+def test_guard_names_units_below_mas(masquant_run):
+    """With the validated deployment, the guard names every linear and modality whose shipped
+    deployment stays more than 0.3 dB below MAS on the fold, and what was shipped there."""
     _, rep = masquant_run
+    rows = [row["cmc"] for row in rep["layers"]]
+    below = {(n, m) for row in rows for n, v in row.items() for m in ("text", "vision", "audio")
+             if v["out_sqnr"][m] is not None and v["out_sqnr"][m] < v["mas_out_sqnr"][m] - 0.3}
+    lines = [w for w in rep["warnings"] if w.startswith("masquant: ")]
+    assert len(lines) == len(below)
+    for n, m in below:
+        assert any(w.startswith(f"masquant: {n} {m}: no one-weight deployment reaches MAS") for w in lines)
+
+
+def test_guard_warns_where_cmc_stays_below_mas(tmp_path):
+    """--cmc-deploy paper: the guard's lines name the linear, the modality and the rank that would reach
+    MAS's error."""
+    rep = run_quantize((CFG, PARAMS), calib(), str(tmp_path / "q"), settings(cmc_deploy="paper"), progress=False)
     rows = [row["cmc"] for row in rep["layers"]]
     below = [(n, m) for row in rows for n, v in row.items() for m in ("vision", "audio")
              if v["val_sqnr"][m] is not None and v["val_sqnr"][m] < v["mas_val_sqnr"][m]]
