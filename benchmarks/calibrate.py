@@ -37,7 +37,7 @@ import jax  # noqa: E402
 
 from masq_jax.calib.synthetic import SyntheticSpec, synthetic_calibset  # noqa: E402
 from masq_jax.calibrate.runner import run_quantize  # noqa: E402
-from masq_jax.demos.toy import CONFIGS, make_config, random_params  # noqa: E402
+from masq_jax.families.toy import CONFIGS, make_config, random_params  # noqa: E402
 from masq_jax.settings import QuantSettings  # noqa: E402
 
 

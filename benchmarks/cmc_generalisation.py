@@ -127,7 +127,7 @@ def main() -> None:
     for v in set(VARIANTS) - set(a.variants.split(",")):
         del VARIANTS[v]
     from masq_jax.calib.synthetic import synthetic_calibset
-    from masq_jax.demos import toy
+    from masq_jax.families import toy
 
     if a.cost:
         for name in a.cost.split(","):
@@ -172,7 +172,7 @@ def cost(name: str, layers: int, preset: str, held_out: int) -> None:
     import dataclasses
 
     from masq_jax.calib.synthetic import synthetic_calibset
-    from masq_jax.demos import toy
+    from masq_jax.families import toy
 
     cfg = toy.make_config("wide")
     synth = dict(SYNTH)
@@ -209,7 +209,11 @@ def real_model(name: str, ranks, presets) -> list:
         from pathlib import Path
 
         from masq_jax.calib import load_npz
-        from masq_jax.demos.omni_smollm2.table import write_calib
+        import sys
+        from pathlib import Path
+
+        sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # examples/ is not installed
+        from examples.omni_smollm2.table import write_calib
 
         d = Path(tempfile.mkdtemp())
         cal, held = load_npz(write_calib(path, d, "calib", 16, 0)), load_npz(write_calib(path, d, "test", 4, 1))

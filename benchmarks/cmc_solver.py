@@ -20,7 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from masq_jax.core import cmc
-from masq_jax.demos.toy import CONFIGS
+from masq_jax.families.toy import CONFIGS
 
 
 def shapes(config: str) -> dict[str, tuple[int, int]]:

@@ -3,6 +3,7 @@
     python benchmarks/qmatmul.py --quick            # 3B q/gate/down, M in {2048, 1}
     python benchmarks/qmatmul.py                    # 3B + 7B, all shapes, M in {512,2048,8192,1,8,16}
     python benchmarks/qmatmul.py --sweep            # also try several block configs per shape
+    python benchmarks/qmatmul.py --impl pallas --mosaic   # Triton rows and mosaic_* rows (Mosaic GPU kernel)
 
 Each figure is the median over ``--reps`` runs of one jitted call that applies the op to ``--rotate``
 different (input, weight) pairs back to back (distinct buffers, so L2 never holds the next weight
@@ -38,7 +39,12 @@ MODELS = {
     "7b": dict(hidden=3584, inter=18944, heads=28, kv=4, hd=128),
     "tiny": dict(hidden=256, inter=384, heads=2, kv=1, hd=128),  # CPU smoke test only
 }
-HBM_BYTES_PER_S = 3.35e12  # H100 SXM HBM3 peak
+HBM_PEAK = {"H200": 4.8e12, "H100": 3.35e12}  # HBM peak bytes/s (H100 SXM HBM3, H200 HBM3e)
+
+
+def hbm_bytes_per_s() -> float:
+    kind = jax.devices()[0].device_kind
+    return next((v for k, v in HBM_PEAK.items() if k in kind), HBM_PEAK["H100"])
 
 
 def shapes(model: str, merged: bool = False) -> dict[str, tuple[int, int]]:
@@ -179,10 +185,20 @@ def bench_shape(model, name, k, n, ms, args, out_rows):
     variants["w8a8"] = (lambda x, p: qmatmul(x, None, p, implementation=impl, epilogue=ep), p8s, k * n)
     variants["w4a8"] = (lambda x, p: qmatmul(x, None, p, implementation=impl, epilogue=ep), p4s, k * n // 2)
     variants["w4a16"] = (lambda x, p: qmatmul(x, None, p, implementation=impl, epilogue=ep), p16s, k * n // 2)
+    lowrank = {}
     for r in args.ranks:
         _, qlr = build(k, n, "w4a8", rank=r)
-        prs = _copies(prepare(qlr), rot)
+        prs = lowrank[r] = _copies(prepare(qlr), rot)
         variants[f"w4a8_lr{r}"] = ("lowrank", prs, k * n // 2)
+    if args.mosaic:  # the Mosaic GPU (wgmma) kernel, same prepared weights
+        def mosaic(x, p):
+            return qmatmul(x, None, p, implementation="mosaic", epilogue=ep)
+
+        variants["mosaic_w8a8"] = (mosaic, p8s, k * n)
+        variants["mosaic_w4a8"] = (mosaic, p4s, k * n // 2)
+        variants["mosaic_w4a16"] = (mosaic, p16s, k * n // 2)
+        for r in args.ranks:
+            variants[f"mosaic_w4a8_lr{r}"] = ("lowrank_mosaic", lowrank[r], k * n // 2)
     for m in ms:
         decode = m <= 16
         xs = make_inputs(m, k, 8 if decode else 2, jax.random.PRNGKey(m))
@@ -191,15 +207,18 @@ def bench_shape(model, name, k, n, ms, args, out_rows):
         for vname, (fn, ws, wbytes) in variants.items():
             if args.only and not any(o in vname for o in args.only) and vname != "bf16":
                 continue
-            if fn == "lowrank":
+            if fn in ("lowrank", "lowrank_mosaic"):
                 if decode:
                     continue  # decode tokens are text: the branch is not even traced
-                fn = lambda x, p: qmatmul(x, mid, p, implementation=impl, epilogue=ep)  # noqa: E731
+                lr_impl = "mosaic" if fn == "lowrank_mosaic" else impl
+                fn = lambda x, p, lr_impl=lr_impl: qmatmul(x, mid, p, implementation=lr_impl, epilogue=ep)  # noqa: E731
             try:
                 t = time_op(fn, xs, ws, args.reps, timer=args.timer)
             except Exception as e:  # report and go on: one failing variant must not hide the rest
-                print(f"# {model} {name} M={m} {vname}: FAILED {type(e).__name__}: {str(e)[:300]}",
-                      flush=True)
+                print(f"{model:3s} {name:8s} M={m:5d} K={k:5d} N={n:5d} {vname:18s} FAILED "
+                      f"{type(e).__name__}: {_first_line(e)}", flush=True)
+                out_rows.append(dict(model=model, linear=name, M=m, K=k, N=n, variant=vname,
+                                     error=f"{type(e).__name__}: {_first_line(e)}"))
                 continue
             if vname == "bf16":
                 base = t
@@ -208,7 +227,7 @@ def bench_shape(model, name, k, n, ms, args, out_rows):
             if decode:
                 nbytes = wbytes + m * k * 2 + m * n * 2
                 row["GB_s"] = nbytes / t / 1e9
-                row["hbm_limit_us"] = nbytes / HBM_BYTES_PER_S * 1e6
+                row["hbm_limit_us"] = nbytes / hbm_bytes_per_s() * 1e6
             else:
                 row["TFLOP_s"] = 2 * m * k * n / t / 1e12
             out_rows.append(row)
@@ -218,21 +237,58 @@ def bench_shape(model, name, k, n, ms, args, out_rows):
             print(f"{model:3s} {name:8s} M={m:5d} K={k:5d} N={n:5d} {vname:18s} {t * 1e6:9.1f} us  "
                   f"{extra}  {sp} vs bf16", flush=True)
         if args.gemm_only and not decode and ep is None:
-            for vname, p in (("gemm_only_w8a8", p8), ("gemm_only_w4a8", p4)):
-                a, sa, _, _ = prepass(xs[0], None, p, m)
-                cfg = None
-                from masq_jax.kernels.qmatmul_pallas import default_config
-                cfg = dataclasses.replace(default_config(m, p), weight_prepass=False)
-                if p.packed:  # time the in-kernel unpack, not the int8 pre-pass route
-                    cfg = dataclasses.replace(cfg, block_k=64, num_stages=4)
-                fn = lambda a_, p_, sa=sa, cfg=cfg: gemm(a_, sa, p_, cfg, out_dtype=jnp.bfloat16,  # noqa: E731
-                                                            interpret=jax.default_backend() != "gpu")
-                t = time_op(fn, [a], _copies(p, rot), args.reps, timer=args.timer)
+            arms = [("gemm_only_w8a8", p8, "pallas"), ("gemm_only_w4a8", p4, "pallas")]
+            if args.mosaic:
+                arms += [("gemm_only_mosaic_w8a8", p8, "mosaic"), ("gemm_only_mosaic_w4a8", p4, "mosaic")]
+            for vname, p, kind in arms:
+                try:
+                    fn = _gemm_only(kind, xs[0], p, m)
+                    t = time_op(fn[0], [fn[1]], _copies(p, rot), args.reps, timer=args.timer)
+                except Exception as e:  # noqa: BLE001 - a failing arm prints its error and the rest go on
+                    print(f"{model:3s} {name:8s} M={m:5d} K={k:5d} N={n:5d} {vname:18s} FAILED "
+                          f"{type(e).__name__}: {_first_line(e)}", flush=True)
+                    continue
                 out_rows.append(dict(model=model, linear=name, M=m, K=k, N=n, variant=vname, us=t * 1e6,
-                                     TFLOP_s=2 * m * k * n / t / 1e12, speedup_vs_bf16=base / t))
+                                     TFLOP_s=2 * m * k * n / t / 1e12, speedup_vs_bf16=base / t if base else None))
+                sp = f"{base / t:.2f}x" if base else "-"
                 print(f"{model:3s} {name:8s} M={m:5d} K={k:5d} N={n:5d} {vname:18s} {t * 1e6:9.1f} us  "
-                      f"{2 * m * k * n / t / 1e12:7.1f} TFLOP/s  {base / t:.2f}x vs bf16 (kernel only)",
-                      flush=True)
+                      f"{2 * m * k * n / t / 1e12:7.1f} TFLOP/s  {sp} vs bf16 (kernel only)", flush=True)
+
+
+def _first_line(e: Exception) -> str:
+    lines = [ln for ln in str(e).splitlines() if ln.strip()]
+    return (lines[0] if lines else "")[:240]
+
+
+def _gemm_only(kind, x, p, m):
+    """``(fn(a, p), a)``: the GEMM kernel alone on pre-quantized activations (no pre-pass)."""
+    on_gpu = jax.default_backend() == "gpu"
+    if kind == "mosaic":
+        from masq_jax.kernels.qmatmul_mosaic import MosaicConfig, _plan, gemm_mosaic
+
+        cfg = MosaicConfig()
+        _, mp, _, _, _ = _plan(m, p, cfg, False, 1)
+        a, sa, _, _ = prepass(x, None, p, mp)
+
+        def fn(a_, p_):
+            return gemm_mosaic(a_, sa[:, 0], p_, cfg, m=m, out_dtype=jnp.bfloat16)
+
+        if not on_gpu:
+            from jax.experimental.pallas import mosaic_gpu as plgpu
+
+            def fn_interp(a_, p_, fn=fn):
+                with plgpu.force_gpu_interpret_mode(plgpu.InterpretGPUParams()):
+                    return fn(a_, p_)
+
+            return fn_interp, a
+        return fn, a
+    from masq_jax.kernels.qmatmul_pallas import default_config
+
+    a, sa, _, _ = prepass(x, None, p, m)
+    cfg = dataclasses.replace(default_config(m, p), weight_prepass=False)
+    if p.packed:  # time the in-kernel unpack, not the int8 pre-pass route
+        cfg = dataclasses.replace(cfg, block_k=64, num_stages=4)
+    return (lambda a_, p_: gemm(a_, sa, p_, cfg, out_dtype=jnp.bfloat16, interpret=not on_gpu)), a
 
 
 SWEEP = {
@@ -247,14 +303,35 @@ SWEEP = {
 }
 
 
+def _mosaic_sweep():
+    from masq_jax.kernels import MosaicConfig
+
+    return {
+        "prefill": [MosaicConfig(tile_m=tm, tile_n=tn, tile_k=tk, max_concurrent_steps=st)
+                    for tm, tn, tk, st in [(64, 128, None, 3), (128, 128, None, 3), (128, 128, None, 4),
+                                           (128, 256, None, 3), (64, 256, None, 4), (128, 64, None, 4),
+                                           (128, 128, 256, 2), (192, 128, None, 3)]]
+        + [MosaicConfig(overlap_unpack=False)],  # the single-buffer register stage (H200 at 8f597ff)
+        "decode": [MosaicConfig(decode_tokens=dt, tile_k=tk, max_concurrent_steps=st)
+                   for dt, tk, st in [(16, None, 3), (8, None, 3), (16, None, 6), (16, 256, 3), (8, 256, 4)]]
+        + [MosaicConfig(overlap_unpack=False)],
+    }
+
+
 def sweep(model, name, k, n, m, args, out_rows):
     rot = args.rotate
     xs = make_inputs(m, k, 8 if m <= 16 else 2, jax.random.PRNGKey(1))
+    impl = "mosaic" if args.sweep_impl == "mosaic" else "pallas"
+    table = _mosaic_sweep() if impl == "mosaic" else SWEEP
+    w, _ = build(k, n, "w8a8")
+    base = time_op(lambda x, wt: jnp.dot(x, wt, preferred_element_type=jnp.float32).astype(x.dtype), xs,
+                   _copies(jnp.asarray(w.T, jnp.bfloat16), rot), args.reps, timer=args.timer)
+    print(f"sweep {model} {name} M={m} bf16 {base * 1e6:9.1f} us", flush=True)
     for setting in args.sweep_settings:
         _, ql = build(k, n, setting)
         ps = _copies(prepare(ql), rot)
-        for cfg in SWEEP["decode" if m <= 16 else "prefill"]:
-            fn = lambda x, p, cfg=cfg: qmatmul(x, None, p, implementation="pallas", config=cfg)  # noqa: E731
+        for cfg in table["decode" if m <= 16 else "prefill"]:
+            fn = lambda x, p, cfg=cfg: qmatmul(x, None, p, implementation=impl, config=cfg)  # noqa: E731
             try:
                 t = time_op(fn, xs, ps, args.reps, timer=args.timer)
             except Exception as e:
@@ -262,7 +339,8 @@ def sweep(model, name, k, n, m, args, out_rows):
                 continue
             out_rows.append(dict(model=model, linear=name, M=m, K=k, N=n, variant=f"sweep_{setting}",
                                  config=str(cfg), us=t * 1e6))
-            print(f"sweep {model} {name} M={m} {setting} {t * 1e6:9.1f} us  {cfg}", flush=True)
+            print(f"sweep {model} {name} M={m} {setting} {t * 1e6:9.1f} us  {base / t:5.2f}x vs bf16  {cfg}",
+                  flush=True)
 
 
 def lora_ab(args, rows):
@@ -306,9 +384,12 @@ def main(argv=None) -> int:
                     "(default None = what a model gets: Pallas, or XLA for W4A16 above 64 tokens)")
     ap.add_argument("--xla-int", action="store_true", help="also time the XLA int8 dot_general path")
     ap.add_argument("--gemm-only", action="store_true", help="also time the kernel on pre-quantized input")
+    ap.add_argument("--mosaic", action="store_true", help="also time the Mosaic GPU kernel (mosaic_* rows)")
     ap.add_argument("--lora-ab", action="store_true", help="only: where the low-rank branch cost goes")
     ap.add_argument("--sweep", action="store_true", help="time several block configs instead")
     ap.add_argument("--sweep-settings", default="w4a8,w8a8,w4a16")
+    ap.add_argument("--sweep-impl", choices=("pallas", "mosaic"), default="pallas",
+                    help="which kernel's block configs --sweep tries")
     ap.add_argument("--timer", choices=("profile", "wall"), default="profile",
                     help="profile: GPU kernel busy time from a jax.profiler trace; wall: queued wall time")
     ap.add_argument("--json", default=None, help="write all rows to this JSON file")

@@ -14,6 +14,8 @@ path elsewhere), so the ratios measure the linears, not an unfused softmax. A va
 ``SETTING[_lrRANK][_m]``; ``_m`` runs q|k|v as one GEMM and gate|up as one GEMM with the SwiGLU in
 its epilogue (``kernels.merge_qlinears``, what a ``--tie-smoothing`` artefact loads as). Baseline:
 ``bf16``; merged variants also against ``bf16_m`` (bf16 with the same two concatenated GEMMs).
+A suffix ``@IMPL`` picks the variant's ``qmatmul`` implementation (``w8a8@mosaic``, ``w4a8_m@pallas``);
+without one, ``--impl``. A failing variant prints its error in its row and the others still run.
 """
 
 from __future__ import annotations
@@ -152,13 +154,15 @@ def main(argv=None) -> int:
           f"batch={b} seq={s} (a third of tokens vision)  attention={attention or 'xla'}", flush=True)
     times = {}
     for variant in args.variants.split(","):
-        merged = variant.endswith("_m")
-        setting, _, lr = variant.removesuffix("_m").partition("_lr")
+        base, _, vimpl = variant.partition("@")
+        impl = vimpl or args.impl
+        merged = base.endswith("_m")
+        setting, _, lr = base.removesuffix("_m").partition("_lr")
         rank = int(lr) if lr else 0
-        layers = make_layers(d, setting, rank, merged)
-        run = jax.jit(lambda h, L, setting=setting, rank=rank: forward(
-            d, L, h, mid if rank else None, setting, args.impl, attention))
         try:
+            layers = make_layers(d, setting, rank, merged)
+            run = jax.jit(lambda h, L, setting=setting, rank=rank, impl=impl: forward(
+                d, L, h, mid if rank else None, setting, impl, attention))
             for x in xs:
                 jax.block_until_ready(run(x, layers))
             ts = []
@@ -166,12 +170,13 @@ def main(argv=None) -> int:
                 t0 = time.perf_counter()
                 jax.block_until_ready(run(xs[r % 2], layers))
                 ts.append(time.perf_counter() - t0)
-        except Exception as e:
-            print(f"{variant:10s} FAILED {type(e).__name__}: {str(e)[:300]}", flush=True)
+        except Exception as e:  # noqa: BLE001 - a failing arm is a result: print it and go on
+            first = next((ln for ln in str(e).splitlines() if ln.strip()), "")[:240]
+            print(f"{variant:12s} FAILED {type(e).__name__}: {first}", flush=True)
             continue
         t = times[variant] = statistics.median(ts)
         sp = f"{times['bf16'] / t:.2f}x vs bf16" if "bf16" in times else ""
-        if merged and "bf16_m" in times:
+        if merged and "bf16_m" in times and variant != "bf16_m":
             sp += f"  {times['bf16_m'] / t:.2f}x vs bf16_m"
         print(f"{variant:12s} {t * 1e3:9.2f} ms  {b * s / t:10.0f} tok/s  {sp}", flush=True)
         del layers

@@ -46,7 +46,7 @@ def text_part(a) -> dict:
 
 
 def multimodal_part(a) -> dict:
-    from masq_jax.demos.tiny_omni.tasks import accuracy
+    from examples.tiny_omni.tasks import accuracy
 
     rows, models = {}, {}
     with tempfile.TemporaryDirectory() as tmp:

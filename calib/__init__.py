@@ -12,7 +12,7 @@ from masq_jax.modality import AUDIO, TEXT, VISION
 from masq_jax.modality import IDS as MODALITY_IDS
 from masq_jax.modality import NAMES as MODALITY_NAMES
 
-from .calibset import CalibSet, require_modalities
+from .calibset import CalibSet, arrays_to_calibset, load_npz, require_modalities
 from .errors import (
     CacheError,
     CalibError,
@@ -23,7 +23,7 @@ from .errors import (
     NonFiniteError,
     TokenizerError,
 )
-from .io import arrays_to_calibset, load_npz, save_npz
+from .io import save_npz
 from .load import SOURCE_FORMS, load_calib
 from .manifest import ManifestEntry, read_manifest
 from .multimodal import HFFrontEnd, manifest_calibset

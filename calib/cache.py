@@ -79,7 +79,7 @@ def load_cached(path: Path, key: str) -> CalibSet | None:
     """The cached set at ``path`` if it loads and carries ``key``; else None (with a warning if broken)."""
     if not path.exists():
         return None
-    from .io import load_npz
+    from .calibset import load_npz
 
     try:
         cs = load_npz(path)

@@ -19,6 +19,7 @@ from masq_jax.modality import IDS as MODALITY_IDS
 from masq_jax.modality import NAMES as MODALITY_NAMES
 
 from .errors import CalibFormatError, MissingModalityError
+from .io import arrays_to_samples, read_npz, save_npz
 from .sample import CalibSample, make_sample
 
 def _pad_positions(pos: np.ndarray, total: int) -> np.ndarray:
@@ -320,16 +321,25 @@ class CalibSet:
 
     def save(self, path, *, compress: bool = False) -> None:
         """Write the set to one ``.npz`` (atomic: temp file, then ``os.replace``)."""
-        from .io import save_npz
-
         save_npz(self, path, compress=compress)
 
     @classmethod
     def load(cls, path) -> "CalibSet":
         """Read and validate a ``.npz`` written by ``save`` or by hand (bring-your-own embeddings)."""
-        from .io import load_npz
-
         return load_npz(path)
+
+
+def arrays_to_calibset(arrays: dict, where: str = "arrays", meta: dict | None = None) -> CalibSet:
+    """Validate bring-your-own-layout arrays (already in memory) and build a CalibSet from them."""
+    return CalibSet(arrays_to_samples(arrays, where), meta)
+
+
+def load_npz(path) -> CalibSet:
+    """Load and validate a CalibSet ``.npz``; every problem is one ``CalibFormatError`` line."""
+    samples, meta = read_npz(path)
+    cs = CalibSet(samples, meta)
+    cs.meta.setdefault("source", str(path))
+    return cs
 
 
 def require_modalities(calibset: CalibSet, names: Sequence[str], min_tokens: int = 1) -> dict[str, int]:

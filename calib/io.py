@@ -1,4 +1,5 @@
-"""One-file CalibSet storage (.npz, the bring-your-own layout of README "Quantize") with validation and atomic writes.
+"""One-file CalibSet storage (.npz, the bring-your-own layout of README "Quantize") with validation and
+atomic writes, at the level of samples: ``CalibSet.save`` / ``CalibSet.load`` (``calibset``) build on it.
 
 Layout: ``inputs_embeds [N, S, H]`` (float16/32/64) or ``input_ids [N, S]`` (integer),
 ``position_ids [3, N, S]`` or ``[N, S]`` (integer), ``modality_ids [N, S]`` (0 text, 1 vision,
@@ -17,13 +18,15 @@ import tempfile
 import warnings
 import zipfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .calibset import CalibSet
 from .sample import CalibSample
 from .errors import CalibFormatError, NonFiniteError
+
+if TYPE_CHECKING:
+    from .calibset import CalibSet
 
 KNOWN_KEYS = ("input_ids", "inputs_embeds", "position_ids", "modality_ids", "attention_mask", "meta_json")
 
@@ -56,7 +59,7 @@ def write_npz_atomic(path: str | os.PathLike, arrays: dict[str, np.ndarray], com
             os.fsync(f.fileno())
 
 
-def save_npz(calibset: CalibSet, path: str | os.PathLike, *, compress: bool = False) -> None:
+def save_npz(calibset: "CalibSet", path: str | os.PathLike, *, compress: bool = False) -> None:
     """Save ``calibset`` in the bring-your-own layout (right padding + attention_mask) atomically."""
     arrays = calibset.to_arrays()
     arrays["meta_json"] = np.array(json.dumps(calibset.meta, sort_keys=True, default=str))
@@ -67,8 +70,8 @@ def _err(path, msg: str) -> CalibFormatError:
     return CalibFormatError(f"{path}: {msg}")
 
 
-def arrays_to_calibset(arrays: dict[str, Any], where: str = "arrays", meta: dict | None = None) -> CalibSet:
-    """Validate bring-your-own-layout arrays (already in memory) and build a CalibSet from them."""
+def arrays_to_samples(arrays: dict[str, Any], where: str = "arrays") -> list[CalibSample]:
+    """Validate bring-your-own-layout arrays (already in memory) and cut them into samples."""
     unknown = sorted(set(arrays) - set(KNOWN_KEYS))
     if unknown:
         warnings.warn(f"{where}: ignoring unknown keys {unknown}; known keys are {list(KNOWN_KEYS)}", stacklevel=2)
@@ -137,11 +140,12 @@ def arrays_to_calibset(arrays: dict[str, Any], where: str = "arrays", meta: dict
             smp = CalibSample(modality_ids=mod[i][keep].astype(np.int32), position_ids=p.astype(np.int32),
                               inputs_embeds=np.ascontiguousarray(e))
         samples.append(smp)
-    return CalibSet(samples, meta)
+    return samples
 
 
-def load_npz(path: str | os.PathLike) -> CalibSet:
-    """Load and validate a CalibSet ``.npz``; every problem is one ``CalibFormatError`` line."""
+def read_npz(path: str | os.PathLike) -> tuple[list[CalibSample], dict[str, Any]]:
+    """The validated samples and provenance of a CalibSet ``.npz``; every problem is one
+    ``CalibFormatError`` line."""
     path = Path(path)
     if not path.is_file():
         raise CalibFormatError(f"{path}: no such calibration file")
@@ -157,6 +161,4 @@ def load_npz(path: str | os.PathLike) -> CalibSet:
             meta = json.loads(str(arrays.pop("meta_json")))
         except json.JSONDecodeError:
             raise CalibFormatError(f"{path}: meta_json is not valid JSON") from None
-    cs = arrays_to_calibset(arrays, where=str(path), meta=meta)
-    cs.meta.setdefault("source", str(path))
-    return cs
+    return arrays_to_samples(arrays, where=str(path)), meta

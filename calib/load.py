@@ -12,6 +12,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+from masq_jax.models.config import is_multimodal_name
+
 from .calibset import CalibSet
 from .errors import CalibSourceError, TokenizerError
 from .text import DEFAULT_TEXT_SEQ_LEN, read_text_files, text_calibset
@@ -60,8 +62,7 @@ def rope_ndim_of(config: Any) -> int | None:
             return 3
         if rs is not None and getattr(rs, "get", None) is None and getattr(rs, "mrope_section", None) is not None:
             return 3
-    arch = config_get(config, "arch") or config_get(config, "model_type")
-    if arch in ("qwen2_5_omni_thinker", "qwen2_5_vl", "qwen2_5_omni", "qwen2_5_vl_text", "qwen2_5_omni_text"):
+    if is_multimodal_name(config_get(config, "arch") or config_get(config, "model_type")):
         return 3
     return 1
 
@@ -131,7 +132,7 @@ def load_calib(
     rope_ndim = rope_ndim_of(cfg)
 
     if src.lower().endswith(".npz"):
-        from .io import load_npz
+        from .calibset import load_npz
 
         cs = load_npz(src)
         if len(cs) > samples:

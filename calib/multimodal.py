@@ -23,13 +23,14 @@ from typing import Any
 import numpy as np
 
 from masq_jax.modality import AUDIO, NAMES, TEXT, VISION
+from masq_jax.models.config import MODEL_TYPES, MULTIMODAL_MODEL_TYPES
 
 from .calibset import CalibSet
 from .sample import CalibSample
 from .errors import CalibSourceError, ManifestError, NonFiniteError
 from .manifest import ManifestEntry, read_manifest
 
-SUPPORTED_MODEL_TYPES = ("qwen2_5_omni_thinker", "qwen2_5_omni", "qwen2_5_vl")
+SUPPORTED_MODEL_TYPES = MULTIMODAL_MODEL_TYPES  # HF model_types with a processor and encoders
 DTYPES = ("float32", "bfloat16", "float16")
 
 
@@ -92,7 +93,7 @@ class HFFrontEnd:
     def _load_model(self, transformers, torch) -> None:
         d = str(self.model_dir)
         kwargs: dict[str, Any] = {}
-        if self.model_type in ("qwen2_5_omni_thinker", "qwen2_5_omni"):
+        if MODEL_TYPES[self.model_type] == "qwen2_5_omni_thinker":
             cls = transformers.Qwen2_5OmniThinkerForConditionalGeneration
             if self.model_type == "qwen2_5_omni":  # full Omni checkpoint: take its Thinker
                 config = transformers.Qwen2_5OmniConfig.from_pretrained(d).thinker_config
@@ -161,7 +162,7 @@ class HFFrontEnd:
         if self.image_token_id is None:
             raise CalibSourceError(f"{self.model_dir}: config has no image_token_id")
         # Standalone Omni Thinker configs may lack the vision start/end ids get_rope_index needs.
-        if self.model_type != "qwen2_5_vl" and getattr(cfg, "vision_start_token_id", None) is None:
+        if MODEL_TYPES[self.model_type] != "qwen2_5_vl" and getattr(cfg, "vision_start_token_id", None) is None:
             vb = getattr(tok, "vision_bos_token", None)
             if vb is None:
                 raise CalibSourceError(f"{self.model_dir}: neither the config nor the tokenizer names the vision start token")

@@ -4,6 +4,7 @@ The public API (docs/ARCHITECTURE.md has the picture):
 
 * ``quantize(model, out, method=..., preset=..., calib=...)`` -> report dict (``masq quantize``)
 * ``evaluate(artefact, ...)`` -> SQNR per layer × modality and perplexity (``masq eval``)
+* ``export(artefact, out, format="compressed-tensors")`` -> a checkpoint vLLM loads (``masq export``)
 * ``load(path)`` -> a callable model: full precision (HF directory, GGUF) or a quantized artefact
 * ``generate(model, input_ids | inputs_embeds=..., max_new_tokens=...)`` -> new tokens (KV cache);
   also ``model.generate(...)`` on every loaded model
@@ -22,6 +23,7 @@ __version__ = "0.1.0"
 _EXPORTS = {
     "quantize": "masq_jax.api",
     "evaluate": "masq_jax.api",
+    "export": "masq_jax.api",
     "load": "masq_jax.loading",
     "generate": "masq_jax.models.generate",
     "QuantSettings": "masq_jax.settings",
@@ -41,8 +43,8 @@ def __getattr__(name: str):
         value = getattr(importlib.import_module(_EXPORTS[name]), name)
         globals()[name] = value
         return value
-    if name in ("methods", "models", "calib", "kernels", "core", "artifact", "calibrate", "eval", "demos",
-                "research"):
+    if name in ("methods", "models", "calib", "kernels", "core", "artifact", "calibrate", "eval", "families",
+                "research", "serving"):  # ("export" is the function; its package is masq_jax.serving)
         return importlib.import_module(f"masq_jax.{name}")
     raise AttributeError(f"module 'masq_jax' has no attribute {name!r}")
 

@@ -1,14 +1,12 @@
-"""Python entry points with the same options as the CLI: ``quantize``, ``evaluate``, ``evaluate_tasks``
-and ``generate_text``."""
+"""Python entry points with the same options as the CLI: ``quantize``, ``evaluate``, ``evaluate_tasks``,
+``generate_text`` and ``export``."""
 
 from __future__ import annotations
 
-import json
-import os
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from masq_jax.loading import TOY_PREFIX, load_calibration, load_checkpoint, resolve_model
+from masq_jax.loading import load_calibration, load_checkpoint, source_of
 from masq_jax.resources import StageTimer
 from masq_jax.settings import DEFAULT_CALIB, DEFAULT_EVAL_SAMPLES, DEFAULT_EVAL_SEED, make_settings
 
@@ -20,9 +18,10 @@ def quantize(model: str | None = None, out: str = "runs/quantized", *, method: s
              offload_activations: str | None = None, **options: Any) -> dict:
     """Quantize ``model`` with ``method`` and write the artefact to ``out``; returns the report dict.
 
-    ``options`` are the remaining QuantSettings fields (wbits, abits, group_size, w_symmetric, rank,
-    rank_floor, loss_weights, epochs, lr, seed, alpha, propagation, cov_shrinkage, rank_budget, train_matmul,
-    cmc_solver, bound, tie_smoothing, cmc_deploy); ``None`` or absent means the default in ``masq_jax.settings``. ``calib`` is a
+    ``options`` are the remaining QuantSettings fields (wbits, abits, group_size, w_symmetric,
+    loss_weights, epochs, seed, alpha, propagation, train_matmul, bound, tie_smoothing) and the methods'
+    own options (``Method.options``: e.g. ``lr`` for mas, ``rank``, ``rank_floor``, ``cov_shrinkage``,
+    ``rank_budget``, ``cmc_solver``, ``cmc_deploy`` for masquant); ``None`` or absent means the default. ``calib`` is a
     calibration source: ``text``, ``text:PATH``, ``synthetic[:...]``, a ``.jsonl`` manifest or a
     ``.npz`` CalibSet; ``eval_samples`` more samples are drawn from it and held out for the report.
     ``mesh``: ``"data=D,model=M"`` or a ``jax.sharding.Mesh`` (``masq_jax.parallel``); in a cluster
@@ -37,9 +36,7 @@ def quantize(model: str | None = None, out: str = "runs/quantized", *, method: s
     parallel.initialize_distributed()
     mesh = parallel.make_mesh(mesh)  # a bad --mesh fails before anything loads
     st = make_settings(method=method, preset_name=preset, samples=samples, **options)
-    model_path = resolve_model(model)
-    if not model_path.startswith(TOY_PREFIX):
-        model_path = os.path.abspath(model_path)
+    model_path = source_of(model)  # an absolute path (toy:NAME as is): what the artefact records
     timer = StageTimer()
     with timer("load_model"):  # once: its config also shapes the calibration data
         cfg, params = load_checkpoint(model_path, stream=stream)
@@ -56,8 +53,8 @@ def evaluate(model: str, *, reference: str | None = None, calib: str | None = No
              samples: int = DEFAULT_EVAL_SAMPLES, seq_len: int | None = None, seed: int = DEFAULT_EVAL_SEED,
              plot_dir: str | None = None, with_calibration: bool = False) -> dict:
     """SQNR per layer × modality and perplexity of artefact ``model`` against ``reference`` (default:
-    the artefact's source); see ``masq_jax.eval.report.evaluate_artifact``."""
-    from masq_jax.eval.report import evaluate_artifact
+    the artefact's source); see ``masq_jax.calibrate.evaluate.evaluate_artifact``."""
+    from masq_jax.calibrate.evaluate import evaluate_artifact
 
     return evaluate_artifact(model, reference=reference, calib=calib, samples=samples, seq_len=seq_len, seed=seed,
                              plot_dir=plot_dir, with_calibration=with_calibration)
@@ -99,16 +96,16 @@ def evaluate_tasks(models: Sequence[str], tasks: str, *, reference: str | None =
                    batch_size: int = 16) -> dict:
     """Task accuracy by generation of artefacts ``models`` beside their full-precision reference
     (default: the first artefact's source), on a tasks file (``masq_jax.eval.tasks``)."""
-    from masq_jax import artifact
+    from masq_jax.artifact.info import is_artifact
     from masq_jax.errors import MasqError
     from masq_jax.eval.tasks import evaluate_tasks as run
     from masq_jax.frontend import frontend_for
-    from masq_jax.loading import load
+    from masq_jax.loading import load, reference_of
 
     if reference is None:
-        if not models or not artifact.is_artifact(models[0]):
+        if not models or not is_artifact(models[0]):
             raise MasqError("pass --reference FP (the full-precision model) or a masq-jax artefact as --model")
-        reference = json.loads((Path(models[0]) / "config.json").read_text())["quantization_config"].get("source_model")
+        reference = reference_of(models[0])
     loaded = {"fp": load(reference)}
     for path in models:
         loaded[Path(path).name or str(path)] = load(path)
@@ -116,3 +113,12 @@ def evaluate_tasks(models: Sequence[str], tasks: str, *, reference: str | None =
     res["reference"] = str(reference)
     res["models"] = {name: str(p) for name, p in zip(list(loaded)[1:], models)}
     return res
+
+
+def export(model: str, out: str, *, format: str = "compressed-tensors", text_only: bool = False) -> dict:
+    """Write artefact ``model`` as a checkpoint directory ``out`` that serving engines load (``masq
+    export``; ``masq_jax.serving.checkpoint.export``); returns what was written and, for ``text_only``
+    exports of a modality-routed artefact, the measured cost."""
+    from masq_jax.serving.checkpoint import export as run
+
+    return run(model, out, format=format, text_only=text_only)

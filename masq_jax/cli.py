@@ -11,30 +11,13 @@ import sys
 from pathlib import Path
 
 from masq_jax.errors import MasqError, OutputDirError, SettingsError
+from masq_jax.methods import registry
 from masq_jax.methods.registry import names as method_names
 from masq_jax.modality import NAMES
-from masq_jax.settings import (CMC_DEPLOYS, CMC_SOLVERS, DEFAULT_CALIB, DEFAULT_EVAL_SAMPLES, DEFAULT_EVAL_SEED,
-                               DEFAULT_PRESET, PRESETS, PROPAGATIONS, TRAIN_MATMULS, default)
+from masq_jax.settings import (DEFAULT_CALIB, DEFAULT_EVAL_SAMPLES, DEFAULT_EVAL_SEED, DEFAULT_PRESET, PRESETS,
+                               PROPAGATIONS, TRAIN_MATMULS, default)
 
 COLUMNS = ("all",) + NAMES
-
-
-def _auto_or_number(*words: str):
-    def parse(text: str):
-        if text in words:
-            return text
-        try:
-            return float(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is neither {' nor '.join(map(repr, words))} nor a number") from None
-    return parse
-
-
-def _rank(text: str) -> float:
-    try:
-        return float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number (a ratio <= 1 or an absolute rank)") from None
 
 
 def _methods(text: str) -> list[str]:
@@ -55,14 +38,9 @@ def _add_quantize(sub) -> None:
     q.add_argument("--wbits", type=int, default=None)
     q.add_argument("--abits", type=int, default=None)
     q.add_argument("--group-size", type=int, default=None, help="weight group size (0 = per output channel)")
-    q.add_argument("--rank", type=_rank, default=None,
-                   help=f"CMC rank: ratio of min(in,out) if <= 1, else absolute (default {default('rank')})")
-    q.add_argument("--rank-floor", type=int, default=None,
-                   help=f"lower bound on the CMC rank (default {default('rank_floor')}, the reference's)")
     q.add_argument("--loss-weights", default=None,
                    help="MAS loss weights, e.g. text=1,vision=0.5,audio=1 (default), or 'mbq' (gradient-derived)")
     q.add_argument("--epochs", type=int, default=None, help=f"default {default('epochs')}")
-    q.add_argument("--lr", type=float, default=None, help=f"default {default('lr')}")
     q.add_argument("--samples", type=int, default=None, help=f"calibration samples (default {default('samples')})")
     q.add_argument("--eval-samples", type=int, default=DEFAULT_EVAL_SAMPLES,
                    help="held-out samples for the SQNR/perplexity report")
@@ -74,19 +52,6 @@ def _add_quantize(sub) -> None:
     q.add_argument("--train-matmul", choices=TRAIN_MATMULS, default=None,
                    help="MAS training products: bfloat16 tensor cores at float32-level accuracy, or float32 "
                         "(default auto: bfloat16 on GPU/TPU, float32 on CPU)")
-    q.add_argument("--cmc-solver", choices=CMC_SOLVERS, default=None,
-                   help="CMC decompositions: eigh of min(in,out)-sized Gram matrices (default, fast) or dense SVDs")
-    q.add_argument("--cov-shrinkage", type=_auto_or_number("auto"), default=None,
-                   help="CMC whitening-covariance shrinkage ρ towards tr(C)/d·I: 'auto' (default: OAS or the "
-                        "fixed 1e-2 damping, whichever a validation fold of samples prefers) or a fixed ρ in [0, 1]")
-    q.add_argument("--rank-budget", type=_auto_or_number("auto", "off"), default=None,
-                   help="CMC ranks per linear and modality from validated error curves: 'auto' (default: the "
-                        "parameters --rank gives, reallocated), 'off' (--rank everywhere) or a mean rank")
-    q.add_argument("--cmc-deploy", choices=CMC_DEPLOYS, default=None,
-                   help="masquant: 'auto' (default: per linear and modality, the text weight plus a branch, text's "
-                        "vector, one shared vector, or the modality's vector on a few channels with an exact "
-                        "channel branch, whichever the validation fold prefers; docs/method.md §5) or 'paper' "
-                        "(the text weight plus a branch for every non-text modality, the earlier artefact)")
     q.add_argument("--tie-smoothing", action="store_true", default=None,
                    help="one smoothing vector per input group and modality (q/k/v share one, gate/up one), so "
                         "the quantized model runs one QKV GEMM and one gate|up GEMM (kernels: merged GEMMs)")
@@ -100,6 +65,10 @@ def _add_quantize(sub) -> None:
     q.add_argument("--resume", action="store_true", help="continue an interrupted run in OUT.partial")
     q.add_argument("--overwrite", action="store_true", help="replace an existing OUT")
     q.add_argument("--quiet", action="store_true", help="no progress bars")
+    for owner, (options, users) in registry.options_by_owner().items():  # each method's own options
+        group = q.add_argument_group(f"{owner} options", f"read by --method {', '.join(users)}")
+        for option in options:
+            option.add_to(group)
 
 
 def _add_eval(sub) -> None:
@@ -145,6 +114,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_quantize(sub)
     _add_eval(sub)
     _add_generate(sub)
+    from masq_jax.serving import cli as export_cli
+
+    export_cli.add_parser(sub)
     d = sub.add_parser("demo", help="the core method on one synthetic two-modality linear (seconds)")
     d.add_argument("--synthetic", action="store_true", help="(the only demo this command runs)")
     d.add_argument("--seed", type=int, default=0)
@@ -189,11 +161,10 @@ def print_table(results: dict[str, dict]) -> None:
 def cmd_quantize(a) -> int:
     from masq_jax.api import quantize
 
-    opts = dict(preset=a.preset, wbits=a.wbits, abits=a.abits, group_size=a.group_size, rank=a.rank,
-                rank_floor=a.rank_floor, loss_weights=a.loss_weights, epochs=a.epochs, lr=a.lr, seed=a.seed,
-                propagation=a.propagation, train_matmul=a.train_matmul, cmc_solver=a.cmc_solver,
-                cov_shrinkage=a.cov_shrinkage, rank_budget=a.rank_budget,
-                tie_smoothing=a.tie_smoothing, cmc_deploy=a.cmc_deploy)
+    opts = dict(preset=a.preset, wbits=a.wbits, abits=a.abits, group_size=a.group_size,
+                loss_weights=a.loss_weights, epochs=a.epochs, seed=a.seed, propagation=a.propagation,
+                train_matmul=a.train_matmul, tie_smoothing=a.tie_smoothing,
+                **{name: getattr(a, name) for name in registry.all_options()})  # every method's options
     results = {}
     for name in a.method:
         out = a.out if len(a.method) == 1 else str(Path(a.out) / name)
@@ -282,13 +253,20 @@ def cmd_generate(a) -> int:
 
 
 def cmd_demo(a) -> int:
-    from masq_jax.demos.one_linear import run_synthetic_demo
+    from masq_jax.research.one_linear import run_synthetic_demo
 
     run_synthetic_demo(a.seed, verbose=True)
     return 0
 
 
-COMMANDS = {"quantize": cmd_quantize, "eval": cmd_eval, "generate": cmd_generate, "demo": cmd_demo}
+def cmd_export(a) -> int:
+    from masq_jax.serving.cli import run
+
+    return run(a)
+
+
+COMMANDS = {"quantize": cmd_quantize, "eval": cmd_eval, "generate": cmd_generate, "demo": cmd_demo,
+            "export": cmd_export}
 
 
 def main(argv: list[str] | None = None) -> int:

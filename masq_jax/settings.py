@@ -14,13 +14,12 @@ from typing import Any
 
 from masq_jax.core.quant import SPEC_BOUND, QuantSpec, validate_bits
 from masq_jax.errors import QuantConfigError, SettingsError
+from masq_jax.methods import registry
 from masq_jax.modality import NAMES
 
 PROPAGATIONS = ("sequential", "independent")
 TRAIN_MATMULS = ("auto", "float32", "bfloat16")  # auto: bfloat16 on GPU/TPU, float32 on CPU
-CMC_SOLVERS = ("gram", "svd")  # gram: eigh of min(in, out)-sized Gram matrices; svd: dense SVDs
 BOUNDS = ("qmax", "qmax+0.5")
-CMC_DEPLOYS = ("auto", "paper")  # masquant: per-linear deployment chosen on the validation fold, or the paper's form
 
 # docs/method.md §1 table: (wbits, abits, group_size, weight symmetric)
 PRESETS: dict[str, tuple[int, int, int | None, bool]] = {
@@ -40,37 +39,49 @@ DEFAULT_EVAL_SEED = 1234  # masq eval draws fresh samples with a seed other than
 DEFAULT_LOSS_WEIGHTS = {"text": 1.0, "vision": 0.5, "audio": 1.0}
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, init=False)
 class QuantSettings:
-    """Everything that decides a calibration's result (hashed into the run fingerprint)."""
+    """Everything that decides a calibration's result (hashed into the run fingerprint): what every
+    method shares, plus the chosen method's own options (``options``, declared by the method:
+    ``Method.options``; read as attributes, e.g. ``st.rank`` for ``masquant``).
+
+    ``QuantSettings(method="masquant", rank=8)``: any method's option is accepted as a keyword and
+    validated by its declaration (so one set of flags can drive several methods); only the chosen
+    method's are kept.
+    """
 
     method: str = "masquant"
     wbits: int = 4
     abits: int = 8
     group_size: int | None = None
     w_symmetric: bool = True
-    rank: float = 0.02  # <= 1: ratio of min(in, out); > 1: absolute rank (docs/method.md §5)
-    rank_floor: int = 32
     loss_weights: tuple[float, float, float] | str = tuple(DEFAULT_LOSS_WEIGHTS.values())  # or "mbq"
     epochs: int = 2
-    lr: float = 5e-2
     samples: int = 128
     seed: int = 0
     alpha: float = 0.5
     propagation: str = "sequential"
-    cov_shrinkage: str | float = "auto"  # CMC covariance shrinkage ρ: "auto" (validated) or a fixed ρ in [0, 1]
-    rank_budget: str | float = "auto"  # CMC ranks: "auto" (--rank's parameters, validated allocation), "off", or a mean rank
     train_matmul: str = "auto"  # MAS products: float32 HIGHEST or bf16 tensor cores (core.matmul)
-    cmc_solver: str = "gram"  # CMC decompositions (core.cmc.low_rank_compensation's ``svd``)
     bound: str = SPEC_BOUND  # the symmetric quantization bound: "qmax" (the reference) or "qmax+0.5"
     tie_smoothing: bool = False  # one vector per input group and modality (q/k/v, gate/up): merged GEMMs
-    cmc_deploy: str = "auto"  # masquant: "auto" (per linear and modality the one-weight deployment the validation
-    #                           fold prefers, core.deploy) or "paper" (text weight + branch everywhere)
+    options: tuple[tuple[str, Any], ...] = ()  # the chosen method's options, (name, value) in declaration order
+
+    def __init__(self, *, options: Any = (), **values: Any):
+        shared = {f.name: f for f in dataclasses.fields(self) if f.name != "options"}
+        for name, field in shared.items():  # the class attributes above are the defaults
+            object.__setattr__(self, name, values.pop(name) if name in values else field.default)
+        object.__setattr__(self, "options", registry.resolve_options(self.method, {**dict(options), **values}))
+        self.__post_init__()
+
+    def __getattr__(self, name: str) -> Any:
+        """The chosen method's options read as attributes (``st.rank``)."""
+        if name != "options":
+            for key, value in self.options:
+                if key == name:
+                    return value
+        raise AttributeError(f"{type(self).__name__} of method {self.method!r} has no setting {name!r}")
 
     def __post_init__(self) -> None:
-        from masq_jax.methods.registry import get
-
-        get(self.method)  # one line naming the choices for an unknown method
         try:
             validate_bits(self.wbits, "wbits")
             validate_bits(self.abits, "abits")
@@ -80,27 +91,13 @@ class QuantSettings:
             raise SettingsError(f"--wbits {self.wbits}: stored weights take 2..8 bits")
         if self.group_size is not None and self.group_size <= 0:
             raise SettingsError(f"--group-size must be a positive integer, got {self.group_size}")
-        if not (self.rank >= 0):
-            raise SettingsError(f"--rank must be >= 0 (a ratio <= 1 or an absolute rank), got {self.rank}")
-        if self.rank > 1 and float(self.rank) != int(self.rank):
-            raise SettingsError(f"--rank {self.rank}: above 1 it is an absolute rank and must be an integer")
         if self.epochs < 0 or self.samples <= 0:
             raise SettingsError("--epochs must be >= 0 and --samples > 0")
-        if not (self.lr > 0):
-            raise SettingsError(f"--lr must be > 0, got {self.lr}")
         _choice("--propagation", self.propagation, PROPAGATIONS)
         _choice("--train-matmul", self.train_matmul, TRAIN_MATMULS)
-        _choice("--cmc-solver", self.cmc_solver, CMC_SOLVERS)
         _choice("--bound", self.bound, BOUNDS)
-        _choice("--cmc-deploy", self.cmc_deploy, CMC_DEPLOYS)
         if not isinstance(self.tie_smoothing, bool):
             raise SettingsError(f"tie_smoothing must be True or False, got {self.tie_smoothing!r}")
-        if self.cov_shrinkage != "auto" and (isinstance(self.cov_shrinkage, (str, bool))
-                                             or not 0.0 <= float(self.cov_shrinkage) <= 1.0):
-            raise SettingsError(f"--cov-shrinkage takes 'auto' or a number in [0, 1], got {self.cov_shrinkage!r}")
-        if self.rank_budget not in ("auto", "off") and (isinstance(self.rank_budget, (str, bool))
-                                                        or not float(self.rank_budget) > 0):
-            raise SettingsError(f"--rank-budget takes 'auto', 'off' or a mean rank > 0, got {self.rank_budget!r}")
         if self.train_matmul == "auto":  # recorded resolved, so the artefact says what ran
             object.__setattr__(self, "train_matmul", default_train_matmul())
         if isinstance(self.loss_weights, str):
@@ -129,7 +126,12 @@ class QuantSettings:
         return {**self.weight_kwargs(), "abits": self.activations.bits}
 
     def to_json(self) -> dict[str, Any]:
-        return json.loads(json.dumps(dataclasses.asdict(self)))
+        """The settings as recorded (report.json, the artefact, the run fingerprint): the shared fields and,
+        flat beside them, every registered method option: the chosen method's values, the other
+        options' defaults (the record keeps one layout whatever the method)."""
+        shared = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "options"}
+        record = {**shared, **registry.option_defaults(), **dict(self.options)}
+        return json.loads(json.dumps(record))
 
 
 def _choice(option: str, value: str, choices: tuple[str, ...]) -> None:
@@ -138,7 +140,7 @@ def _choice(option: str, value: str, choices: tuple[str, ...]) -> None:
 
 
 def default(field: str) -> Any:
-    """The default of a ``QuantSettings`` field (for the CLI's help and the Python signatures)."""
+    """The default of a shared ``QuantSettings`` field (for the CLI's help and the Python signatures)."""
     return QuantSettings.__dataclass_fields__[field].default
 
 

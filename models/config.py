@@ -11,6 +11,8 @@ from typing import Any
 
 from masq_jax.models.errors import ConfigError, UnsupportedArchitectureError
 
+# The one table of architecture names (the HF-directory and GGUF model families, calib's rope layout
+# and multimodal front end all read it).
 ARCHS = ("qwen2_5_omni_thinker", "qwen2_5_vl", "qwen2", "llama")
 MULTIMODAL_ARCHS = ("qwen2_5_omni_thinker", "qwen2_5_vl")  # decoders that take vision / audio tokens
 
@@ -23,13 +25,23 @@ SUPPORTED_HF_ARCHITECTURES = {
     "Qwen2ForCausalLM": "qwen2",
     "LlamaForCausalLM": "llama",
 }
-_MODEL_TYPES = {
+# HF ``model_type`` -> our arch name.
+MODEL_TYPES = {
     "qwen2_5_omni": "qwen2_5_omni_thinker",
     "qwen2_5_omni_thinker": "qwen2_5_omni_thinker",
     "qwen2_5_vl": "qwen2_5_vl",
     "qwen2": "qwen2",
     "llama": "llama",
 }
+# model_types with a multimodal processor and encoders (calib.multimodal's front end).
+MULTIMODAL_MODEL_TYPES = tuple(t for t, a in MODEL_TYPES.items() if a in MULTIMODAL_ARCHS)
+
+
+def is_multimodal_name(name: str | None) -> bool:
+    """Whether an arch name or HF ``model_type`` (also a text sub-config's ``*_text``) names a
+    multimodal decoder (3-row multimodal RoPE positions)."""
+    base = name[: -len("_text")] if isinstance(name, str) and name.endswith("_text") else name
+    return base in MULTIMODAL_ARCHS or MODEL_TYPES.get(base) in MULTIMODAL_ARCHS
 
 # Token ids copied onto DecoderConfig when the config has them (calib needs them for get_rope_index).
 _TOKEN_ID_KEYS = {
@@ -96,8 +108,8 @@ def _arch_of(hf: dict) -> str:
     for a in archs:
         if a in SUPPORTED_HF_ARCHITECTURES:
             return SUPPORTED_HF_ARCHITECTURES[a]
-    if not archs and hf.get("model_type") in _MODEL_TYPES:
-        return _MODEL_TYPES[hf["model_type"]]
+    if not archs and hf.get("model_type") in MODEL_TYPES:
+        return MODEL_TYPES[hf["model_type"]]
     got = ", ".join(archs) if archs else f"model_type={hf.get('model_type')!r}"
     raise UnsupportedArchitectureError(
         f"unsupported architecture {got}; supported: {', '.join(SUPPORTED_HF_ARCHITECTURES)} "

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from masq_jax.cli import main
-from masq_jax.demos.toy import make_config, random_params
+from masq_jax.families.toy import make_config, random_params
 
 pytestmark = pytest.mark.filterwarnings("ignore")
 TINY_OMNI = Path(__file__).resolve().parents[1] / "checkpoints" / "tiny-omni"
@@ -179,7 +179,7 @@ def test_unwritable_out_is_one_line(capsys, tmp_path):
 @pytest.fixture(scope="module")
 def tiny_omni_artefact(tmp_path_factory):
     """The trained tiny omni model at W4A8 (RTN, a few calibration samples) and its test tasks."""
-    from masq_jax.demos.tiny_omni.tasks import write_tasks
+    from examples.tiny_omni.tasks import write_tasks
 
     root = tmp_path_factory.mktemp("tinyomni")
     out = root / "rtn"

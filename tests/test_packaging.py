@@ -22,3 +22,4 @@ def test_wheel_holds_every_module(tmp_path):
             and not (src == "masq_jax" and p.relative_to(ROOT / src).parts[0] in ("models", "calib"))}
     assert want - names == set()
     assert not any(n.startswith(("models/", "calib/")) for n in names)  # no bare top-level packages
+    assert not any(n.startswith(("examples/", "masq_jax/demos/")) for n in names)  # the demo scripts stay out

@@ -26,6 +26,7 @@ from safetensors.numpy import save_file
 
 from masq_jax.core.qlinear import QLinear
 from masq_jax.core.quant import SPEC_BOUND, QArray
+from masq_jax.artifact.info import FORMAT, FORMAT_VERSION, ArtifactInfo, is_artifact  # noqa: F401
 from masq_jax.errors import ArtifactError
 from masq_jax.methods.base import Method
 from masq_jax.modality import BASE, NAMES
@@ -33,8 +34,6 @@ from masq_jax.models import LINEAR_NAMES, layer_params
 from masq_jax.models.config import DecoderConfig, config_from_hf
 from masq_jax.settings import QuantSettings
 
-FORMAT = "masq-jax"
-FORMAT_VERSION = 1
 QLINEAR_FIELDS = ("qvalue", "scale", "zero_point", "smooth", "lora_l", "lora_r", "bias")
 
 
@@ -61,8 +60,9 @@ def build_quantized_params(method: Method, params: dict, factors: list[dict], lo
     return {**params, "layers": stacked}
 
 
-def quantization_config(method: Method, st: QuantSettings, ranks: dict[str, int], extra: dict | None = None) -> dict:
-    """The ``quantization_config`` block written into config.json."""
+def quantization_config(method: Method, st: QuantSettings, cfg: DecoderConfig, extra: dict | None = None) -> dict:
+    """The ``quantization_config`` block written into config.json (``ranks``: the method's storage
+    rank per linear, 0 without compensation)."""
     return {
         "quant_method": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -75,7 +75,7 @@ def quantization_config(method: Method, st: QuantSettings, ranks: dict[str, int]
         "modalities": list(NAMES),
         "base_modality": NAMES[BASE],
         "per_modality_weights": method.per_modality_weights,
-        "ranks": ranks,
+        "ranks": method.ranks(cfg, st),
         "quantized_linears": list(LINEAR_NAMES),
         "settings": st.to_json(),
         **(extra or {}),
@@ -117,7 +117,7 @@ def read_artifact(path: str | os.PathLike, dtype=None, implementation: str | Non
     the params by calibration's rules (``masq_jax.parallel.rules``): integer weights, scales and
     low-rank factors split along ``model``. ``merge``: q/k/v and gate/up as merged GEMMs
     (``artifact.qmodel.merge_tied``); None = when calibrated with ``--tie-smoothing``."""
-    from masq_jax.artifact.qmodel import QuantizedModel, merge_tied, wants_merge
+    from masq_jax.artifact.qmodel import QuantizedModel, merge_tied
 
     path = Path(path)
     try:
@@ -151,7 +151,7 @@ def read_artifact(path: str | os.PathLike, dtype=None, implementation: str | Non
         params["layers"][name] = QLinear(weight, g["smooth"], g["lora_l"], g["lora_r"], g["bias"], abits=qc["abits"],
                                          act_bound=bound)
     hf["quantization_config"] = qc  # cfg.hf_config is the artefact's whole config.json
-    if wants_merge(qc, merge):
+    if ArtifactInfo(qc).wants_merge(merge):
         params["layers"] = merge_tied(params["layers"])
     if mesh is not None:
         from masq_jax import parallel
@@ -170,14 +170,3 @@ def _decoder_config(qc: dict, hf: dict) -> DecoderConfig:
     if fields.get("mrope_section") is not None:
         fields["mrope_section"] = tuple(fields["mrope_section"])
     return DecoderConfig(**fields, hf_config=hf)
-
-
-def is_artifact(path: str | os.PathLike) -> bool:
-    """Whether ``path`` is a directory whose config.json says it is a masq-jax artefact."""
-    p = Path(path) / "config.json"
-    if not p.is_file():
-        return False
-    try:
-        return json.loads(p.read_text()).get("quantization_config", {}).get("quant_method") == FORMAT
-    except (OSError, ValueError, AttributeError):
-        return False

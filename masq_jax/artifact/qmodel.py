@@ -30,18 +30,6 @@ def _qmatmul(x, mid, ql, implementation, epilogue=None):
     return qmatmul(x, mid, ql, implementation=implementation, epilogue=epilogue)
 
 
-def wants_merge(quantization_config: dict, merge: bool | None) -> bool:
-    """Whether an artefact loads with merged GEMMs: ``merge`` if given (checked against the
-    artefact), else when it was calibrated with ``--tie-smoothing`` and has shared weights."""
-    per_modality = bool(quantization_config.get("per_modality_weights"))
-    if merge not in (None, True, False):
-        raise ArtifactError(f"merge must be None, True or False, got {merge!r}")
-    if merge and per_modality:
-        raise ArtifactError("an artefact with per-modality weights cannot run merged GEMMs; load it with merge=False")
-    tied = bool((quantization_config.get("settings") or {}).get("tie_smoothing"))
-    return bool(merge) or (merge is None and tied and not per_modality)
-
-
 def merge_tied(layers: dict) -> dict:
     """``layers`` (stacked QLinears) with q/k/v replaced by one ``qkv_proj`` and gate/up by one
     ``gate_up_proj`` (halves aligned for the SwiGLU epilogue). Raises ``ArtifactError`` when a group's
@@ -97,7 +85,7 @@ class QuantizedLinears:
 class QuantizedModel(Model):
     """A loaded masq-jax artefact: ``model(input_ids=..., modality_ids=...) -> logits``, as ``Model``.
 
-    ``implementation`` picks the ``kernels.qmatmul`` implementation ("xla", "pallas" or None = auto).
+    ``implementation`` picks the ``kernels.qmatmul`` implementation ("xla", "pallas", "mosaic" or None = auto).
     ``params["layers"]`` holds the seven linears or, merged (``merge_tied``), ``qkv_proj``,
     ``o_proj``, ``gate_up_proj`` and ``down_proj``.
     """

@@ -58,14 +58,14 @@ class LayerResult:
     alphas: dict[str, float]  # searched α per linear ({} when the method does not search)
     cmc: dict | None = None  # what the method's compensation chose (ranks, shrinkage, validated SQNR)
 
-    def to_state(self, st: QuantSettings, ranks: dict[str, int]) -> dict:
+    def to_state(self, st: QuantSettings) -> dict:
         """The orbax checkpoint of this layer (fixed shapes, see ``state_template``)."""
         n_loss = max(st.epochs, 1)
         losses = list(self.losses) + [np.nan] * (n_loss - len(self.losses))
         alphas = [self.alphas.get(n, np.nan) for n in decoder.LINEAR_NAMES]
         state = {"factors": self.factors, "info": {"loss": np.asarray(losses, np.float32),
                                                     "alpha": np.asarray(alphas, np.float32)}}
-        if self.lora and any(ranks.values()):
+        if self.lora and any(v[0].shape[-1] for v in self.lora.values()):  # a storage rank above 0
             state["lora"] = {n: {"l": v[0], "r": v[1]} for n, v in self.lora.items()}
         if self.cmc is not None:
             state["cmc"] = {k: np.asarray(v, np.float32) for k, v in self.cmc.items()}
@@ -90,9 +90,10 @@ class LayerResult:
         return rep
 
 
-def state_template(cfg, st: QuantSettings, ranks: dict[str, int], method: Method) -> dict:
+def state_template(cfg, st: QuantSettings, method: Method) -> dict:
     """Zero arrays with the shapes of a layer's checkpoint (what orbax restores into)."""
     compensates = method.compensates
+    ranks = method.ranks(cfg, st)  # the method's storage rank per linear
     shapes = decoder.linear_shapes(cfg)
     f = {n: np.zeros((3, shapes[n][1]), np.float32) for n in decoder.LINEAR_NAMES}
     info = {"loss": np.zeros((max(st.epochs, 1),), np.float32),
@@ -189,7 +190,7 @@ def _fold_tokens(mid: np.ndarray, fold: np.ndarray, got: np.ndarray) -> np.ndarr
 
 
 def calibrate_layer(method: Method, cfg, st: QuantSettings, lp, fp: FPLayer, h_q, data: PreparedData,
-                    modality_weights, key, ranks: dict[str, int], timer) -> LayerResult:
+                    modality_weights, key, timer) -> LayerResult:
     """Init, learn (on the quantized inputs ``h_q``, targets ``fp.outputs``) and compensate one layer.
     Training visits one sample per step (batch 1, as the paper), so its inputs are replicated along
     the mesh's data axis; the model axis still splits the weights."""
@@ -205,7 +206,7 @@ def calibrate_layer(method: Method, cfg, st: QuantSettings, lp, fp: FPLayer, h_q
     lora, info = {}, None
     if method.compensates:
         with timer("cmc"):
-            factors, lora, info = jax.block_until_ready(method.compensate(lp, factors, fp.stats, st, ranks))
+            factors, lora, info = jax.block_until_ready(method.compensate_layer(cfg, lp, factors, fp.stats, st))
     return LayerResult(factors, lora, losses, alphas, info)
 
 

@@ -52,7 +52,6 @@ class RunContext:
     params: dict
     data: PreparedData
     modality_weights: jax.Array
-    ranks: dict[str, int]
     run: RunDir
     timer: StageTimer
     progress: bool
@@ -71,14 +70,14 @@ class RunContext:
         return jax.random.fold_in(jax.random.PRNGKey(self.st.seed), i)
 
     def restore(self, i: int) -> LayerResult:
-        template = state_template(self.cfg, self.st, self.ranks, self.method)
+        template = state_template(self.cfg, self.st, self.method)
         return LayerResult.from_state(self.run.load_layer(i, template), self.method.trains(self.st))
 
     def finish_layer(self, i: int, result: LayerResult, seconds: float, *, save: bool) -> None:
         """Checkpoint a newly calibrated layer, record its report row, call ``on_layer``."""
         if save:
             with self.timer("checkpoint"):
-                self.run.save_layer(i, result.to_state(self.st, self.ranks))
+                self.run.save_layer(i, result.to_state(self.st))
         self.rows[i] = {"index": i, **result.report(), "seconds": round(seconds, 3)}
         if result.cmc is not None:
             self.rows[i]["cmc"] = self.method.compensation_report(result.cmc)
@@ -112,7 +111,7 @@ def sequential(ctx: RunContext) -> list[LayerResult]:
             result = ctx.restore(i)
         else:
             result = calibrate_layer(method, cfg, st, lp, fp, h_q, ctx.data, ctx.modality_weights, ctx.key(i),
-                                     ctx.ranks, ctx.timer)
+                                     ctx.timer)
         results.append(result)
         if result.losses:
             bar.set_postfix(loss=f"{result.losses[-1]:.4g}")
@@ -167,7 +166,7 @@ def independent(ctx: RunContext, layer_chunk: int = INDEPENDENT_CHUNK) -> list[L
                 for j, i in enumerate(idx):
                     if i not in done:
                         compensated[i] = jax.block_until_ready(
-                            method.compensate(pick(lps, j), pick(f_chunk, j), stats[i], st, ctx.ranks))
+                            method.compensate_layer(cfg, pick(lps, j), pick(f_chunk, j), stats[i], st))
         seconds = (time.perf_counter() - t0) / len(idx)
         for j, i in enumerate(idx):
             factors, lora, info = compensated.get(i, (pick(f_chunk, j), {}, None))
@@ -243,15 +242,14 @@ def run_quantize(model, calibset, out: str, st: QuantSettings, *, eval_set=None,
     run = RunDir(out, fingerprint(st, cfg, params, calibset.fingerprint()), resume, overwrite)
     with timer("loss_weights"):
         weights, report["loss_weights"] = resolve_loss_weights(st, cfg, params, data)
-    ranks = method.ranks(cfg, st)
-    ctx = RunContext(method, cfg, st, params, data, weights, ranks, run, timer, progress, on_layer)
+    ctx = RunContext(method, cfg, st, params, data, weights, run, timer, progress, on_layer)
     strategy = independent if st.propagation == "independent" and method.trains(st) else sequential
     results = strategy(ctx)
     with timer("export"):
         qparams = artifact.build_quantized_params(method, params, [r.factors for r in results],
                                                   [r.lora for r in results], st)
         source = source_name or (model_path if in_memory else str(Path(model_path).absolute()))
-        qconfig = artifact.format.quantization_config(method, st, ranks, {
+        qconfig = artifact.format.quantization_config(method, st, cfg, {
             "source_model": source, "decoder_config": artifact.format.decoder_config_json(cfg),
             "calibration": calib_record})
         artifact.write_artifact(run.partial, cfg.hf_config, qparams, qconfig)

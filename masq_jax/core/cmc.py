@@ -27,7 +27,6 @@ import numpy as np
 from masq_jax.core import stats
 from masq_jax.core.checks import per_modality, weight_dims
 from masq_jax.core.metrics import effective_rank
-from masq_jax.core.qlinear import QLinear, make_qlinear
 from masq_jax.core.quant import SPEC_BOUND, Bound, fake_quant, validate_bits
 from masq_jax.errors import CoreInputError
 from masq_jax.modality import NON_TEXT, NUM_MODALITIES, TEXT
@@ -39,9 +38,7 @@ __all__ = [
     "low_rank_compensation",
     "whitening",
     "residual_spectrum",
-    "energy_at_rank",
     "energy_curve",
-    "rank_for_energy",
     "effective_rank",
     "validation_curve",
     "validated_fit",
@@ -49,7 +46,6 @@ __all__ = [
     "modality_covariance",
     "smoothed_covariance",
     "cmc_factors",
-    "build_cmc_qlinear",
 ]
 
 RANK_FLOOR = 32  # the reference floors every rank at 32 (never above min(in, out))
@@ -322,19 +318,6 @@ def energy_curve(singular_values: jax.Array) -> jax.Array:
     return jnp.where(tot > 0, e / jnp.where(tot > 0, tot, 1.0), 1.0)
 
 
-def energy_at_rank(singular_values: jax.Array, rank) -> jax.Array:
-    """Fraction of the residual's energy ``Σ_{i<r}σ²/Σσ²`` a rank-``rank`` factorisation captures."""
-    curve = energy_curve(singular_values)
-    r = jnp.asarray(rank)
-    return jnp.where(r <= 0, 0.0, jnp.take(curve, jnp.clip(r, 1, curve.shape[-1]) - 1, axis=-1))
-
-
-def rank_for_energy(singular_values: jax.Array, target: float) -> jax.Array:
-    """Smallest rank capturing at least ``target`` of the residual energy (int32; 0 for target <= 0)."""
-    curve = energy_curve(singular_values)
-    return jnp.where(target <= 0, 0, jnp.sum(curve < target - 1e-7, axis=-1) + 1).astype(jnp.int32)
-
-
 # ----------------------------------------------------------------------------------------------
 # residuals, covariances and the assembled CMC linear
 
@@ -427,23 +410,3 @@ def cmc_factors(
         ls.append(l.astype(jnp.float32))
         rs.append(r.astype(jnp.float32))
     return jnp.stack(ls), jnp.stack(rs)
-
-
-def build_cmc_qlinear(
-    weight: jax.Array,
-    bias: jax.Array | None,
-    smooth: jax.Array,
-    covs: jax.Array,
-    *,
-    rank: int,
-    abits: int,
-    **options,
-) -> QLinear:
-    """The full CMC ``QLinear`` (docs/method.md §5-§6): ``Wq = Q_w(W·diag(s_text))`` stored as integers, the
-    three smoothing vectors, ``L_m, R_m`` for vision/audio (zeros for text). ``options`` are
-    ``cmc_factors``' keywords (``wbits`` required). Evaluate it with ``core.qlinear.qlinear_reference``."""
-    _, in_dim = weight_dims(weight)
-    s3 = per_modality(smooth, in_dim).astype(jnp.float32)
-    l, r = cmc_factors(weight, s3, covs, rank, **options)
-    storage = {k: options[k] for k in ("w_symmetric", "group_size", "bound") if k in options}
-    return make_qlinear(weight, bias, wbits=options["wbits"], abits=abits, smooth=s3, lora_l=l, lora_r=r, **storage)

@@ -90,7 +90,7 @@ def mas_linear(
     per modality) or [in] (shared, e.g. SmoothQuant). Activations: symmetric per token; weights per
     output channel or per group. Returned in float32. ``matmul_dtype`` (static): "float32" runs the
     products at HIGHEST precision; "bfloat16" on bf16 tensor cores at float32-level accuracy
-    (``masq_jax.matmul``): one exact pass on the integer grid (``quant.fake_quant_grid``) when both
+    (``masq_jax.core.matmul``): one exact pass on the integer grid (``quant.fake_quant_grid``) when both
     operands are quantized per row, else three split passes.
     Per-token activation quantization makes ``Q_a(mask_m ⊙ x / s_m)`` the row ``Q_a(x_t / s_m)`` for
     tokens of m and zero elsewhere, which is how it is evaluated (one activation quantization).

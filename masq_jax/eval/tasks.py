@@ -14,9 +14,12 @@ are corpus error rates (word / character edits over reference length, lower is b
 from __future__ import annotations
 
 import dataclasses
+import json
+import os
 import re
+import shutil
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterable, Sequence
 
 import numpy as np
 
@@ -70,6 +73,35 @@ def read_tasks(path: str | Path) -> list[TaskItem]:
 
 # ------------------------------------------------------------------------------------------------
 # Scoring.
+
+
+def write_tasks(out: str | Path, items: Iterable[dict]) -> Path:
+    """Write a tasks file and the media it names into directory ``out`` (atomically: ``out.partial``,
+    renamed over any old ``out``); returns the file's path. Each item is one line's keys with the media
+    as arrays: ``{"task", "text", "answer", "metric", "images": [array], "audios": [array]}``; the k-th
+    image of a task's i-th item is saved as ``media/{task}_{i:04d}_image.npy`` (``_image{k}`` for k > 0;
+    audio alike), the exact floats a generator made."""
+    out = Path(out)
+    tmp = out.with_name(out.name + ".partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    (tmp / "media").mkdir(parents=True)
+    lines, count = [], {}
+    for item in items:
+        task = item["task"]
+        i = count[task] = count.get(task, -1) + 1
+        line = {"task": task, "text": item["text"], "images": [], "audios": [], "answer": item["answer"],
+                "metric": item["metric"]}
+        for key, kind in (("images", "image"), ("audios", "audio")):
+            for k, array in enumerate(item.get(key, ())):
+                name = f"media/{task}_{i:04d}_{kind}{k or ''}.npy"
+                np.save(tmp / name, array)
+                line[key].append(name)
+        lines.append(json.dumps(line))
+    (tmp / "tasks.jsonl").write_text("\n".join(lines) + "\n")
+    if out.exists():
+        shutil.rmtree(out)
+    os.replace(tmp, out)
+    return out / "tasks.jsonl"
 
 
 def normalize(text: str) -> str:

@@ -47,8 +47,9 @@ def _next_pow2(v: int) -> int:
 
 
 def padded_k(k: int, group_size: int | None) -> int:
-    """Padded reduction length: a multiple of 256 (of 32 below 256) and of the weight group size."""
-    align = 256 if k > 128 else 32
+    """Padded reduction length: a multiple of 256 (of 64 up to 128: a 4-bit row is then a multiple
+    of 32 bytes, the smallest K step of an 8-bit ``wgmma``) and of the weight group size."""
+    align = 256 if k > 128 else 64
     if group_size is not None:
         align = align * group_size // math.gcd(align, group_size)
     return _round_up(k, align)

@@ -95,9 +95,24 @@ def _largest_pow2_divisor(n: int, cap: int) -> int:
     return b
 
 
-def default_config(m: int, p: PreparedQLinear) -> Config:
+def default_config(m: int, p: PreparedQLinear, swiglu: bool = False) -> Config:
     """Heuristic block sizes: decode (m <= 16) splits K to fill the GPU; prefill uses 128x128 tiles
-    and smaller ones when the grid would leave SMs idle."""
+    and smaller ones when the grid would leave SMs idle.
+
+    ``swiglu`` (a merged gate|up linear with the SwiGLU epilogue): each program holds two
+    accumulators (gate and up tile) and loads two weight tiles per K step, so ``block_n`` is halved
+    (same registers as one ``[bm, bn]`` accumulator: no spills) and W4A16 keeps two pipeline stages
+    (its dequantized bf16 tiles would otherwise overflow the 227 KiB of shared memory at bm = 128).
+    """
+    cfg = _default_config(m, p)
+    if not swiglu or cfg.split_k > 1:  # split-K partials stay full width: no second accumulator
+        return cfg
+    bn = max(32, cfg.block_n // 2)
+    stages = 2 if p.mode == FLOAT else cfg.num_stages
+    return dataclasses.replace(cfg, block_n=bn, num_stages=stages)
+
+
+def _default_config(m: int, p: PreparedQLinear) -> Config:
     np_ = p.n_pad
     kw = p.k_pad // 2 if p.packed else p.k_pad
     if m <= 16:
@@ -346,7 +361,7 @@ def qmatmul_pallas(x: jax.Array, modality_ids: jax.Array | None, p: PreparedQLin
     lead = x.shape[:-1]
     x2, mid = _flatten(x, modality_ids)
     m = x2.shape[0]
-    cfg = config or default_config(m, p)
+    cfg = config or default_config(m, p, swiglu=swiglu)
     if cfg.weight_prepass and p.mode == INT and p.packed:
         p = unpack_weight_int8(p)
     mp = _round_up(max(m, 1), cfg.block_m)

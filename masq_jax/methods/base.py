@@ -11,7 +11,10 @@ writer and the quantized model never look at a method's name. A method:
 * ``training_linear``: how its linears run while training and propagating (fake quant);
 * ``export_linear``: what the artefact stores for one linear (a ``QLinear``, or for
   ``per_modality_weights`` one per modality stacked on a leading axis);
-* ``warnings``: what the calibration data lacks for it.
+* ``warnings``: what the calibration data lacks for it;
+* ``options``: the settings it alone reads (``methods.options.Option``: name, default, help, parser,
+  check), inherited by its subclasses; ``QuantSettings`` keeps the chosen method's, read as
+  attributes (``st.lr``), and the CLI generates their flags.
 
 Add a method: subclass ``Method`` in a module of this package and list it in ``registry.py``.
 """
@@ -19,7 +22,7 @@ Add a method: subclass ``Method`` in a module of this package and list it in ``r
 from __future__ import annotations
 
 import functools
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 import jax
 import jax.numpy as jnp
@@ -27,8 +30,11 @@ import jax.numpy as jnp
 from masq_jax.core.qlinear import QLinear, make_qlinear
 from masq_jax.core.smoothing import mas_linear
 from masq_jax.models import decoder
+from masq_jax.methods.options import Option
 from masq_jax.modality import NAMES, NON_TEXT, NUM_MODALITIES, TEXT
-from masq_jax.settings import QuantSettings
+
+if TYPE_CHECKING:  # settings imports the method registry, never the other way round
+    from masq_jax.settings import QuantSettings
 
 Factors = dict[str, jax.Array]  # {linear: [3, in]} float32
 Lora = dict[str, tuple[jax.Array, jax.Array]]  # {linear: (L [3, in, r], R [3, r, out])}
@@ -87,6 +93,15 @@ class Method:
     per_modality_vectors: ClassVar[bool] = False  # vectors from each modality's own statistics
     per_modality_weights: ClassVar[bool] = False  # the artefact stores one weight per modality
     compensates: ClassVar[bool] = False  # fits CMC low-rank factors (needs per-modality Gram statistics)
+    options: ClassVar[tuple[Option, ...]] = ()  # the options this class declares (subclasses inherit them)
+
+    @classmethod
+    def all_options(cls) -> tuple[Option, ...]:
+        """Every option this method reads: its own and its base classes' (base classes first)."""
+        out: list[Option] = []
+        for klass in reversed(cls.__mro__):
+            out += [o for o in klass.__dict__.get("options", ()) if o not in out]
+        return tuple(out)
 
     def trains(self, st: QuantSettings) -> bool:
         """Whether ``learn`` runs (and the next layer calibrates on quantized inputs)."""
@@ -109,6 +124,11 @@ class Method:
     def gram_statistics(self, st: QuantSettings) -> bool | str:
         """Which Gram statistics the FP pass keeps: none, all tokens (True) or also a validation fold."""
         return self.compensates
+
+    def compensate_layer(self, cfg, lp: dict, factors: Factors, stats: dict,
+                         st: QuantSettings) -> tuple[Factors, Lora, dict | None]:
+        """``compensate`` at this method's storage ranks (what the runner calls)."""
+        return self.compensate(lp, factors, stats, st, self.ranks(cfg, st))
 
     def compensate(self, lp: dict, factors: Factors, stats: dict, st: QuantSettings,
                    ranks: dict[str, int]) -> tuple[Factors, Lora, dict | None]:

@@ -6,6 +6,7 @@ paper's upper bound (``masquant`` stores one weight and compensates instead)."""
 from __future__ import annotations
 
 import functools
+from typing import TYPE_CHECKING
 
 import jax
 import jax.numpy as jnp
@@ -14,8 +15,11 @@ import optax
 from masq_jax.core import smoothing
 from masq_jax.core.training import train_vectors
 from masq_jax.methods.base import SMOOTHED, TIE_GROUPS, Method, fill_absent, mas_hook, reference_init, untie
+from masq_jax.methods.options import Option
 from masq_jax.models import decoder
-from masq_jax.settings import QuantSettings
+
+if TYPE_CHECKING:
+    from masq_jax.settings import QuantSettings
 
 
 def make_optimizer(st: QuantSettings) -> optax.GradientTransformation:
@@ -57,6 +61,8 @@ class MAS(Method):
     summary = "per-modality vectors learned block-wise; one weight per modality (the upper bound)"
     per_modality_vectors = True
     per_modality_weights = True
+    options = (Option("lr", 5e-2, "AdamW learning rate of the smoothing vectors", parse=float,
+                      check=lambda v: None if v > 0 else f"--lr must be > 0, got {v}"),)
 
     def trains(self, st):
         return st.epochs > 0

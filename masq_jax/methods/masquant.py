@@ -24,6 +24,7 @@ import numpy as np
 from masq_jax.core import cmc, deploy, rank_budget, shrinkage, smoothing
 from masq_jax.methods.base import INIT_SOURCE, TIE_GROUPS
 from masq_jax.methods.mas import MAS
+from masq_jax.methods.options import Option, number, words_or_number
 from masq_jax.modality import NAMES, NON_TEXT, TEXT
 from masq_jax.models import decoder
 
@@ -39,11 +40,51 @@ DEPLOY_KEYS = ("deploy", "out_sqnr", "mas_out_sqnr", "paper_out_sqnr", "shared_o
 GUARD_DB = 0.3  # the guard names every unit whose validated output SQNR is further than this below MAS's
 
 
+def _check_rank(v):
+    if not (v >= 0):
+        return f"--rank must be >= 0 (a ratio <= 1 or an absolute rank), got {v}"
+    if v > 1 and float(v) != int(v):
+        return f"--rank {v}: above 1 it is an absolute rank and must be an integer"
+    return None
+
+
+def _check_shrinkage(v):
+    if v != "auto" and (isinstance(v, (str, bool)) or not 0.0 <= float(v) <= 1.0):
+        return f"--cov-shrinkage takes 'auto' or a number in [0, 1], got {v!r}"
+    return None
+
+
+def _check_budget(v):
+    if v not in ("auto", "off") and (isinstance(v, (str, bool)) or not float(v) > 0):
+        return f"--rank-budget takes 'auto', 'off' or a mean rank > 0, got {v!r}"
+    return None
+
+
+OPTIONS = (
+    Option("rank", 0.02, "CMC rank: ratio of min(in,out) if <= 1, else absolute (docs/method.md §5)",
+           parse=number("a ratio <= 1 or an absolute rank"), check=_check_rank),
+    Option("rank_floor", 32, "lower bound on the CMC rank (the reference's)", parse=int),
+    Option("cov_shrinkage", "auto", "CMC whitening-covariance shrinkage ρ towards tr(C)/d·I: 'auto' (OAS or the "
+           "fixed 1e-2 damping, whichever a validation fold of samples prefers) or a fixed ρ in [0, 1]",
+           parse=words_or_number("auto"), check=_check_shrinkage),
+    Option("rank_budget", "auto", "CMC ranks per linear and modality from validated error curves: 'auto' (the "
+           "parameters --rank gives, reallocated), 'off' (--rank everywhere) or a mean rank",
+           parse=words_or_number("auto", "off"), check=_check_budget),
+    Option("cmc_solver", "gram", "CMC decompositions: eigh of min(in,out)-sized Gram matrices (fast) or dense SVDs",
+           choices=("gram", "svd")),
+    Option("cmc_deploy", "auto", "'auto': per linear and modality, the text weight plus a branch, text's vector, one "
+           "shared vector, or the modality's vector on a few channels with an exact channel branch, whichever the "
+           "validation fold prefers (docs/method.md §5); 'paper': the text weight plus a branch for every non-text "
+           "modality (the earlier artefact)", choices=("auto", "paper")),
+)
+
+
 class MASQuant(MAS):
     name = "masquant"
     summary = "MAS vectors, one stored text weight plus whitened low-rank compensation per modality"
     per_modality_weights = False
     compensates = True
+    options = OPTIONS
 
     def learn(self, cfg, st, lp, factors, h, target, batch, modality_weights, key):
         """MAS's learning, then every non-text vector takes text's sign channel by channel (``align_signs``)."""

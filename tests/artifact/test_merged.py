@@ -20,7 +20,7 @@ from masq_jax.models.generate import generate
 from masq_jax.parallel.rules import model_axis
 from masq_jax.settings import QuantSettings
 from tests.artifact.test_qmodel import CFG, PARAMS, calib
-from tests.kernels.test_qmatmul import _has_gpu
+from tests.kernels.test_qmatmul import _has_gpu, _has_hopper
 
 pytestmark = pytest.mark.filterwarnings("ignore")
 MERGED_KEYS = {"qkv_proj", "o_proj", "gate_up_proj", "down_proj"}
@@ -53,13 +53,16 @@ def test_tied_artefact_runs_merged_gemms_with_the_seven_linears_outputs(tied):
                                   generate(seven, IDS, max_new_tokens=6, modality_ids=MIDS))
 
 
+@pytest.mark.parametrize("impl", ["pallas", "mosaic"])
 @pytest.mark.parametrize("where", ["here", pytest.param("gpu", marks=[
     pytest.mark.gpu, pytest.mark.skipif(not _has_gpu(), reason="needs a CUDA GPU")])])
-def test_merged_model_through_the_pallas_kernel(tied, where):
-    """The merged QKV GEMM and the gate|up GEMM with its in-kernel SwiGLU (interpret mode off GPU,
-    compiled under ``-m gpu``) against the kernel's seven linears (its low-rank branch runs in bf16,
-    so the XLA path is not the twin)."""
-    merged, seven = (masq_jax.load(tied, implementation="pallas", merge=m) for m in (True, False))
+def test_merged_model_through_the_pallas_kernel(tied, where, impl):
+    """The merged QKV GEMM and the gate|up GEMM with its in-kernel SwiGLU (Pallas / Mosaic GPU
+    interpret mode off GPU, compiled under ``-m gpu``) against the kernel's seven linears (its
+    low-rank branch runs in bf16, so the XLA path is not the twin)."""
+    if where == "gpu" and impl == "mosaic" and not _has_hopper():
+        pytest.skip("the Mosaic GPU kernel needs a Hopper GPU (wgmma)")
+    merged, seven = (masq_jax.load(tied, implementation=impl, merge=m) for m in (True, False))
     assert merged.merged
     _close(merged(input_ids=IDS, modality_ids=MIDS), seven(input_ids=IDS, modality_ids=MIDS))
 

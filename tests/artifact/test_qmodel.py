@@ -14,7 +14,7 @@ from masq_jax.calib.synthetic import SyntheticSpec, synthetic_calibset
 from masq_jax.calibrate.batch import prepare
 from masq_jax.calibrate.runner import run_quantize
 from masq_jax.core.qlinear import qlinear_reference
-from masq_jax.demos.toy import make_config, random_params
+from masq_jax.families.toy import make_config, random_params
 from masq_jax.methods import registry
 from masq_jax.models import LINEAR_NAMES, Model, ModelLoadError, load_pretrained
 from masq_jax.settings import QuantSettings

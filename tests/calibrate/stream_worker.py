@@ -15,8 +15,8 @@ import numpy as np
 
 from masq_jax.calib.calibset import CalibSet
 from masq_jax.calibrate.runner import run_quantize
-from masq_jax.demos.toy import CONFIGS, save_checkpoint
-from masq_jax.resources import current_host_bytes, peak_host_bytes
+from masq_jax.families.toy import CONFIGS, save_checkpoint
+from masq_jax.resources import peak_host_bytes
 from masq_jax.settings import QuantSettings
 
 
@@ -31,6 +31,17 @@ def calibset(hidden: int, samples: int = 4, seq: int = 24) -> CalibSet:
         out.append(dict(inputs_embeds=(rng.standard_normal((seq, hidden)) * scale).astype(np.float32),
                         position_ids=np.arange(seq), modality_ids=mid))
     return CalibSet.from_samples(out)
+
+
+def current_host_bytes() -> int:
+    """Resident set size of this process now (bytes; Linux ``/proc``, else the peak so far)."""
+    import resource
+
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * resource.getpagesize()
+    except OSError:
+        return peak_host_bytes()
 
 
 def main(directory: str, layers: str, mode: str) -> None:

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from masq_jax.calibrate.runner import run_quantize
-from masq_jax.demos.toy import CONFIGS, save_checkpoint
+from masq_jax.families.toy import CONFIGS, save_checkpoint
 from masq_jax.errors import SettingsError
 from masq_jax.models import StreamedLayers, load_params
 from masq_jax.settings import QuantSettings

@@ -9,7 +9,7 @@ import pytest
 
 from tests.core.np_refs import (np_fake_quant, np_lowrank_whitened, np_plain_lowrank, np_qlinear, np_xnorm_residual)
 from masq_jax.core import cmc
-from masq_jax.core.qlinear import qlinear_reference
+from masq_jax.core.qlinear import make_qlinear, qlinear_reference
 from masq_jax.errors import CoreInputError
 
 
@@ -34,6 +34,15 @@ def _problem(seed=0, tokens=400, din=48, dout=40, kind="normal"):
 def _cov(x):
     return (x.astype(np.float64).T @ x.astype(np.float64))
 
+
+
+def build_cmc_qlinear(weight, bias, smooth, covs, *, rank, abits, **options):
+    """The full CMC ``QLinear`` (docs/method.md §5-§6) from its two library steps: ``cmc_factors``
+    for the branches, ``make_qlinear`` for ``Q_w(W·diag(s_text))`` and the vectors."""
+    l, r = cmc.cmc_factors(weight, smooth, covs, rank, **options)
+    storage = {k: options[k] for k in ("w_symmetric", "group_size", "bound") if k in options}
+    return make_qlinear(weight, bias, wbits=options["wbits"], abits=abits, smooth=smooth, lora_l=l, lora_r=r,
+                        **storage)
 
 def test_whitened_matches_numpy_reference_and_is_optimal():
     x, dw = _problem(0)
@@ -103,7 +112,7 @@ def test_full_rank_cmc_reproduces_modality_weight_on_its_tokens():
         b = rng.standard_normal(dout).astype(np.float32)
         s = np.exp(rng.uniform(-1, 1, (3, din))).astype(np.float32)
         covs = jax.jit(cmc.modality_covariance)(jnp.asarray(x), jnp.asarray(mid), jnp.asarray(s))
-        build = jax.jit(cmc.build_cmc_qlinear, static_argnames=("rank", "wbits", "abits"))
+        build = jax.jit(build_cmc_qlinear, static_argnames=("rank", "wbits", "abits"))
         run = jax.jit(qlinear_reference)
         ql = build(jnp.asarray(w), jnp.asarray(b), jnp.asarray(s), covs, rank=min(din, dout), wbits=4, abits=16)
         y = np.asarray(run(jnp.asarray(x), jnp.asarray(mid), ql), np.float64)
@@ -187,15 +196,11 @@ def test_spectrum_helpers():
     np.testing.assert_allclose(sv_w, np.linalg.svd(t @ dw.T.astype(np.float64), compute_uv=False), rtol=1e-3,
                                atol=1e-5 * sv_w.max())
     e = sv_w.astype(np.float64) ** 2
-    for r in (0, 1, 5, 40, 60):
-        ref = e[:r].sum() / e.sum()
-        np.testing.assert_allclose(float(cmc.energy_at_rank(jnp.asarray(sv_w), r)), ref, rtol=1e-5)
-    r90 = int(cmc.rank_for_energy(jnp.asarray(sv_w), 0.9))
-    assert e[:r90].sum() / e.sum() >= 0.9 - 1e-6 and e[: r90 - 1].sum() / e.sum() < 0.9
-    assert int(cmc.rank_for_energy(jnp.asarray(sv_w), 1.0)) <= len(sv_w)
+    curve = np.asarray(cmc.energy_curve(jnp.asarray(sv_w)))
+    np.testing.assert_allclose(curve, np.cumsum(e) / e.sum(), rtol=1e-5)
     # the whitened residual energy at rank r = 1 - optimal residual / total
     l, rr = np_lowrank_whitened(dw, c, 5)
-    np.testing.assert_allclose(float(cmc.energy_at_rank(jnp.asarray(sv_w), 5)),
+    np.testing.assert_allclose(curve[4],
                                1 - np_xnorm_residual(dw, c, l, rr) / np_xnorm_residual(dw, c, l * 0, rr), rtol=1e-3)
     assert float(cmc.effective_rank(jnp.asarray(sv_w))) > 1.0
 
@@ -211,9 +216,9 @@ def test_vmap_over_layers_equals_loop_and_no_retrace():
     @chex.assert_max_traces(n=2)  # once for vmap, once for the single layer
     def per_layer(x, mid, w, s):
         covs = cmc.modality_covariance(x, mid, s)
-        ql = cmc.build_cmc_qlinear(w, None, s, covs, rank=8, wbits=4, abits=8, damping=0.01)
+        ql = build_cmc_qlinear(w, None, s, covs, rank=8, wbits=4, abits=8, damping=0.01)
         sv = cmc.residual_spectrum(cmc.cmc_residual(w, s[1], s[0], wbits=4), covs[1])
-        return covs, ql.lora_l, ql.lora_r, qlinear_reference(x, mid, ql), cmc.energy_at_rank(sv, 8)
+        return covs, ql.lora_l, ql.lora_r, qlinear_reference(x, mid, ql), sv
 
     vm = jax.jit(jax.vmap(per_layer))
     out = vm(X, M, W, S)
@@ -239,7 +244,7 @@ def test_bad_input():
     with pytest.raises(CoreInputError, match="fit must be"):
         cmc.low_rank_compensation(dw, c, 2, fit="svd")
     with pytest.raises(CoreInputError, match=r"covs must be \[3, in, in\]"):
-        cmc.build_cmc_qlinear(dw, None, jnp.ones((3, 16)), jnp.ones((2, 16, 16)), rank=2, wbits=4, abits=8)
+        cmc.cmc_factors(dw, jnp.ones((3, 16)), jnp.ones((2, 16, 16)), 2, wbits=4)
     with pytest.raises(CoreInputError, match=r"smooth must be"):
         cmc.modality_covariance(jnp.ones((4, 16)), jnp.zeros(4, jnp.int32), jnp.ones((3, 15)))
     with pytest.raises(CoreInputError, match=r"rank=20 is larger"):

@@ -76,15 +76,15 @@ def test_tasks_file_errors_name_the_line(tmp_path):
 
 def test_tiny_omni_frontend_builds_the_generators_inputs(tmp_path):
     """A tasks line through the front end gives the decoder inputs the training data used."""
-    from masq_jax.demos.tiny_omni import model as M
-    from masq_jax.demos.tiny_omni.frontend import TinyOmniFrontEnd
-    from masq_jax.demos.tiny_omni.tasks import write_tasks
+    from examples.tiny_omni.tasks import write_tasks
+    from examples.tiny_omni.train import encode_split
+    from masq_jax.families.tiny_omni.frontend import TinyOmniFrontEnd
 
     path = write_tasks(tmp_path / "tasks", "test", 2)
     items = read_tasks(path)
     assert [it.modality for it in items] == ["vision"] * 2 + ["audio"] * 2 + ["vision+audio"] * 2 + ["text"] * 2
     fe = TinyOmniFrontEnd(CKPT)
-    ref = M.encode_split(str(CKPT), "test", 2)
+    ref = encode_split(str(CKPT), "test", 2)
     for k, task in enumerate(("vision", "audio", "match", "text")):
         for i in range(2):
             it = items[2 * k + i]

@@ -1,8 +1,10 @@
 """Merged GEMMs (tied smoothing): one QKV GEMM and one gate|up GEMM with the SwiGLU epilogue give
 each member's output as its own linear does, against the float64 NumPy reference of every member,
-for every implementation (XLA; Pallas interpret here, compiled under ``-m gpu``)."""
+for every implementation (XLA; Pallas and Mosaic GPU interpret here, compiled under ``-m gpu``)."""
 
 from __future__ import annotations
+
+import dataclasses
 
 import jax
 import jax.numpy as jnp
@@ -12,7 +14,7 @@ import pytest
 from masq_jax.core.qlinear import make_qlinear
 from masq_jax.errors import KernelConfigError
 from masq_jax.kernels import Config, merge_qlinears, prepare, qmatmul, split_outputs, tied
-from tests.kernels.test_qmatmul import SETTINGS, _has_gpu, _rel_err, np_reference
+from tests.kernels.test_qmatmul import SETTINGS, _has_gpu, _has_hopper, _rel_err, np_reference, reset_mosaic_interpreter
 
 SMALL = Config(block_m=16, block_n=32, block_k=32)
 
@@ -128,6 +130,39 @@ class TestMergePallasInterpret(MergeSuite):
     interpret = True
 
 
+class TestMergeMosaicInterpret(MergeSuite):
+    """Merged q|k|v and gate|up (SwiGLU epilogue: two accumulators per tile) through the Mosaic GPU
+    kernel in Mosaic GPU interpret mode; M = 1 and 16 run swap-AB when no low-rank branch is traced."""
+
+    implementation = "mosaic"
+    interpret = True
+
+    @pytest.fixture(autouse=True)
+    def _fresh_interpreter(self):
+        reset_mosaic_interpreter()
+
+    def tol(self, setting, rank):
+        return 1e-2 if (setting == "w4a16" or rank) else 1e-5
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not _has_hopper(), reason="needs a Hopper GPU (H100/H200: wgmma)")
+class TestMergeMosaicGPU(TestMergeMosaicInterpret):
+    interpret = False
+
+    def tol(self, setting, rank):
+        return 2e-2
+
+    @pytest.mark.parametrize("m", [1, 16, 300])  # M = 300, not 2048: the float64 NumPy reference of a
+    def test_qwen_gate_up_swiglu(self, m):       # 2048-token Qwen gate|up alone took tens of seconds
+        gate, up = group("w4a8", 3584, (18944, 18944), (64, 64), False, seed=5)
+        merged, _ = merge_qlinears([gate, up], align=64)
+        x, mid = tokens(m, 3584, seed=6)
+        y = qmatmul(x.astype(jnp.bfloat16), mid, prepare(merged), implementation="mosaic", epilogue="swiglu")
+        want = silu(np_reference(x, mid, gate)) * np_reference(x, mid, up)
+        assert _rel_err(y.astype(jnp.float32), want) <= 3e-2
+
+
 @pytest.mark.gpu
 @pytest.mark.skipif(not _has_gpu(), reason="needs a CUDA GPU")
 class TestMergePallasGPU(MergeSuite):
@@ -165,3 +200,20 @@ def test_swiglu_needs_an_aligned_merged_linear():
         qmatmul(x, None, merged, epilogue="swiglu")
     with pytest.raises(KernelConfigError, match="epilogue must be one of"):
         qmatmul(x, None, merged, epilogue="gelu")
+
+
+@pytest.mark.parametrize("setting", ["w8a8", "w4a16"])
+def test_swiglu_default_config_keeps_one_accumulators_registers(setting):
+    # The SwiGLU epilogue holds a gate and an up accumulator per program: the Triton heuristic halves
+    # block_n for it (no register spills), and W4A16 keeps two stages (shared memory at block_m 128).
+    from masq_jax.kernels import default_config
+
+    gate, up = group(setting, 256, (1024, 1024), (0, 0), False)
+    p = prepare(merge_qlinears([gate, up], align=64)[0])
+    plain, sw = default_config(2048, p), default_config(2048, p, swiglu=True)
+    assert sw.block_n == plain.block_n // 2 and sw.block_m == plain.block_m
+    assert sw.num_stages == (2 if setting == "w4a16" else plain.num_stages)
+    dec = default_config(1, p, swiglu=True)  # decode: the split-K partials stay full width (no second acc)
+    assert dec == (default_config(1, p) if dec.split_k > 1 else dataclasses.replace(
+        default_config(1, p), block_n=max(32, default_config(1, p).block_n // 2),
+        num_stages=2 if setting == "w4a16" else default_config(1, p).num_stages))

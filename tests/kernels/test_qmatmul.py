@@ -1,4 +1,5 @@
-"""One shared qmatmul suite run against every implementation (XLA, Pallas interpret, Pallas on GPU).
+"""One shared qmatmul suite run against every implementation (XLA, Pallas interpret, Pallas on GPU,
+Mosaic GPU in its CPU interpret mode, Mosaic GPU compiled).
 
 The reference is an independent NumPy implementation of docs/method.md §6: the activation quantizer in float32
 (docs/method.md §1 arithmetic, so the integers are the same), everything after it in float64.
@@ -12,7 +13,7 @@ import numpy as np
 import pytest
 
 from masq_jax.errors import KernelConfigError
-from masq_jax.kernels import Config, prepare, qmatmul
+from masq_jax.kernels import Config, MosaicConfig, prepare, qmatmul
 from masq_jax.kernels.prepare import pack_half_split, unpack_half_split
 from masq_jax.kernels.qmatmul_pallas import gemm
 from masq_jax.kernels.qmatmul_xla import dequantized_kn
@@ -64,7 +65,12 @@ def make_case(setting, m, k, n, rank, bias, layout, seed=0, dtype=jnp.float32):
         mid = np.zeros(m, np.int32)
     elif layout == "mixed":
         mid = rng.integers(0, 3, size=m).astype(np.int32)
-        mid[:3] = [0, 1, 2]
+        mid[:3] = [0, 1, 2][:m]
+    elif layout in ("noaudio", "novision"):  # one modality absent from the batch
+        mid = rng.integers(0, 2, size=m).astype(np.int32)
+        mid[:2] = [0, 1][:m]
+        if layout == "novision":
+            mid = mid * 2
     else:  # sorted runs: text, vision, text, audio
         cuts = sorted(rng.choice(np.arange(1, m), size=3, replace=False))
         mid = np.zeros(m, np.int32)
@@ -255,6 +261,149 @@ class TestPallasGPU(TestPallasInterpret):
         p = prepare(ql)
         y = qmatmul(x, mid, p, implementation="pallas")
         ref = np_reference(x, mid, ql)
+        assert _rel_err(y.astype(jnp.float32), ref) <= 2e-2
+
+
+# ---------------------------------------------------------------------------------------------
+# Mosaic GPU (wgmma) kernel: Mosaic GPU interpret mode on the CPU (counted in the default run),
+# the same cases compiled under ``-m gpu``.
+
+# (setting, M, K, N, rank, bias, modality layout, MosaicConfig or None). M in {1, 7, 16, 129, 513};
+# K/N odd multiples of 64/256 as in Qwen (3584 = 14·256, 18944 = 74·256, 11008 = 43·256) or smaller
+# odd shapes padded by ``prepare`` (96, 160, 300; 40, 50, 72, 80, 136, 200 outputs).
+MOSAIC_CASES = [
+    ("w8a8", 1, 96, 80, 0, True, "text", None),  # swap-AB decode (no low-rank branch traced)
+    ("w4a8", 1, 256, 64, 0, True, "text", MosaicConfig(swap_ab=False)),
+    ("w4a8", 7, 160, 96, 32, False, "mixed", None),
+    ("w4a16", 7, 256, 64, 64, True, "mixed", None),
+    ("w4a6", 16, 128, 64, 64, True, "noaudio", None),
+    ("w4a16", 16, 1280, 192, 0, False, "text", None),  # swap-AB W4A16, 10 weight groups
+    ("w8a8", 16, 256, 128, 0, True, "text", MosaicConfig(decode_tokens=8)),  # two token tiles
+    ("w8a8", 129, 300, 136, 32, True, "sorted", None),
+    ("w4a8", 129, 768, 448, 32, True, "mixed", MosaicConfig(tile_m=128, tile_n=64)),
+    ("w4a16", 129, 256, 72, 32, True, "novision", None),
+    ("w4a8", 513, 256, 64, 0, False, "text", None),
+    ("w4a6", 513, 160, 72, 64, False, "mixed", MosaicConfig(tile_m=128)),
+    ("w4a16", 129, 512, 136, 0, True, "text", MosaicConfig(overlap_unpack=False)),  # single-buffer stage
+]
+
+
+def _mosaic_id(c):
+    return f"{c[0]}-M{c[1]}K{c[2]}N{c[3]}r{c[4]}-{'bias' if c[5] else 'nobias'}-{c[6]}" + (
+        "" if c[7] is None else "-" + "-".join(f"{k}{v}" for k, v in vars(c[7]).items()
+                                               if v != getattr(MosaicConfig(), k)))
+
+
+class TestMosaicInterpret(QMatmulSuite):
+    """The Mosaic GPU kernel in Mosaic GPU interpret mode (``plgpu.force_gpu_interpret_mode``): the
+    interpreter simulates TMA copies, barriers, shared memory and ``wgmma`` on the CPU, so this runs
+    the kernel's own pipeline, in-kernel int4 unpack/dequantize and epilogue. It does not check
+    shared-memory tilings, swizzles, register layouts or timing (the compiled class below does)."""
+
+    implementation = "mosaic"
+    interpret = True
+
+    @pytest.fixture(autouse=True)
+    def _fresh_interpreter(self):
+        reset_mosaic_interpreter()  # a kernel that raised leaves the interpreter's state behind
+
+    def run(self, x, mid, ql, layout, config=None):
+        q = prepare(ql) if layout == "prepared" else ql
+        return qmatmul(x, mid, q, implementation="mosaic", config=config, interpret=self.interpret)
+
+    @pytest.mark.parametrize("case", MOSAIC_CASES, ids=_mosaic_id)
+    def test_matches_numpy_reference(self, case):
+        setting, m, k, n, rank, bias, layout_mod, cfg = case
+        x, mid, ql = make_case(setting, m, k, n, rank, bias, layout_mod)
+        ref = np_reference(x, mid, ql)
+        y = self.run(x, mid, ql, "prepared", cfg)
+        assert y.shape == (m, n) and y.dtype == x.dtype
+        err = _rel_err(y, ref)
+        assert err <= self.tol(setting, rank, "prepared"), err
+
+    @pytest.mark.parametrize("wbits,swap", [(8, False), (4, False), (4, True)])
+    def test_integer_accumulation_bit_exact(self, wbits, swap):
+        # Unit scales: the float32 output is the int32 accumulator itself (|acc| < 2^24 here), so the
+        # kernel's in-kernel int4 unpack and int8 wgmma must reproduce NumPy's int64 product exactly.
+        import dataclasses
+
+        from masq_jax.kernels.qmatmul_mosaic import gemm_mosaic
+
+        rng = np.random.default_rng(wbits + swap)
+        k, n, m = 320, 96, 16 if swap else 70
+        ql = make_qlinear(jnp.asarray(rng.normal(size=(n, k)), jnp.float32), wbits=wbits, abits=8)
+        p = prepare(ql)
+        p = dataclasses.replace(p, wscale=jnp.ones_like(p.wscale), bias=None)
+        mp = 16 if swap else 128
+        a = rng.integers(-127, 128, size=(mp, p.k_pad)).astype(np.int8)
+        a[:, k:] = 0
+        cfg = MosaicConfig(swap_ab=swap)
+        from jax.experimental.pallas import mosaic_gpu as plgpu
+
+        def go():
+            return gemm_mosaic(jnp.asarray(a), jnp.ones((mp,), jnp.float32), p, cfg, m=m)
+
+        if self.interpret:
+            with plgpu.force_gpu_interpret_mode(plgpu.InterpretGPUParams()):
+                out = jax.jit(go)()
+        else:
+            out = jax.jit(go)()
+        qw = _np_unpack(np.asarray(ql.weight.qvalue), k, True) if wbits == 4 else np.asarray(
+            ql.weight.qvalue, np.int64)
+        want = a[:, :k].astype(np.int64) @ qw.T
+        np.testing.assert_array_equal(np.asarray(out).astype(np.int64)[:, :n], want)
+
+    def test_no_branch_traced_without_modality_ids(self):
+        # modality_ids=None: neither the down-projection (an XLA dot in the pre-pass) nor the
+        # kernel's up-projection operands (flags, d, R) are traced.
+        from masq_jax.kernels.qmatmul_mosaic import qmatmul_mosaic
+
+        x, mid, ql = make_case("w4a8", 20, 128, 64, 8, True, "mixed", seed=2)
+        p = prepare(ql)
+        with_ids = str(jax.make_jaxpr(lambda x, mid: qmatmul_mosaic(x, mid, p))(x, mid))
+        without = str(jax.make_jaxpr(lambda x: qmatmul_mosaic(x, None, p))(x))
+        assert "dot_general" in with_ids and "dot_general" not in without
+
+    def test_wrong_config_type_is_a_clear_error(self):
+        x, mid, ql = make_case("w8a8", 4, 64, 32, 0, False, "text")
+        with pytest.raises(KernelConfigError, match="MosaicConfig"):
+            qmatmul(x, mid, ql, implementation="mosaic", config=Config())
+        with pytest.raises(KernelConfigError, match="tile_m"):
+            MosaicConfig(tile_m=48)
+
+
+def reset_mosaic_interpreter() -> None:
+    """Clear Mosaic GPU interpret mode's simulated memory (jax asks for it after a failed kernel)."""
+    try:
+        from jax._src.pallas.mosaic_gpu.interpret import gpu_callbacks
+    except ImportError:  # pragma: no cover - jax without the interpreter
+        return
+    gpu_callbacks.reset_gpu_interpret_mode_state()
+
+
+def _has_hopper() -> bool:
+    try:
+        return any("H100" in d.device_kind or "H200" in d.device_kind or "H800" in d.device_kind
+                   or "GH200" in d.device_kind for d in jax.devices("gpu"))
+    except RuntimeError:
+        return False
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not _has_hopper(), reason="needs a Hopper GPU (H100/H200: wgmma)")
+class TestMosaicGPU(TestMosaicInterpret):
+    """The same cases compiled by Mosaic GPU on a Hopper GPU."""
+
+    interpret = False
+    exact_tol = 2e-3  # a rare rounding-boundary flip of one activation integer is allowed on GPU
+
+    @pytest.mark.parametrize("setting", list(SETTINGS))
+    @pytest.mark.parametrize("m", [1, 300])
+    def test_qwen_shapes_match_reference(self, setting, m):
+        x, mid, ql = make_case(setting, m, 3584, 1000, 64, True, "mixed" if m > 1 else "text", seed=11,
+                               dtype=jnp.bfloat16)
+        y = qmatmul(x, mid if m > 1 else None, prepare(ql), implementation="mosaic")
+        ref = np_reference(x, mid, ql)  # M = 1: one text token (swap-AB decode, no branch traced)
         assert _rel_err(y.astype(jnp.float32), ref) <= 2e-2
 
 

@@ -20,7 +20,7 @@ from masq_jax.calibrate.layer import fp_layer_pass
 from masq_jax.calibrate.runner import run_quantize
 from masq_jax.core import deploy
 from masq_jax.core.qlinear import make_qlinear, qlinear_reference
-from masq_jax.demos.toy import make_config, random_params
+from masq_jax.families.toy import make_config, random_params
 from masq_jax.methods import masquant as mq
 from masq_jax.methods import registry
 from masq_jax.models import decoder

@@ -14,7 +14,7 @@ import pytest
 import masq_jax
 from masq_jax.calib.synthetic import SyntheticSpec, synthetic_calibset
 from masq_jax.calibrate.runner import run_quantize
-from masq_jax.demos.toy import make_config, random_params
+from masq_jax.families.toy import make_config, random_params
 from masq_jax.errors import SettingsError
 from masq_jax.methods import Method, get, names
 from masq_jax.settings import QuantSettings

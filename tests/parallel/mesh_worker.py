@@ -17,7 +17,7 @@ import numpy as np
 from masq_jax import artifact, parallel
 from masq_jax.calib.synthetic import SyntheticSpec, synthetic_calibset
 from masq_jax.calibrate.runner import run_quantize
-from masq_jax.demos.toy import make_config, random_params
+from masq_jax.families.toy import make_config, random_params
 from masq_jax.models import LINEAR_NAMES
 from masq_jax.models.generate import generate
 from masq_jax.settings import QuantSettings

@@ -158,7 +158,7 @@ def test_bad_shapes_raise_clear_errors(linear):
 def test_capture_layers_matches_numpy_rmsnorm_and_stats():
     from masq_jax.calib import synthetic_calibset
     from masq_jax.calibrate.batch import prepare
-    from masq_jax.demos.toy import make_config, random_params
+    from masq_jax.families.toy import make_config, random_params
 
     cfg = make_config("tiny")
     params = random_params(cfg)

@@ -1,0 +1,31 @@
+"""A masq-jax artefact directory (``masq quantize``'s output) as a model source: it loads as a
+``QuantizedModel``; its front end and full-precision reference are those of its source model,
+read from its metadata (``artifact.info``)."""
+
+from __future__ import annotations
+
+from masq_jax.artifact.info import is_artifact, read_info
+from masq_jax.errors import MasqError
+from masq_jax.families.base import ModelFamily
+
+
+class Artifact(ModelFamily):
+    name = "artifact"
+    summary = "a masq-jax artefact directory (quantized; its front end is its source model's)"
+
+    def recognise(self, spec):
+        return spec is not None and is_artifact(spec)
+
+    def load_model(self, spec, dtype=None, *, implementation="xla", mesh=None, merge=None):
+        from masq_jax.artifact.format import read_artifact
+
+        return read_artifact(spec, dtype, implementation=implementation, mesh=mesh, merge=merge)
+
+    def reference(self, spec):
+        source = read_info(spec).source_model
+        if not source:
+            raise MasqError(f"{spec}: the artefact does not name its source model; pass --reference")
+        return source
+
+    def frontend(self, spec):
+        return None  # the source model's (``reference``)

@@ -1,0 +1,95 @@
+"""The ModelFamily protocol: one kind of model source (an HF directory, a GGUF file, an artefact, a
+random toy decoder, a trained demo checkpoint) and everything the quantizer asks of it.
+
+A family:
+
+* ``recognise(spec)``: whether a ``--model`` spec is one of its models (the registry asks each
+  family in turn, first match wins);
+* ``resolve(spec)``: the spec checked and made canonical (the embedded default's path, a toy name
+  validated), or one clear ``MasqError``;
+* ``source(spec)``: the string an artefact records as its ``source_model`` (an absolute path);
+* ``load(spec, dtype, stream)``: ``(DecoderConfig, params)`` of its full-precision decoder
+  (``stream`` leaves the layers on disk where the format allows);
+* ``load_model(spec, ...)``: the callable model ``masq_jax.load`` returns (FP: ``models.Model`` on an
+  optional mesh);
+* ``reference(spec)``: another spec whose front end and weights stand for this one (an artefact's
+  source model), or None;
+* ``frontend(spec)``: prompt + media -> inputs, tokens -> text (``masq_jax.frontend``).
+
+Add a family: subclass ``ModelFamily`` in a module of this package and list it in ``registry.py``.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, ClassVar
+
+import jax.numpy as jnp
+
+from masq_jax.errors import MasqError
+
+
+class ModelFamily:
+    """One kind of model source (see the module docstring). Instances are stateless singletons."""
+
+    name: ClassVar[str]
+    summary: ClassVar[str]
+    archs: ClassVar[tuple[str, ...]] = ()  # the decoder architectures it yields (models.config.ARCHS)
+
+    def recognise(self, spec: str | None) -> bool:
+        raise NotImplementedError
+
+    def resolve(self, spec: str) -> str:
+        return spec
+
+    def source(self, spec: str) -> str:
+        return os.path.abspath(spec)
+
+    def load(self, spec: str, dtype: Any = jnp.float32, stream: bool = False):
+        """A checkpoint ``masq_jax.models`` reads (HF directory or .gguf; quantized ones refused)."""
+        from masq_jax.models import load_params
+
+        return load_params(spec, dtype, stream=stream)
+
+    def load_model(self, spec: str, dtype: Any = None, *, implementation: str | None = "xla", mesh=None,
+                   merge: bool | None = None):
+        from masq_jax import parallel
+        from masq_jax.models import Model
+
+        del merge  # a full-precision model has no merged layout
+        cfg, params = self.load(spec, jnp.float32 if dtype is None else dtype)
+        return Model(cfg, parallel.shard_params(params, parallel.make_mesh(mesh)))
+
+    def reference(self, spec: str) -> str | None:
+        return None
+
+    def frontend(self, spec: str):
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        return f"<model family {self.name}>"
+
+
+def read_json(path: str | os.PathLike) -> dict | None:
+    """A directory's config.json as a dict, or None (no such file, unreadable, not an object)."""
+    import json
+
+    p = os.path.join(os.fspath(path), "config.json")
+    if not os.path.isfile(p):
+        return None
+    try:
+        with open(p) as f:
+            cfg = json.load(f)
+    except (OSError, ValueError):
+        return None
+    return cfg if isinstance(cfg, dict) else None
+
+
+class CheckpointDirFamily(ModelFamily):
+    """A checkpoint directory that says what it is: its config.json has a ``config_key`` block."""
+
+    config_key: ClassVar[str]
+
+    def recognise(self, spec):
+        cfg = read_json(spec) if spec else None
+        return cfg is not None and isinstance(cfg.get(self.config_key), dict)
