@@ -73,6 +73,24 @@ def table(a) -> None:
         note = f"  {W4_NOTE}" if r["preset"].startswith("w4") else ""
         print(f"{r['preset']:<8}{r['method']:<16}{r['ppl']:>9.3f}{r['ppl'] / fp:>8.3f}x{r['sqnr_db']:>9.2f}"
               f"{r['seconds']:>9.0f}{note}")
+    if a.markdown:
+        print("\n" + markdown(rows))
+
+
+def markdown(rows: list[dict]) -> str:
+    """Presets x methods: held-out PPL (ratio to FP, seconds); '—' where unmeasured."""
+    fp = rows[0]["fp"]
+    order = ("rtn", "smoothquant", "smoothquant_pm", "awq", "mbq", "mas", "masquant")
+    methods = sorted(dict.fromkeys(r["method"] for r in rows), key=lambda m: order.index(m) if m in order else 99)
+    cells = {(r["preset"], r["method"]): r for r in rows}
+    out = ["| preset | " + " | ".join(methods) + " |", "|---" * (len(methods) + 1) + "|"]
+    for preset in dict.fromkeys(r["preset"] for r in rows):
+        line = []
+        for m in methods:
+            r = cells.get((preset, m))
+            line.append("—" if r is None else f"{r['ppl']:.3f} ({r['ppl'] / fp - 1:+.1%}, {r['seconds']:.0f} s)")
+        out.append(f"| {preset.upper()}{' (g128)' if preset == 'w4a16' else ''} | " + " | ".join(line) + " |")
+    return "\n".join(out) + f"\n\nFP {fp:.3f}; each cell: held-out PPL (vs FP, wall seconds of the run)."
 
 
 def speed(a) -> None:
@@ -108,6 +126,7 @@ def main() -> None:
     t.add_argument("--grid", nargs="*", default=["w4a8:rtn,smoothquant,mas", "w8a8:rtn,smoothquant,mas"],
                    help="PRESET:METHOD,METHOD ... (e.g. w4a16:rtn,awq,mbq,mas)")
     t.add_argument("--show", action="store_true", help="only print the table of --results")
+    t.add_argument("--markdown", action="store_true", help="also print it as a markdown table (presets x methods)")
     t.add_argument("--samples", type=int, default=16)
     t.add_argument("--eval-samples", type=int, default=16)
     t.add_argument("--seq-len", type=int, default=256)
