@@ -9,7 +9,6 @@ Skipped, with the reason, when the part wheels are not installed.
 from __future__ import annotations
 
 import importlib
-import os
 
 import numpy as np
 import pytest
