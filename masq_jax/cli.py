@@ -96,7 +96,8 @@ def _add_eval(sub) -> None:
 
 def _add_generate(sub) -> None:
     g = sub.add_parser("generate", help="answer a prompt (with images / audio / video) and stream the text")
-    g.add_argument("--model", default=None, help="HF directory, .gguf, qwen2.5-0.5b or masq-jax artefact (default: SmolLM2-135M)")
+    g.add_argument("--model", default=None,
+                   help="HF directory, .gguf, qwen2.5-0.5b or masq-jax artefact (default: SmolLM2-135M)")
     g.add_argument("--prompt", required=True)
     g.add_argument("--image", action="append", default=[], help="an image file (repeatable)")
     g.add_argument("--audio", action="append", default=[], help="an audio file (repeatable)")
