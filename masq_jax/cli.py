@@ -31,7 +31,7 @@ def _methods(text: str) -> list[str]:
 def _add_quantize(sub) -> None:
     q = sub.add_parser("quantize", help="calibrate and write a quantized artefact")
     q.add_argument("--model", default=None,
-                   help="HF model directory or .gguf file (default: the embedded SmolLM2-135M GGUF)")
+                   help="HF model directory, .gguf file, or qwen2.5-0.5b (default: the embedded SmolLM2-135M GGUF)")
     q.add_argument("--method", type=_methods, default=[default("method")],
                    help=f"one of {', '.join(method_names())}, or a comma list to compare several side by side")
     q.add_argument("--preset", choices=sorted(PRESETS), default=None, help=f"bit widths (default {DEFAULT_PRESET})")
@@ -96,7 +96,8 @@ def _add_eval(sub) -> None:
 
 def _add_generate(sub) -> None:
     g = sub.add_parser("generate", help="answer a prompt (with images / audio / video) and stream the text")
-    g.add_argument("--model", default=None, help="HF directory, .gguf or masq-jax artefact (default: SmolLM2-135M)")
+    g.add_argument("--model", default=None,
+                   help="HF directory, .gguf, qwen2.5-0.5b or masq-jax artefact (default: SmolLM2-135M)")
     g.add_argument("--prompt", required=True)
     g.add_argument("--image", action="append", default=[], help="an image file (repeatable)")
     g.add_argument("--audio", action="append", default=[], help="an audio file (repeatable)")

@@ -26,7 +26,7 @@ def fake_artifact(path: Path, **qc) -> Path:
 
 
 def test_every_family_is_listed_once_in_match_order():
-    assert names() == ("smollm2", "toy", "artifact", "omni_smollm2", "tiny_omni", "gguf", "hf")
+    assert names() == ("smollm2", "qwen2.5-0.5b", "toy", "artifact", "omni_smollm2", "tiny_omni", "gguf", "hf")
     assert all(isinstance(f, ModelFamily) and f.summary for f in FAMILIES)
 
 

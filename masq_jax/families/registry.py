@@ -14,10 +14,11 @@ from masq_jax.families.artifact import Artifact
 from masq_jax.families.base import ModelFamily
 from masq_jax.families.hf import EmbeddedSmolLM2, GGUFFile, HFDirectory
 from masq_jax.families.omni_smollm2 import OmniSmolLM2
+from masq_jax.families.qwen25 import Qwen25
 from masq_jax.families.tiny_omni import TinyOmni
 from masq_jax.families.toy import Toy
 
-FAMILIES: tuple[ModelFamily, ...] = (EmbeddedSmolLM2(), Toy(), Artifact(), OmniSmolLM2(), TinyOmni(), GGUFFile(),
+FAMILIES: tuple[ModelFamily, ...] = (EmbeddedSmolLM2(), Qwen25(), Toy(), Artifact(), OmniSmolLM2(), TinyOmni(), GGUFFile(),
                                      HFDirectory())
 
 
