@@ -43,7 +43,7 @@ from jax import lax
 
 from masq_jax.kernels.merge import SWIGLU_ALIGN
 from masq_jax.kernels.prepare import FLOAT, INT, KernelConfigError, PreparedQLinear, _round_up
-from masq_jax.kernels.qmatmul_xla import _flatten, lowrank_down, quantize_activations, smoothed
+from masq_jax.kernels.qmatmul_xla import _flatten, prepass
 
 try:  # jax >= 0.11 (Python >= 3.11): Mosaic GPU and its CPU interpreter
     from jax.experimental import pallas as pl
@@ -392,7 +392,7 @@ def qmatmul_mosaic(x: jax.Array, modality_ids: jax.Array | None, p: PreparedQLin
     cfg = config or MosaicConfig()
     lead = x.shape[:-1]
     x2, mid = _flatten(x, modality_ids)
-    m, k = x2.shape
+    m = x2.shape[0]
     n = p.out_features
     halves = 2 if swiglu else 1
     if swiglu and (n != p.n_pad or n % (2 * SWIGLU_ALIGN)):
@@ -400,18 +400,10 @@ def qmatmul_mosaic(x: jax.Array, modality_ids: jax.Array | None, p: PreparedQLin
                                 f"is a multiple of {2 * SWIGLU_ALIGN}: build it with merge_qlinears(..., align=64)")
     has_lora = bool(p.rank) and mid is not None
     swap, mp, tp_tok, _, _ = _plan(m, p, cfg, has_lora, halves)
-    xs = smoothed(x2, p.smooth, mid)
-    pad = ((0, mp - m), (0, p.k_pad - k))
-    sa = None
-    if p.mode == INT:
-        q, sa = quantize_activations(xs, p.abits, p.act_bound)
-        a = jnp.pad(q, pad)
-        sa = jnp.pad(sa[:, 0], (0, mp - m), constant_values=1.0)
-    else:
-        a = jnp.pad(xs.astype(jnp.bfloat16), pad)
-    flags = d = None
+    a, sa, _, d = prepass(x2, mid, p, mp)
+    sa = None if sa is None else sa[:, 0]
+    flags = None
     if has_lora:
-        d = jnp.pad(lowrank_down(x2, mid, p).astype(jnp.bfloat16), ((0, mp - m), (0, 0)))
         nontext = jnp.pad((mid != 0).astype(jnp.int32), (0, mp - m))
         flags = jnp.max(nontext.reshape(mp // tp_tok, tp_tok), axis=1)
     out = gemm_mosaic(a, sa, p, cfg, m=m, flags=flags, d=d, out_dtype=x.dtype, halves=halves)

@@ -41,13 +41,7 @@ from masq_jax.kernels.prepare import (
     _round_up,
     unpack_half_split,
 )
-from masq_jax.kernels.qmatmul_xla import (
-    _flatten,
-    epilogue_xla,
-    lowrank_down,
-    quantize_activations,
-    smoothed,
-)
+from masq_jax.kernels.qmatmul_xla import _flatten, epilogue_xla, prepass  # noqa: F401 (prepass: benchmarks)
 from masq_jax.modality import AUDIO, VISION
 
 _SQUEEZED = pl.Squeezed() if hasattr(pl, "Squeezed") else None
@@ -332,26 +326,6 @@ def gemm(a, sa, p: PreparedQLinear, cfg: Config, *, mid=None, d=None, out_dtype=
 def unpack_weight_int8(p: PreparedQLinear) -> PreparedQLinear:
     """The same linear with its 4-bit weight unpacked to int8 ``[Np, Kp]`` (one XLA pass)."""
     return dataclasses.replace(p, w=unpack_half_split(p.w, True).astype(jnp.int8), wbits=8)
-
-
-def prepass(x2, mid, p: PreparedQLinear, mp: int):
-    """Fused activation pre-pass (one XLA fusion region): ``x / s_m``, per-token quantization (INT) or
-    bf16 cast (FLOAT), the folded low-rank down-projection, and padding to ``[Mp, Kp]``."""
-    m, k = x2.shape
-    xs = smoothed(x2, p.smooth, mid)
-    pad = ((0, mp - m), (0, p.k_pad - k))
-    sa = None
-    if p.mode == INT:
-        q, sa = quantize_activations(xs, p.abits, p.act_bound)
-        a = jnp.pad(q, pad)
-        sa = jnp.pad(sa, ((0, mp - m), (0, 0)), constant_values=1.0)
-    else:
-        a = jnp.pad(xs.astype(jnp.bfloat16), pad)
-    d = mid_p = None
-    if p.rank and mid is not None:
-        d = jnp.pad(lowrank_down(x2, mid, p).astype(jnp.bfloat16), ((0, mp - m), (0, 0)))
-        mid_p = jnp.pad(mid, (0, mp - m))
-    return a, sa, mid_p, d
 
 
 def qmatmul_pallas(x: jax.Array, modality_ids: jax.Array | None, p: PreparedQLinear, *,

@@ -153,3 +153,24 @@ def qmatmul_xla_prepared(x: jax.Array, modality_ids: jax.Array | None, p: Prepar
     d = lowrank_down(x2, mid, p) if (p.rank and mid is not None) else None
     y = epilogue_xla(y, sa, p, d)[:, :n]
     return y.reshape(*lead, n).astype(x.dtype)
+
+
+def prepass(x2, mid, p: PreparedQLinear, mp: int):
+    """Fused activation pre-pass (one XLA fusion region, shared by the Triton and Mosaic paths):
+    ``x / s_m``, per-token quantization (INT) or bf16 cast (FLOAT), the folded low-rank
+    down-projection, and padding to ``[Mp, Kp]``."""
+    m, k = x2.shape
+    xs = smoothed(x2, p.smooth, mid)
+    pad = ((0, mp - m), (0, p.k_pad - k))
+    sa = None
+    if p.mode == INT:
+        q, sa = quantize_activations(xs, p.abits, p.act_bound)
+        a = jnp.pad(q, pad)
+        sa = jnp.pad(sa, ((0, mp - m), (0, 0)), constant_values=1.0)
+    else:
+        a = jnp.pad(xs.astype(jnp.bfloat16), pad)
+    d = mid_p = None
+    if p.rank and mid is not None:
+        d = jnp.pad(lowrank_down(x2, mid, p).astype(jnp.bfloat16), ((0, mp - m), (0, 0)))
+        mid_p = jnp.pad(mid, (0, mp - m))
+    return a, sa, mid_p, d
