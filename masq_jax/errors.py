@@ -41,3 +41,9 @@ class QuantConfigError(MasqError):
 
 class KernelConfigError(MasqError):
     """A kernel argument (implementation, config, shapes, quantization setting) it cannot handle."""
+
+
+class MasqWarning(UserWarning):
+    """A condition the user should see but that does not stop the run (an already-quantized source,
+    a modality left without tokens, evaluation on the calibration set). Library code raises it with
+    ``warnings.warn(message, MasqWarning)``; the CLI prints each as one ``masq: warning: ...`` line."""
