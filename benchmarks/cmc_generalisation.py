@@ -120,6 +120,8 @@ def main() -> None:
     ap.add_argument("--variants", default="paper,auto", help="MASQuant variants (of: paper, auto)")
     ap.add_argument("--cost", default="", help="only the run-cost table on these configs (of: wide, smollm2)")
     ap.add_argument("--cost-layers", type=int, default=30, help="decoder layers of the smollm2-dims config")
+    ap.add_argument("--cost-rank", type=float, default=0.25, help="rank ratio of the run-cost table")
+    ap.add_argument("--cost-repeats", type=int, default=2, help="warm passes of the run-cost table (after a cold one)")
     ap.add_argument("--no-wide", action="store_true", help="skip toy:wide (only --models)")
     ap.add_argument("--models", default="", help="also: tiny-omni, omni-smollm2 (comma-separated; at --presets)")
     a = ap.parse_args()
@@ -131,7 +133,7 @@ def main() -> None:
 
     if a.cost:
         for name in a.cost.split(","):
-            cost(name, a.cost_layers, a.presets.split(",")[0], a.held_out)
+            cost(name, a.cost_layers, a.presets.split(",")[0], a.cost_repeats, a.cost_rank)
         return
     cfg = toy.make_config("wide")
     model = (cfg, toy.random_params(cfg, 0))
@@ -164,12 +166,28 @@ def main() -> None:
         print(f"  {where:<28} rank {rank:<5} {v:<6} {ok}")
 
 
-def cost(name: str, layers: int, preset: str, held_out: int) -> None:
-    """Whole-run seconds (calibration stages, evaluation excluded) of ``mas`` and ``masquant`` (rank
-    0.25, each variant) side by side in one process: a cold pass (compiles included), then a warm one.
+def timed_run(model, cal, method: str, preset: str, rank: float, **kw) -> tuple[float, float, dict]:
+    """``(wall seconds, CPU seconds, report)`` of one whole calibration run without evaluation. CPU
+    seconds (every thread of this process) are the fairer figure on a shared machine: other jobs
+    stretch wall time, not the work done."""
+    from masq_jax.calibrate.runner import run_quantize
+    from masq_jax.settings import make_settings
+
+    st = make_settings(method=method, preset_name=preset, samples=len(cal), rank=rank, **kw)
+    with tempfile.TemporaryDirectory() as d:
+        w0, c0 = time.perf_counter(), time.process_time()
+        rep = run_quantize(model, cal, d + "/q", st, progress=False)
+        return time.perf_counter() - w0, time.process_time() - c0, rep
+
+
+def cost(name: str, layers: int, preset: str, repeats: int = 2, rank: float = 0.25) -> None:
+    """Whole-run seconds (calibration stages; no evaluation) of ``mas`` and ``masquant`` (at ``rank``,
+    each variant) side by side in one process: a cold pass (compiles included), then ``repeats`` warm
+    passes with the arms interleaved; the ratio is of the warm medians, wall and CPU.
     ``wide``: toy:wide, 32 samples as above; ``smollm2``: SmolLM2-135M's dimensions as an Omni Thinker
     (576 wide, 1536 MLP, 9 heads / 3 KV heads of 64; random weights), 16 samples of 256 tokens."""
     import dataclasses
+    import statistics
 
     from masq_jax.calib.synthetic import synthetic_calibset
     from masq_jax.families import toy
@@ -183,18 +201,24 @@ def cost(name: str, layers: int, preset: str, held_out: int) -> None:
         synth.update(hidden_size=576, text_len=176, image_h=8, image_w=8, audio_len=16)
         samples = 16
     model = (cfg, toy.random_params(cfg, 0))
-    cal, held = synthetic_calibset(samples=samples + 4, seed=0, **synth).split(4, seed=0)
+    cal = synthetic_calibset(samples=samples, seed=0, **synth)
     print(f"\nrun cost, {name} ({cfg.num_layers} layers, hidden {cfg.hidden_size}), {preset.upper()}, "
-          f"{samples} samples, rank 0.25 (seconds without evaluation; stage seconds: train / cmc / fp_pass)")
+          f"{samples} samples, rank {rank} (whole run without evaluation; stage seconds: train / cmc / fp_pass)")
     arms = [("mas", {})] + [(f"masquant {v}", kw) for v, kw in VARIANTS.items()]
-    for label in ("cold", "warm"):
-        base = None
+    warm = {arm: [] for arm, _ in arms}
+    for rep_i in range(repeats + 1):
+        label = "cold" if rep_i == 0 else f"warm{rep_i}"
         for arm, kw in arms:
-            _, _, t, _, rep = run(model, cal, held, arm.split()[0], preset, 0.25, **kw)
+            wall, cpu, rep = timed_run(model, cal, arm.split()[0], preset, rank, **kw)
             st = {k: rep["stages"].get(k, {}).get("seconds", 0.0) for k in ("train", "cmc", "fp_pass")}
-            base = base or t
-            print(f"  {label:<5} {arm:<16} {t:7.1f} s  {t / base:5.2f}x mas   "
+            if rep_i:
+                warm[arm].append((wall, cpu))
+            print(f"  {label:<6} {arm:<16} wall {wall:7.1f} s  cpu {cpu:7.1f} s   "
                   f"({st['train']:.1f} / {st['cmc']:.1f} / {st['fp_pass']:.1f})", flush=True)
+    med = {arm: [statistics.median(v[k] for v in runs) for k in (0, 1)] for arm, runs in warm.items()}
+    for arm, (wall, cpu) in med.items():
+        print(f"  median {arm:<16} wall {wall:7.1f} s ({wall / med['mas'][0]:4.2f}x mas)  "
+              f"cpu {cpu:7.1f} s ({cpu / med['mas'][1]:4.2f}x mas)", flush=True)
 
 
 def real_model(name: str, ranks, presets) -> list:

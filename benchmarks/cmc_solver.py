@@ -3,8 +3,9 @@
     python benchmarks/cmc_solver.py                          # Omni-3B q, k, gate, down (GPU; down is slow on CPU)
     python benchmarks/cmc_solver.py --shapes q,k,gate --tokens 2048   # CPU-friendly subset
 
-One layer's worth of one linear: ``cmc.cmc_factors`` (vision + audio, fit "auto", damping 1e-2 as
-the pipeline) on random weights and a covariance from ``--tokens`` correlated activations. Prints
+One layer's worth of one linear: the quantizer's refit, ``core.compensation.fit`` on
+``linear_inputs`` (vision + audio, fit "auto", the fixed shrinkage ρ = 1e-2/1.01), on random weights
+and Gram matrices from ``--tokens`` correlated activations. Prints
 wall time (median of ``--reps`` after one compile run), the ratio to ``svd`` and the relative
 difference of the whitened residual ``‖X̃(ΔWᵀ − LR)‖`` between the two solvers (same optimum).
 """
@@ -19,7 +20,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from masq_jax.core import cmc
+from masq_jax.core import cmc, compensation
+from masq_jax.core.quant import QuantSpec
 from masq_jax.families.toy import CONFIGS
 
 
@@ -35,17 +37,27 @@ def problem(din: int, dout: int, tokens: int, seed: int = 0):
     x = (rng.standard_normal((tokens, din)) + rng.standard_normal((tokens, 64)) @ mix.T).astype(np.float32)
     x *= np.exp(rng.uniform(-1.5, 1.5, din)).astype(np.float32)
     xj = jnp.asarray(x)
-    cov = jnp.dot(xj.T, xj, precision="highest")
-    covs = jnp.stack([cov, cov * 0.5, cov * 2.0])
+    g = jnp.dot(xj.T, xj, precision="highest")
+    grams = jnp.stack([g, g * 0.5, g * 2.0])
     w = jnp.asarray(rng.standard_normal((dout, din)).astype(np.float32) * 0.02)
     s = jnp.asarray(np.exp(rng.normal(size=(3, din)) * 0.3).astype(np.float32))
-    return w, s, covs
+    return w, s, grams, jnp.full((3,), tokens, jnp.int32)
 
 
-def residual(w, s, covs, l, r) -> float:
+def stored(w, s, grams, counts, rank: int, solver: str):
+    """The branches the quantizer stores for this linear at ``rank`` (no fold: ``--cov-shrinkage`` fixed)."""
+    x = compensation.linear_inputs(w, s, QuantSpec(4), grams, counts)
+    zeros = jnp.zeros((2,), jnp.int32)
+    l, r, _ = compensation.fit(x, storage_rank=rank, choice=zeros, alloc=zeros + rank,
+                               shrinkage=compensation.FIXED_RHO, svd=solver)
+    return l, r
+
+
+def residual(w, s, grams, l, r) -> float:
     dw = cmc.cmc_residual(w, s[1], s[0], wbits=4)
     e = dw.T - l[1] @ r[1]
-    return float(jnp.sqrt(jnp.sum(e * jnp.dot(covs[1], e, precision="highest"))))
+    cov = cmc.smoothed_covariance(grams[1], s[1])
+    return float(jnp.sqrt(jnp.sum(e * jnp.dot(cov, e, precision="highest"))))
 
 
 def main() -> None:
@@ -56,24 +68,24 @@ def main() -> None:
     ap.add_argument("--rank", type=float, default=0.02)
     ap.add_argument("--reps", type=int, default=3)
     a = ap.parse_args()
-    print(f"device: {jax.devices()[0].device_kind}; {a.config}; cmc_factors (vision+audio, auto, damping 1e-2), "
+    print(f"device: {jax.devices()[0].device_kind}; {a.config}; compensation.fit (vision+audio, auto, damping 1e-2), "
           f"rank ratio {a.rank} (floor 32), covariance of {a.tokens} tokens; median of {a.reps}")
     print(f"{'linear':<7}{'in x out':>14}{'rank':>6}{'svd s':>10}{'gram s':>10}{'gram vs svd':>13}{'resid diff':>12}")
     for name in a.shapes.split(","):
         din, dout = shapes(a.config)[name]
         rank = cmc.resolve_rank(a.rank, din, dout)
-        w, s, covs = problem(din, dout, a.tokens)
+        w, s, grams, counts = problem(din, dout, a.tokens)
         times, out = {}, {}
         for solver in ("svd", "gram"):
-            f = jax.jit(lambda w, s, c, solver=solver: cmc.cmc_factors(w, s, c, rank, wbits=4, damping=1e-2, svd=solver))
-            out[solver] = jax.block_until_ready(f(w, s, covs))
+            f = jax.jit(lambda w, s, g, n, solver=solver: stored(w, s, g, n, rank, solver))
+            out[solver] = jax.block_until_ready(f(w, s, grams, counts))
             runs = []
             for _ in range(a.reps):
                 t0 = time.perf_counter()
-                jax.block_until_ready(f(w, s, covs))
+                jax.block_until_ready(f(w, s, grams, counts))
                 runs.append(time.perf_counter() - t0)
             times[solver] = statistics.median(runs)
-        r_svd, r_gram = residual(w, s, covs, *out["svd"]), residual(w, s, covs, *out["gram"])
+        r_svd, r_gram = residual(w, s, grams, *out["svd"]), residual(w, s, grams, *out["gram"])
         print(f"{name:<7}{f'{din}x{dout}':>14}{rank:>6}{times['svd']:>10.3f}{times['gram']:>10.3f}"
               f"{times['svd'] / times['gram']:>12.1f}x{(r_gram - r_svd) / r_svd:>+12.1e}", flush=True)
 

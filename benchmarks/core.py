@@ -39,7 +39,8 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 import scipy.linalg  # noqa: E402
 
-from masq_jax.core import cmc, smoothing  # noqa: E402
+from masq_jax.core import cmc, compensation, smoothing  # noqa: E402
+from masq_jax.core.quant import QuantSpec  # noqa: E402
 from masq_jax.core import stats as core_stats  # noqa: E402
 
 # (name, out, in) per linear of Qwen2.5-Omni-7B: hidden 3584, intermediate 18944, 4 kv heads x 128.
@@ -74,8 +75,7 @@ def make_stack(key, layers: int, out_dim: int, in_dim: int, tokens: int):
 
 def layer_fn(w, x, mid, *, rank: int, svd: str):
     s = smoothing.init_factors(core_stats.modality_absmax(x, mid), w)
-    covs = cmc.modality_covariance(x, mid, s)
-    lf, rf = cmc.cmc_factors(w, s, covs, rank, wbits=4, svd=svd)
+    lf, rf = compensation.factors(w, s, x, mid, rank, QuantSpec(4), shrinkage=0.0, svd=svd)  # the quantizer's fit
     return s, lf, rf
 
 

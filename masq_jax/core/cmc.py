@@ -45,7 +45,6 @@ __all__ = [
     "cmc_residual",
     "modality_covariance",
     "smoothed_covariance",
-    "cmc_factors",
 ]
 
 RANK_FLOOR = 32  # the reference floors every rank at 32 (never above min(in, out))
@@ -319,7 +318,7 @@ def energy_curve(singular_values: jax.Array) -> jax.Array:
 
 
 # ----------------------------------------------------------------------------------------------
-# residuals, covariances and the assembled CMC linear
+# residuals and covariances (assembled per linear by core.compensation)
 
 
 def cmc_residual(
@@ -374,39 +373,3 @@ def modality_covariance(x: jax.Array, modality_ids: jax.Array, smooth: jax.Array
     float32 (sum over calls to accumulate batches; zeros for an absent modality)."""
     s3 = per_modality(smooth, x.shape[-1]).astype(jnp.float32)
     return smoothed_covariance(stats.gram(x, modality_ids, valid), s3)
-
-
-def cmc_factors(
-    weight: jax.Array,
-    smooth: jax.Array,
-    covs: jax.Array,
-    rank: int,
-    *,
-    wbits: int,
-    w_symmetric: bool = True,
-    group_size: int | None = None,
-    bound: Bound = SPEC_BOUND,
-    quantize_m: bool = False,
-    eig_floor: float | None = None,
-    damping: float = 0.0,
-    fit: Fit = "auto",
-    svd: str = "svd",
-) -> tuple[jax.Array, jax.Array]:
-    """Per-modality factors ``(L [3, in, r], R [3, r, out])`` float32 with text's set to zero."""
-    out_dim, in_dim = weight_dims(weight)
-    s3 = per_modality(smooth, in_dim).astype(jnp.float32)
-    if covs.shape != (NUM_MODALITIES, in_dim, in_dim):
-        raise CoreInputError(f"covs must be [3, in, in]=[3, {in_dim}, {in_dim}], got {tuple(covs.shape)}")
-    rank = _check_rank(rank, min(in_dim, out_dim))
-    wbits = validate_bits(wbits, "wbits")
-    qkw = dict(w_symmetric=w_symmetric, group_size=group_size, bound=bound)
-    wq = fake_quant(weight.astype(jnp.float32) * s3[TEXT][None, :], wbits, symmetric=w_symmetric,
-                    group_size=group_size, bound=bound)
-    ls = [jnp.zeros((in_dim, rank), jnp.float32)]
-    rs = [jnp.zeros((rank, out_dim), jnp.float32)]
-    for m in NON_TEXT:
-        dw = cmc_residual(weight, s3[m], s3[TEXT], wq, quantize_m=quantize_m, wbits=wbits, **qkw)
-        l, r = low_rank_compensation(dw, covs[m], rank, eig_floor=eig_floor, damping=damping, fit=fit, svd=svd)
-        ls.append(l.astype(jnp.float32))
-        rs.append(r.astype(jnp.float32))
-    return jnp.stack(ls), jnp.stack(rs)

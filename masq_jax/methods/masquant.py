@@ -21,15 +21,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from masq_jax.core import cmc, deploy, rank_budget, shrinkage, smoothing
+from masq_jax.core import cmc, compensation, deploy, rank_budget, smoothing
 from masq_jax.methods.base import INIT_SOURCE, TIE_GROUPS
 from masq_jax.methods.mas import MAS
 from masq_jax.methods.options import Option, number, words_or_number
 from masq_jax.modality import NAMES, NON_TEXT, TEXT
 from masq_jax.models import decoder
 
-FIXED_DAMPING = 1e-2  # the earlier default (relative damping δ); ρ = δ / (1 + δ)
-FIXED_RHO = FIXED_DAMPING / (1.0 + FIXED_DAMPING)
 BUDGET_HEADROOM = 2  # a linear's storage rank: up to 2x its --rank (zero-padded where unused)
 INFO_KEYS = ("rank", "storage_rank", "shrinkage", "val_sqnr", "mas_val_sqnr", "needed_rank")
 # Per linear and modality (text included), the validated deployment (``--cmc-deploy auto``): its code
@@ -274,71 +272,27 @@ def _db(rel_err: float) -> float:
     return float(10.0 * np.log10(1.0 / max(rel_err, 1e-30)))
 
 
-def _candidates(st, cov_fit, n_fit):
-    """Shrinkage amounts tried on the fit fold: OAS and the fixed damping, or the one given."""
-    if st.cov_shrinkage == "auto":
-        return [shrinkage.oas_shrinkage(cov_fit, n_fit), jnp.float32(FIXED_RHO)]
-    return [jnp.float32(float(st.cov_shrinkage))]
-
-
-def _residuals(lp, factors, name, st):
-    """``(W, s [3, in], Wq)`` of one linear: its weight, vectors and stored text weight (dequantized)."""
-    w = lp[name]["w"].astype(jnp.float32)
-    s = factors[name].astype(jnp.float32)
-    wq = st.weights.fake_quant(w * s[TEXT][None, :])
-    return w, s, wq
-
-
-def _per_modality(fn, *xs):
-    """``fn`` over the leading (vision, audio) axis as one loop inside the program (``lax.map``):
-    batched eighs can wedge XLA:CPU's thread pool, and a loop compiles the body once."""
-    return jax.lax.map(lambda args: fn(*args), xs)
-
-
-def _modality_inputs(lp, factors, stats, name, st):
-    """Per non-text modality (stacked on a leading axis): residual ΔW_m, smoothed Gram matrices
-    (all tokens, validation fold), token counts and the modality-smoothed weight."""
+def _inputs(lp, factors, stats, name, st):
+    """``compensation.linear_inputs`` of one linear of the layer (with the fold when collected)."""
     g = stats[decoder.INPUT_OF[name]]
-    w, s, wq = _residuals(lp, factors, name, st)
-    idx = jnp.asarray(NON_TEXT)
-    sm = s[idx]
-    out = {
-        "dw": jax.vmap(lambda v: cmc.cmc_residual(w, v, s[TEXT], wq))(sm),
-        "c_all": jax.vmap(cmc.smoothed_covariance)(g["gram"][idx], sm),
-        "n_all": g["count"][idx],
-        "wm": w[None] * sm[:, None, :],
-    }
-    if "gram_val" in g:
-        out["c_val"] = jax.vmap(cmc.smoothed_covariance)(g["gram_val"][idx], sm)
-        out["n_val"] = g["count_val"][idx]
-    return out
+    return compensation.linear_inputs(lp[name]["w"], factors[name], st.weights, g["gram"], g["count"],
+                                      g.get("gram_val"), g.get("count_val"))
 
 
 @functools.partial(jax.jit, static_argnames=("st", "ranks", "base"))
 def _validate(lp, factors, stats, st, ranks, base, shared=None):
-    """Per linear: relative validation-error curves ``[2, storage rank + 1]`` of the shrinkage preferred
-    at ``--rank`` (``base``), MAS's relative validation error ``[2]`` and the chosen candidate ``[2]``.
-    With ``shared`` (the deployment's selection) also the fit-fold factors at the storage rank of that
-    candidate (``l`` [2, in, r], ``r`` [2, r, out]) and the channel options' orders against text's and
-    the shared vector (``order``, ``order_shared`` [2, r])."""
+    """Per linear: ``compensation.validate``'s relative validation-error curves ``[2, storage rank + 1]``
+    (the shrinkage preferred at ``--rank``, ``base``), MAS's relative validation error ``[2]`` and the
+    chosen candidate ``[2]``. With ``shared`` (the deployment's selection) also the fit-fold factors at
+    the storage rank of that candidate (``l`` [2, in, r], ``r`` [2, r, out]) and the channel options'
+    orders against text's and the shared vector (``order``, ``order_shared`` [2, r])."""
     ranks, base = dict(ranks), dict(base)
     select = shared is not None
     out = {}
     for name in decoder.LINEAR_NAMES:
-        x = _modality_inputs(lp, factors, stats, name, st)
-
-        def one(dw, c_all, c_val, n_all, n_val, wm, rank=ranks[name]):
-            c_fit = c_all - c_val
-            ref = jnp.maximum(jnp.sum(wm.T * jnp.dot(c_val, wm.T, precision=cmc.HIGHEST)), 1e-30)
-            e = (wm - st.weights.fake_quant(wm)).T
-            mas = jnp.sum(e * jnp.dot(c_val, e, precision=cmc.HIGHEST)) / ref
-            rhos = _candidates(st, c_fit, n_all - n_val)
-            fitted = cmc.validated_fit(dw, c_fit, c_val, rhos, base[name], max_rank=rank, svd=st.cmc_solver,
-                                       return_factors=select)
-            curves, best = fitted[:2]
-            return curves[best] / ref, mas, best, *(fitted[2] if select else ())
-
-        res = _per_modality(one, x["dw"], x["c_all"], x["c_val"], x["n_all"], x["n_val"], x["wm"])
+        x = _inputs(lp, factors, stats, name, st)
+        res = compensation.validate(x, st.weights, shrinkage=st.cov_shrinkage, rank=base[name],
+                                    storage_rank=ranks[name], svd=st.cmc_solver, return_factors=select)
         out[name] = {"curve": res[0], "mas": res[1], "choice": res[2]}
         if select:
             w, s = lp[name]["w"].astype(jnp.float32), factors[name].astype(jnp.float32)
@@ -353,38 +307,19 @@ def _validate(lp, factors, stats, st, ranks, base, shared=None):
 
 @functools.partial(jax.jit, static_argnames=("st", "ranks", "validated"))
 def _final(lp, factors, stats, st, ranks, alloc, choice, validated, deployed=None):
-    """Refit on all tokens with the chosen shrinkage (recomputed on all tokens for OAS) at the storage
+    """``compensation.fit`` per linear: the refit on all tokens with the chosen shrinkage at the storage
     rank, columns beyond each modality's allocated rank zeroed. Returns the lora and the ρ used.
     Without a validation fold the fit keeps ``fit="auto"``'s in-sample guard against plain SVD.
-    ``deployed`` ({linear: [2] bool}, the selection's whitened branches): fit only those (zeros
-    elsewhere, not computed)."""
+    ``deployed`` ({linear: [2] bool}, the selection's whitened branches): fit only those."""
     ranks = dict(ranks)
     lora, rhos = {}, {}
     for name in decoder.LINEAR_NAMES:
-        x = _modality_inputs(lp, factors, stats, name, st)
-        cap = ranks[name]
-
-        def one(dw, c, n, k, r_alloc, use=None):
-            rho = jnp.stack(_candidates(st, c, n))[k]
-
-            def fit(dw, c):
-                l, r = cmc.low_rank_compensation(dw, c, cap, damping=shrinkage.damping_of(rho), svd=st.cmc_solver,
-                                                 fit="whitened" if validated else "auto")
-                keep = (jnp.arange(cap) < r_alloc).astype(jnp.float32)
-                return l.astype(jnp.float32) * keep[None, :], r.astype(jnp.float32) * keep[:, None]
-
-            if use is None:
-                return (*fit(dw, c), rho)
-            zeros = lambda dw, c: (jnp.zeros((dw.shape[1], cap), jnp.float32),  # noqa: E731
-                                   jnp.zeros((cap, dw.shape[0]), jnp.float32))
-            return (*jax.lax.cond(use, fit, zeros, dw, c), rho)
-
-        extra = () if deployed is None else (deployed[name],)
-        l, r, rho = _per_modality(one, x["dw"], x["c_all"], x["n_all"], jnp.asarray(choice[name]), alloc[name], *extra)
-        out_dim, in_dim = lp[name]["w"].shape
-        lora[name] = (jnp.concatenate([jnp.zeros((1, in_dim, cap), jnp.float32), l]),
-                      jnp.concatenate([jnp.zeros((1, cap, out_dim), jnp.float32), r]))
-        rhos[name] = rho
+        x = _inputs(lp, factors, stats, name, st)
+        l, r, rhos[name] = compensation.fit(x, storage_rank=ranks[name], choice=choice[name], alloc=alloc[name],
+                                            shrinkage=st.cov_shrinkage, svd=st.cmc_solver,
+                                            mode="whitened" if validated else "auto",
+                                            deployed=None if deployed is None else deployed[name])
+        lora[name] = (l, r)
     return lora, rhos
 
 

@@ -18,7 +18,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from masq_jax.core import cmc, metrics, smoothing, stats
+from masq_jax.core import cmc, compensation, metrics, smoothing, stats
+from masq_jax.core.quant import QuantSpec
 from masq_jax.core.qlinear import make_qlinear, qlinear_reference
 from masq_jax.core.training import train_smoothing
 
@@ -97,16 +98,18 @@ def run_synthetic_demo(seed: int = 0, *, steps: int = TRAIN_STEPS, verbose: bool
     add("SmoothQuant", lambda x, m: mas(x, m, s_sq))
     add("MAS init (no training)", lambda x, m: mas(x, m, s_init))
     add("MAS (one weight per modality)", lambda x, m: mas(x, m, trained.smooth))
-    covs = jax.jit(cmc.modality_covariance)(xc, mc, trained.smooth)
     run_q = jax.jit(qlinear_reference)
-    # The whitened factors of rank r are the top r of one SVD: compute the largest rank once, slice.
+    # The quantizer's fit (core.compensation), at a fixed shrinkage and one rank everywhere; the whitened
+    # factors of rank r are the top r of one decomposition: compute the largest rank once, slice.
     ranks = [cmc.resolve_rank(q, DIM_IN, DIM_OUT, floor=0) for q in RANK_RATIOS]  # floor 0: small ratios as is
-    factors = jax.jit(lambda s, c, fit, damping: cmc.cmc_factors(
-        wj, s, c, max(ranks), wbits=WBITS, fit=fit, damping=damping), static_argnums=(2,))
-    whitened = factors(trained.smooth, covs, "whitened", 0.0)
+    factors = jax.jit(lambda s, mode, rho: compensation.factors(wj, s, xc, mc, max(ranks), QuantSpec(WBITS),
+                                                                shrinkage=rho, svd="svd", mode=mode),
+                      static_argnums=(1, 2))
+    whitened = factors(trained.smooth, "whitened", 0.0)
     variants = [("whitened", q, r, whitened) for q, r in zip(RANK_RATIOS, ranks)]
-    variants += [("plain SVD", RANK_RATIOS[-1], ranks[-1], factors(trained.smooth, covs, "plain", 0.0)),
-                 ("whitened, damping 0.01", RANK_RATIOS[-1], ranks[-1], factors(trained.smooth, covs, "whitened", 0.01))]
+    variants += [("plain SVD", RANK_RATIOS[-1], ranks[-1], factors(trained.smooth, "plain", 0.0)),
+                 ("whitened, damping 0.01", RANK_RATIOS[-1], ranks[-1],
+                  factors(trained.smooth, "whitened", compensation.FIXED_RHO))]
     variants.insert(0, ("text weight only", 0.0, 0, variants[0][3]))
     for label, q, r, (lf, rf) in variants:
         # zero the factors beyond r instead of slicing: same output, one compiled evaluation

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from tests.core.np_refs import (np_fake_quant, np_lowrank_whitened, np_plain_lowrank, np_qlinear, np_xnorm_residual)
-from masq_jax.core import cmc
+from masq_jax.core import cmc, compensation
+from masq_jax.core.quant import QuantSpec
 from masq_jax.core.qlinear import make_qlinear, qlinear_reference
 from masq_jax.errors import CoreInputError
 
@@ -36,13 +37,12 @@ def _cov(x):
 
 
 
-def build_cmc_qlinear(weight, bias, smooth, covs, *, rank, abits, **options):
-    """The full CMC ``QLinear`` (docs/method.md §5-§6) from its two library steps: ``cmc_factors``
-    for the branches, ``make_qlinear`` for ``Q_w(W·diag(s_text))`` and the vectors."""
-    l, r = cmc.cmc_factors(weight, smooth, covs, rank, **options)
-    storage = {k: options[k] for k in ("w_symmetric", "group_size", "bound") if k in options}
-    return make_qlinear(weight, bias, wbits=options["wbits"], abits=abits, smooth=smooth, lora_l=l, lora_r=r,
-                        **storage)
+def build_cmc_qlinear(weight, bias, smooth, x, mid, *, rank, wbits, abits, shrinkage=0.0):
+    """The full CMC ``QLinear`` (docs/method.md §5-§6) from its two library steps: the quantizer's
+    branches (``compensation.factors``) and ``make_qlinear`` for ``Q_w(W·diag(s_text))`` and the vectors."""
+    l, r = compensation.factors(weight, smooth, x, mid, rank, QuantSpec(wbits), shrinkage=shrinkage, svd="svd")
+    return make_qlinear(weight, bias, wbits=wbits, abits=abits, smooth=smooth, lora_l=l, lora_r=r)
+
 
 def test_whitened_matches_numpy_reference_and_is_optimal():
     x, dw = _problem(0)
@@ -111,10 +111,10 @@ def test_full_rank_cmc_reproduces_modality_weight_on_its_tokens():
         w = (rng.standard_normal((dout, din)) / np.sqrt(din)).astype(np.float32)
         b = rng.standard_normal(dout).astype(np.float32)
         s = np.exp(rng.uniform(-1, 1, (3, din))).astype(np.float32)
-        covs = jax.jit(cmc.modality_covariance)(jnp.asarray(x), jnp.asarray(mid), jnp.asarray(s))
         build = jax.jit(build_cmc_qlinear, static_argnames=("rank", "wbits", "abits"))
         run = jax.jit(qlinear_reference)
-        ql = build(jnp.asarray(w), jnp.asarray(b), jnp.asarray(s), covs, rank=min(din, dout), wbits=4, abits=16)
+        xm = (jnp.asarray(x), jnp.asarray(mid))
+        ql = build(jnp.asarray(w), jnp.asarray(b), jnp.asarray(s), *xm, rank=min(din, dout), wbits=4, abits=16)
         y = np.asarray(run(jnp.asarray(x), jnp.asarray(mid), ql), np.float64)
         ref = x.astype(np.float64) @ w.T.astype(np.float64) + b
         for m in (1, 2):
@@ -125,7 +125,7 @@ def test_full_rank_cmc_reproduces_modality_weight_on_its_tokens():
         np.testing.assert_allclose(y[text], (x[text] / s[0]) @ wq_ref.T + b, rtol=1e-4, atol=1e-4)
         np.testing.assert_array_equal(np.asarray(ql.lora_l[0]), 0.0)
         # with activation quantization: the docs/method.md §6 formula in float64
-        ql8 = build(jnp.asarray(w), jnp.asarray(b), jnp.asarray(s), covs, rank=8, wbits=4, abits=8)
+        ql8 = build(jnp.asarray(w), jnp.asarray(b), jnp.asarray(s), *xm, rank=8, wbits=4, abits=8)
         y8 = np.asarray(run(jnp.asarray(x), jnp.asarray(mid), ql8), np.float64)
         ref8 = np_qlinear(x, mid, w, b, s, np.asarray(ql8.lora_l), np.asarray(ql8.lora_r), 4, 8)
         assert np.linalg.norm(y8 - ref8) / np.linalg.norm(ref8) < 2e-3
@@ -216,7 +216,7 @@ def test_vmap_over_layers_equals_loop_and_no_retrace():
     @chex.assert_max_traces(n=2)  # once for vmap, once for the single layer
     def per_layer(x, mid, w, s):
         covs = cmc.modality_covariance(x, mid, s)
-        ql = build_cmc_qlinear(w, None, s, covs, rank=8, wbits=4, abits=8, damping=0.01)
+        ql = build_cmc_qlinear(w, None, s, x, mid, rank=8, wbits=4, abits=8, shrinkage=compensation.FIXED_RHO)
         sv = cmc.residual_spectrum(cmc.cmc_residual(w, s[1], s[0], wbits=4), covs[1])
         return covs, ql.lora_l, ql.lora_r, qlinear_reference(x, mid, ql), sv
 
@@ -243,12 +243,12 @@ def test_bad_input():
         cmc.low_rank_compensation(jnp.ones(16), c, 2)
     with pytest.raises(CoreInputError, match="fit must be"):
         cmc.low_rank_compensation(dw, c, 2, fit="svd")
-    with pytest.raises(CoreInputError, match=r"covs must be \[3, in, in\]"):
-        cmc.cmc_factors(dw, jnp.ones((3, 16)), jnp.ones((2, 16, 16)), 2, wbits=4)
+    with pytest.raises(CoreInputError, match=r"s must be \[3, 16\] and gram \[3, 16, 16\]"):
+        compensation.linear_inputs(dw, jnp.ones((3, 16)), QuantSpec(4), jnp.ones((2, 16, 16)), jnp.ones(3))
     with pytest.raises(CoreInputError, match=r"smooth must be"):
         cmc.modality_covariance(jnp.ones((4, 16)), jnp.zeros(4, jnp.int32), jnp.ones((3, 15)))
     with pytest.raises(CoreInputError, match=r"rank=20 is larger"):
-        cmc.cmc_factors(dw, jnp.ones((3, 16)), jnp.zeros((3, 16, 16)), 20, wbits=4)
+        compensation.factors(dw, jnp.ones((3, 16)), jnp.ones((4, 16)), jnp.zeros(4, jnp.int32), 20, QuantSpec(4))
 
 
 @pytest.mark.parametrize("din,dout", [(48, 40), (40, 48)])
