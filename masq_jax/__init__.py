@@ -2,7 +2,8 @@
 
 The public API (docs/ARCHITECTURE.md has the picture):
 
-* ``quantize(model, out, method=..., preset=..., calib=...)`` -> report dict (``masq quantize``)
+* ``quantize(model, out, method=..., preset=..., calib=...)`` -> report dict (``masq quantize``);
+  ``quantize_many(model, out, methods=[...], presets=[...])`` loads the model once for all of them
 * ``evaluate(artefact, ...)`` -> SQNR per layer × modality and perplexity (``masq eval``)
 * ``export(artefact, out, format="compressed-tensors")`` -> a checkpoint vLLM loads (``masq export``)
 * ``load(path)`` -> a callable model: full precision (HF directory, GGUF) or a quantized artefact
@@ -22,6 +23,7 @@ __version__ = "0.1.0"
 
 _EXPORTS = {
     "quantize": "masq_jax.api",
+    "quantize_many": "masq_jax.api",
     "evaluate": "masq_jax.api",
     "export": "masq_jax.api",
     "load": "masq_jax.loading",

@@ -1,4 +1,5 @@
-"""Python entry points with the same options as the CLI: ``quantize``, ``evaluate``, ``evaluate_tasks``,
+"""Python entry points with the same options as the CLI: ``quantize`` (``quantize_many``: several
+presets and methods, the model loaded once), ``evaluate``, ``evaluate_tasks``,
 ``generate_text`` and ``export``."""
 
 from __future__ import annotations
@@ -30,23 +31,53 @@ def quantize(model: str | None = None, out: str = "runs/quantized", *, method: s
     model (host memory bounded by a few layers plus the artefact; toy models are always in memory).
     ``offload_activations``: ``"host"`` or ``"disk"`` keeps the calibration activations off the devices.
     """
+    return quantize_many(model, out, methods=[method], presets=[preset], calib=calib, samples=samples,
+                         eval_samples=eval_samples, seq_len=seq_len, resume=resume, overwrite=overwrite,
+                         progress=progress, mesh=mesh, stream=stream, offload_activations=offload_activations,
+                         **options)[(preset, method)]
+
+
+def quantize_many(model: str | None = None, out: str = "runs/quantized", *, methods: Sequence[str | None] = (None,),
+                  presets: Sequence[str | None] = (None,), calib: str = DEFAULT_CALIB, samples: int | None = None,
+                  eval_samples: int = DEFAULT_EVAL_SAMPLES, seq_len: int | None = None, resume: bool = False,
+                  overwrite: bool = False, progress: bool = True, mesh: Any = None, stream: bool = False,
+                  offload_activations: str | None = None, on_report: Callable[[str | None, str | None, str, dict],
+                                                                              None] | None = None,
+                  **options: Any) -> dict[tuple[str | None, str | None], dict]:
+    """``quantize`` for every preset × method, with the model and the calibration data loaded once:
+    ``{(preset, method): report}``. With one of each the artefact is ``out``; otherwise
+    ``out/<method>`` (one preset) or ``out/<preset>/<method>``. ``on_report(preset, method, out, report)``
+    is called as each run finishes (the CLI prints its summary there)."""
     from masq_jax import parallel
     from masq_jax.calibrate.runner import run_quantize
 
     parallel.initialize_distributed()
     mesh = parallel.make_mesh(mesh)  # a bad --mesh fails before anything loads
-    st = make_settings(method=method, preset_name=preset, samples=samples, **options)
+    runs = [(p, m, make_settings(method=m, preset_name=p, samples=samples, **options)) for p in presets for m in methods]
     model_path = source_of(model)  # an absolute path (toy:NAME as is): what the artefact records
     timer = StageTimer()
     with timer("load_model"):  # once: its config also shapes the calibration data
         cfg, params = load_checkpoint(model_path, stream=stream)
-    with timer("load_calibration"):
-        train, held = load_calibration(calib, model_path, cfg, st.samples, eval_samples, st.seed, seq_len)
-    record = {"source": calib, "samples": st.samples, "eval_samples": eval_samples, "seed": st.seed,
-              "seq_len": seq_len}
-    return run_quantize((cfg, params), train, out, st, source_name=model_path, calib_record=record, eval_set=held,
-                        seq_len=seq_len, resume=resume, overwrite=overwrite, progress=progress, timer=timer,
-                        mesh=mesh, offload=offload_activations)
+    loaded = timer.stages["load_model"]
+    data: dict[tuple[int, int], tuple] = {}
+    results = {}
+    for p, m, st in runs:
+        dest = out if len(runs) == 1 else str(Path(out) / m) if len(presets) == 1 else str(Path(out) / p / m)
+        timer = StageTimer()
+        timer.stages["load_model"] = dict(loaded)  # loaded once; every report states what it cost
+        key = (st.samples, st.seed)
+        if key not in data:
+            with timer("load_calibration"):
+                data[key] = load_calibration(calib, model_path, cfg, st.samples, eval_samples, st.seed, seq_len)
+        train, held = data[key]
+        record = {"source": calib, "samples": st.samples, "eval_samples": eval_samples, "seed": st.seed,
+                  "seq_len": seq_len}
+        results[p, m] = run_quantize((cfg, params), train, dest, st, source_name=model_path, calib_record=record,
+                                     eval_set=held, seq_len=seq_len, resume=resume, overwrite=overwrite,
+                                     progress=progress, timer=timer, mesh=mesh, offload=offload_activations)
+        if on_report is not None:
+            on_report(p, m, dest, results[p, m])
+    return results
 
 
 def evaluate(model: str, *, reference: str | None = None, calib: str | None = None,
