@@ -28,30 +28,17 @@ $(STAMP): pyproject.toml
 # SmoothQuant, MAS at W4A8 and W8A8, held-out perplexity (8 x 128 tokens never calibrated on), and one
 # answer of its FP and MAS W4A8 models through the chat template.
 TINY := checkpoints/tiny-omni
-QWEN_Q = $(VENV)/bin/masq quantize --model qwen2.5-0.5b --method rtn,smoothquant,mas --samples 8 \
-	--eval-samples 8 --seq-len 128 --epochs 1 --overwrite --quiet
-PROMPT := What is the capital of France?
 demo: $(STAMP)
 	$(VENV)/bin/masq quantize --model $(TINY) --calib $(TINY)/calib.npz --method rtn,smoothquant,mbq,mas,masquant \
 		--preset w4a8 --samples 120 --eval-samples 8 --out runs/demo-tiny-omni --overwrite --quiet
 	$(VENV)/bin/python -m examples.tiny_omni.tasks --out runs/demo-tiny-omni-tasks --n 100 > /dev/null
 	$(VENV)/bin/masq eval --tasks runs/demo-tiny-omni-tasks/tasks.jsonl --max-new-tokens 4 --batch-size 100 \
 		$(foreach m,rtn smoothquant mbq mas masquant,--model runs/demo-tiny-omni/$(m))
-	$(VENV)/bin/masq quantize --method rtn,smoothquant,mas --preset w4a8 --samples 8 --eval-samples 4 \
-		--seq-len 128 --epochs 1 --out runs/demo-smollm2 --overwrite --quiet
-	@echo; echo "SmolLM2-135M, full precision:"; $(VENV)/bin/masq generate --prompt "$(PROMPT)" --max-new-tokens 24
-	@echo "SmolLM2-135M, MAS W4A8 artefact:"; $(VENV)/bin/masq generate --model runs/demo-smollm2/mas \
-		--prompt "$(PROMPT)" --max-new-tokens 24
+	$(PY) -m examples.qwen25_demo --out runs/demo-qwen25
 
-# The real-weights part on Qwen2.5-Coder-0.5B-Instruct (issue 30; estimated 15-18 min on 2 cores, not yet
-# timed, so `make demo` keeps SmolLM2 until it is measured to fit).
+# The real-weights part alone (Qwen2.5-Coder-0.5B-Instruct; examples/qwen25_demo.py, the model loaded once).
 demo-qwen: $(STAMP)
-	$(QWEN_Q) --preset w4a8 --out runs/demo-qwen25-w4a8
-	$(QWEN_Q) --preset w8a8 --out runs/demo-qwen25-w8a8
-	@echo; echo "Qwen2.5-Coder-0.5B-Instruct, full precision:"; $(VENV)/bin/masq generate --model qwen2.5-0.5b \
-		--prompt "$(PROMPT)" --max-new-tokens 24
-	@echo "Qwen2.5-Coder-0.5B-Instruct, MAS W4A8 artefact:"; $(VENV)/bin/masq generate --model runs/demo-qwen25-w4a8/mas \
-		--prompt "$(PROMPT)" --max-new-tokens 24
+	$(PY) -m examples.qwen25_demo --out runs/demo-qwen25
 
 # Two pytest workers, one test file each at a time (module fixtures are built once per file): on the
 # 2-core CI machine this takes the suite from 16.8 to 13.8 minutes (measured; compiles are single-threaded).
