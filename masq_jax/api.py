@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from masq_jax.loading import load_calibration, load_checkpoint, source_of
+from masq_jax.loading import load_calibration, load_checkpoint, model_config, source_of
 from masq_jax.resources import StageTimer
 from masq_jax.settings import DEFAULT_CALIB, DEFAULT_EVAL_SAMPLES, DEFAULT_EVAL_SEED, make_settings
 
@@ -30,23 +30,48 @@ def quantize(model: str | None = None, out: str = "runs/quantized", *, method: s
     model (host memory bounded by a few layers plus the artefact; toy models are always in memory).
     ``offload_activations``: ``"host"`` or ``"disk"`` keeps the calibration activations off the devices.
     """
+    import warnings
+
     from masq_jax import parallel
+    from masq_jax.calibrate.preflight import check_out, check_settings
     from masq_jax.calibrate.runner import run_quantize
+    from masq_jax.errors import MasqWarning
 
     parallel.initialize_distributed()
     mesh = parallel.make_mesh(mesh)  # a bad --mesh fails before anything loads
     st = make_settings(method=method, preset_name=preset, samples=samples, **options)
+    check_eval_samples(eval_samples)
     model_path = source_of(model)  # an absolute path (toy:NAME as is): what the artefact records
+    check_out(out, resume, overwrite)
+    cfg = model_config(model_path)  # from the headers: the checks and the data need no weights
+    if cfg is not None:
+        check_settings(cfg, st)
     timer = StageTimer()
-    with timer("load_model"):  # once: its config also shapes the calibration data
-        cfg, params = load_checkpoint(model_path, stream=stream)
+    notes: list[str] = []
+    params = None
+    if cfg is None:  # a family that knows its config once loaded
+        with timer("load_model"):
+            cfg, params = load_checkpoint(model_path, stream=stream)
     with timer("load_calibration"):
-        train, held = load_calibration(calib, model_path, cfg, st.samples, eval_samples, st.seed, seq_len)
+        train, held = load_calibration(calib, model_path, cfg, st.samples, eval_samples, st.seed, seq_len, notes)
+    for line in notes:  # before the weights load: the user can stop and fix the command
+        warnings.warn(line, MasqWarning, stacklevel=2)
+    if params is None:
+        with timer("load_model"):
+            cfg, params = load_checkpoint(model_path, stream=stream)
     record = {"source": calib, "samples": st.samples, "eval_samples": eval_samples, "seed": st.seed,
               "seq_len": seq_len}
     return run_quantize((cfg, params), train, out, st, source_name=model_path, calib_record=record, eval_set=held,
                         seq_len=seq_len, resume=resume, overwrite=overwrite, progress=progress, timer=timer,
-                        mesh=mesh, offload=offload_activations)
+                        mesh=mesh, offload=offload_activations, warned=notes)
+
+
+def check_eval_samples(eval_samples: int) -> None:
+    """``SettingsError`` unless ``eval_samples`` is a whole number >= 0."""
+    from masq_jax.errors import SettingsError
+
+    if isinstance(eval_samples, bool) or not isinstance(eval_samples, int) or eval_samples < 0:
+        raise SettingsError(f"--eval-samples must be a whole number >= 0, got {eval_samples!r}")
 
 
 def evaluate(model: str, *, reference: str | None = None, calib: str | None = None,

@@ -166,9 +166,13 @@ def cmd_quantize(a) -> int:
                 loss_weights=a.loss_weights, epochs=a.epochs, seed=a.seed, propagation=a.propagation,
                 train_matmul=a.train_matmul, tie_smoothing=a.tie_smoothing,
                 **{name: getattr(a, name) for name in registry.all_options()})  # every method's options
+    from masq_jax.calibrate.preflight import check_out
+
+    outs = {name: a.out if len(a.method) == 1 else str(Path(a.out) / name) for name in a.method}
+    for out in outs.values():  # every method's output checked before the first one runs
+        check_out(out, a.resume, a.overwrite)
     results = {}
-    for name in a.method:
-        out = a.out if len(a.method) == 1 else str(Path(a.out) / name)
+    for name, out in outs.items():
         rep = quantize(a.model, out, method=name, calib=a.calib, samples=a.samples,
                        eval_samples=a.eval_samples, seq_len=a.seq_len, resume=a.resume, overwrite=a.overwrite,
                        progress=not a.quiet, mesh=a.mesh, stream=a.stream,
@@ -213,6 +217,7 @@ def cmd_eval(a) -> int:
     from masq_jax.api import evaluate, evaluate_tasks
 
     if a.tasks:
+        check_max_new_tokens(a.max_new_tokens, a.model[0])
         res = evaluate_tasks(a.model, a.tasks, reference=a.reference, max_new_tokens=a.max_new_tokens,
                              batch_size=a.batch_size)
         _write_json(a.json, res)
@@ -243,8 +248,23 @@ def cmd_eval(a) -> int:
     return 0
 
 
+def check_max_new_tokens(n: int, model: str | None) -> None:
+    """``--max-new-tokens`` at least 1 and within the model's positions (from its headers: no weights)."""
+    from masq_jax.loading import model_config
+
+    if n < 1:
+        raise SettingsError(f"--max-new-tokens must be at least 1, got {n}")
+    cfg = model_config(model)
+    limit = None if cfg is None else cfg.max_position_embeddings
+    if limit is not None and n >= limit:
+        raise SettingsError(f"--max-new-tokens {n} exceeds the model's {limit} positions (with the prompt); "
+                            f"ask for fewer than {limit} tokens")
+
+
 def cmd_generate(a) -> int:
     from masq_jax.api import generate_text
+
+    check_max_new_tokens(a.max_new_tokens, a.model)
 
     generate_text(a.model, a.prompt, images=a.image, audios=a.audio, videos=a.video, max_new_tokens=a.max_new_tokens,
                   temperature=a.temperature, top_p=a.top_p, seed=a.seed, mesh=a.mesh,

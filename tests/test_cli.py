@@ -218,7 +218,7 @@ def test_generate_answers_a_prompt_with_media(tiny_omni_artefact, capsys):
 def test_generate_bad_input_is_one_line(tiny_omni_artefact, tmp_path, capsys):
     out, tasks = tiny_omni_artefact
     img = str(tasks.parent / json.loads(tasks.read_text().splitlines()[0])["images"][0])
-    cases = [(["--max-new-tokens", "0"], "max_new_tokens must be"),
+    cases = [(["--max-new-tokens", "0"], "--max-new-tokens must be at least 1"),
              (["--max-new-tokens", "5000"], "exceeds the model's 1024 positions"),
              (["--video", str(tmp_path)], "takes no video"),
              (["--image", str(tmp_path / "missing.png")], "cannot read the image"),
