@@ -92,6 +92,7 @@ def load_calibration(source: str, model_path: str, cfg, samples: int, eval_sampl
                          f"{len(cs)}{f', {eval_samples} held out' if held is not None else ''})")
     return train, held
 
+
 def cut_modalities(full, kept: dict[str, int], seq_len: int) -> list[str]:
     """One line per modality that ``full`` has but truncation to ``seq_len`` left without tokens
     (``kept``: the token counts after it), naming the ``--seq-len`` that keeps its first token."""

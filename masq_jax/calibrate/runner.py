@@ -235,7 +235,7 @@ def run_quantize(model, calibset, out: str, st: QuantSettings, *, eval_set=None,
     run = RunDir(out, fingerprint(st, cfg, params, calibset.fingerprint()), resume, overwrite)
     done = len(run.finished_layers()) if run.resumed else 0
     report["resumed_from_layer"] = done if run.resumed else None
-    if run.resumed:
+    if run.resumed and parallel.is_writer():
         print(f"masq: resuming {run.partial}: {done} of {cfg.num_layers} layers done, continuing at layer "
               f"{done + 1} of {cfg.num_layers}", file=sys.stderr, flush=True)
     try:
