@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from masq_jax.loading import load_calibration, load_checkpoint, source_of
+from masq_jax.loading import load_calibration, load_checkpoint, model_config, source_of
 from masq_jax.resources import StageTimer
 from masq_jax.settings import DEFAULT_CALIB, DEFAULT_EVAL_SAMPLES, DEFAULT_EVAL_SEED, make_settings
 
@@ -46,38 +46,68 @@ def quantize_many(model: str | None = None, out: str = "runs/quantized", *, meth
                   **options: Any) -> dict[tuple[str | None, str | None], dict]:
     """``quantize`` for every preset × method, with the model and the calibration data loaded once:
     ``{(preset, method): report}``. With one of each the artefact is ``out``; otherwise
-    ``out/<method>`` (one preset) or ``out/<preset>/<method>``. ``on_report(preset, method, out, report)``
-    is called as each run finishes (the CLI prints its summary there)."""
+    ``out/<method>`` (one preset) or ``out/<preset>/<method>``. Every run's settings and output path
+    are checked (from the model's config headers) before anything loads. ``on_report(preset, method,
+    out, report)`` is called as each run finishes (the CLI prints its summary there)."""
+    import warnings
+
     from masq_jax import parallel
+    from masq_jax.calibrate.preflight import check_out, check_settings
     from masq_jax.calibrate.runner import run_quantize
+    from masq_jax.errors import MasqWarning
 
     parallel.initialize_distributed()
     mesh = parallel.make_mesh(mesh)  # a bad --mesh fails before anything loads
     runs = [(p, m, make_settings(method=m, preset_name=p, samples=samples, **options)) for p in presets for m in methods]
+    check_eval_samples(eval_samples)
     model_path = source_of(model)  # an absolute path (toy:NAME as is): what the artefact records
-    timer = StageTimer()
-    with timer("load_model"):  # once: its config also shapes the calibration data
-        cfg, params = load_checkpoint(model_path, stream=stream)
-    loaded = timer.stages["load_model"]
+    dests = [out if len(runs) == 1 else str(Path(out) / m) if len(presets) == 1 else str(Path(out) / p / m)
+             for p, m, _ in runs]
+    for dest in dests:  # every run's output checked before the first one starts
+        check_out(dest, resume, overwrite)
+    cfg = model_config(model_path)  # from the headers: the checks and the data need no weights
+    for _, _, st in runs if cfg is not None else ():
+        check_settings(cfg, st)
+    shared = StageTimer()  # loading, once for every run; each report states what it cost
+    params = None
+    if cfg is None:  # a family that knows its config once loaded
+        with shared("load_model"):
+            cfg, params = load_checkpoint(model_path, stream=stream)
     data: dict[tuple[int, int], tuple] = {}
-    results = {}
-    for p, m, st in runs:
-        dest = out if len(runs) == 1 else str(Path(out) / m) if len(presets) == 1 else str(Path(out) / p / m)
-        timer = StageTimer()
-        timer.stages["load_model"] = dict(loaded)  # loaded once; every report states what it cost
+    for _, _, st in runs:
         key = (st.samples, st.seed)
         if key not in data:
-            with timer("load_calibration"):
-                data[key] = load_calibration(calib, model_path, cfg, st.samples, eval_samples, st.seed, seq_len)
-        train, held = data[key]
+            notes: list[str] = []
+            with shared("load_calibration"):
+                data[key] = (*load_calibration(calib, model_path, cfg, st.samples, eval_samples, st.seed, seq_len,
+                                               notes), notes)
+            for line in notes:  # before the weights load: the user can stop and fix the command
+                warnings.warn(line, MasqWarning, stacklevel=2)
+    if params is None:
+        with shared("load_model"):
+            cfg, params = load_checkpoint(model_path, stream=stream)
+    results = {}
+    for (p, m, st), dest in zip(runs, dests):
+        timer = StageTimer()
+        timer.stages = {k: dict(v) for k, v in shared.stages.items()}
+        train, held, notes = data[st.samples, st.seed]
         record = {"source": calib, "samples": st.samples, "eval_samples": eval_samples, "seed": st.seed,
                   "seq_len": seq_len}
         results[p, m] = run_quantize((cfg, params), train, dest, st, source_name=model_path, calib_record=record,
                                      eval_set=held, seq_len=seq_len, resume=resume, overwrite=overwrite,
-                                     progress=progress, timer=timer, mesh=mesh, offload=offload_activations)
+                                     progress=progress, timer=timer, mesh=mesh, offload=offload_activations,
+                                     warned=list(notes))
         if on_report is not None:
             on_report(p, m, dest, results[p, m])
     return results
+
+
+def check_eval_samples(eval_samples: int) -> None:
+    """``SettingsError`` unless ``eval_samples`` is a whole number >= 0."""
+    from masq_jax.errors import SettingsError
+
+    if isinstance(eval_samples, bool) or not isinstance(eval_samples, int) or eval_samples < 0:
+        raise SettingsError(f"--eval-samples must be a whole number >= 0, got {eval_samples!r}")
 
 
 def evaluate(model: str, *, reference: str | None = None, calib: str | None = None,

@@ -61,13 +61,54 @@ def load(model: str | os.PathLike | None, dtype: Any = None, *, implementation: 
 
 
 def load_calibration(source: str, model_path: str, cfg, samples: int, eval_samples: int, seed: int,
-                     seq_len: int | None):
+                     seq_len: int | None, notes: list[str] | None = None):
     """``(calibration set, held-out set or None)`` from a source string (``masq_jax.calib.load_calib``):
-    ``samples + eval_samples`` samples drawn with ``seed``, the held-out ones split off by sample."""
+    ``samples + eval_samples`` samples drawn with ``seed``, the held-out ones split off by sample.
+
+    ``notes`` (a list) receives one line for each thing the data changes silently: a modality that
+    ``seq_len`` cuts away entirely, fewer samples than asked, no held-out split (evaluation on the
+    calibration samples)."""
     from masq_jax.calib import load_calib
 
-    cs = load_calib(source, model_dir=model_path, config=cfg, samples=samples + eval_samples, seq_len=seq_len,
-                    seed=seed)
+    text = source == "text" or str(source).startswith("text:")  # there seq_len is the window, not a cut
+    cut = None if text else seq_len
+    cs = load_calib(source, model_dir=model_path, config=cfg, samples=samples + eval_samples,
+                    seq_len=seq_len if cut is None else None, seed=seed)
+    if cut is not None:
+        full = cs
+        cs = cs.truncate(cut)
+        if notes is not None:
+            notes += cut_modalities(full, cs.token_counts(), cut)
+    train, held = cs, None
     if eval_samples and len(cs) > eval_samples:
-        return cs.split(int(eval_samples), seed=seed)
-    return cs, None
+        train, held = cs.split(int(eval_samples), seed=seed)
+    if notes is not None:
+        if eval_samples and held is None:
+            notes.append(f"evaluation: the calibration source gives {len(cs)} sample(s), too few to hold out "
+                         f"--eval-samples {eval_samples}; the report is measured on the calibration samples "
+                         "(give a larger source, or --eval-samples 0 to ask for that)")
+        if len(train) < samples:
+            notes.append(f"calibration: {len(train)} sample(s), fewer than --samples {samples} (the source gives "
+                         f"{len(cs)}{f', {eval_samples} held out' if held is not None else ''})")
+    return train, held
+
+
+def cut_modalities(full, kept: dict[str, int], seq_len: int) -> list[str]:
+    """One line per modality that ``full`` has but truncation to ``seq_len`` left without tokens
+    (``kept``: the token counts after it), naming the ``--seq-len`` that keeps its first token."""
+    import numpy as np
+
+    lines = []
+    for m, (name, n) in enumerate(full.token_counts().items()):
+        if n and not kept[name]:
+            first = min(int(np.argmax(s.modality_ids == m)) for s in full if (s.modality_ids == m).any())
+            lines.append(f"{name}: --seq-len {seq_len} cuts all {n} {name} tokens of the calibration samples (they "
+                         f"start at position {first} at the earliest); pass a --seq-len above {first} to keep them")
+    return lines
+
+
+def model_config(model: str | os.PathLike | None):
+    """The ``DecoderConfig`` of a spec from its headers alone (config.json, GGUF metadata; no weights),
+    or None when the family only knows it once loaded: what options are checked against before work."""
+    family, spec = find(model)
+    return family.config(spec)

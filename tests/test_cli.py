@@ -163,7 +163,7 @@ def test_only_masq_errors_become_one_line(monkeypatch, capsys, tmp_path):
     def broken(*a, **k):
         raise ValueError("an internal bug")
 
-    monkeypatch.setattr(masq_jax.api, "quantize", broken)
+    monkeypatch.setattr(masq_jax.api, "quantize_many", broken)
     with pytest.raises(ValueError, match="internal bug"):
         main(["quantize", "--model", "toy:tiny", "--out", str(tmp_path / "o")])
 
@@ -218,7 +218,7 @@ def test_generate_answers_a_prompt_with_media(tiny_omni_artefact, capsys):
 def test_generate_bad_input_is_one_line(tiny_omni_artefact, tmp_path, capsys):
     out, tasks = tiny_omni_artefact
     img = str(tasks.parent / json.loads(tasks.read_text().splitlines()[0])["images"][0])
-    cases = [(["--max-new-tokens", "0"], "max_new_tokens must be"),
+    cases = [(["--max-new-tokens", "0"], "--max-new-tokens must be at least 1"),
              (["--max-new-tokens", "5000"], "exceeds the model's 1024 positions"),
              (["--video", str(tmp_path)], "takes no video"),
              (["--image", str(tmp_path / "missing.png")], "cannot read the image"),

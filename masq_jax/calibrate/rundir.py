@@ -1,8 +1,10 @@
 """The run directory: ``OUT.partial`` while calibrating (orbax checkpoints, one step per finished
 layer, and the run's fingerprint), renamed to ``OUT`` only when the artefact is complete.
 
-A ``.partial`` made with another model, calibration set or settings is refused, as is an existing
-``OUT`` without ``overwrite``; nothing outside ``OUT.partial`` is written before the final rename.
+A ``.partial`` made with another model, calibration set or settings is refused (``overwrite``
+starts again instead), as is an existing ``OUT`` without ``overwrite`` (``calibrate.preflight``); a
+run that stops before its first layer checkpoint removes its ``.partial`` (``discard_if_empty``):
+nothing to resume. Nothing outside ``OUT.partial`` is written before the final rename.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from pathlib import Path
 import jax
 
 from masq_jax import parallel
+from masq_jax.calibrate.preflight import check_out
 from masq_jax.errors import CheckpointError, OutputDirError
 from masq_jax.models import StreamedLayers
 from masq_jax.settings import QuantSettings
@@ -52,23 +55,28 @@ class RunDir:
         self.out = Path(out).absolute()
         self.partial = self.out.with_name(self.out.name + ".partial")
         self.fingerprint = fingerprint
-        if self.out.exists() and not overwrite:
-            raise OutputDirError(f"--out {self.out} already exists; choose another directory or pass --overwrite")
-        if self.partial.exists() and not resume:
-            raise OutputDirError(f"{self.partial} holds an interrupted run; pass --resume to continue it or delete it")
+        check_out(self.out, resume, overwrite)
         run_json = self.partial / "run.json"
         existed = self.partial.exists()
-        if existed:
+        if existed and resume:
             try:
                 saved = json.loads(run_json.read_text())["fingerprint"]
             except (OSError, ValueError, KeyError):
-                raise CheckpointError(f"{run_json} is missing or corrupt; delete {self.partial} and start again") from None
-            if saved != fingerprint:
+                saved = None
+                if not overwrite:
+                    raise CheckpointError(f"{run_json} is missing or corrupt; pass --overwrite to start again") from None
+            if saved != fingerprint and not overwrite:
                 raise CheckpointError(
                     f"{self.partial} was made with a different model, calibration set or settings; "
-                    "rerun with the same options, or delete it to start again"
+                    "rerun with the same options, or pass --overwrite to start again"
                 )
-        parallel.sync("masq-run-dir-checked")  # every process has looked before process 0 creates it
+            existed = saved == fingerprint
+        elif existed:  # --overwrite without --resume (check_out refused the rest): start again
+            existed = False
+        self.resumed = existed
+        parallel.sync("masq-run-dir-checked")
+        if self.partial.exists() and not existed and parallel.is_writer():  # --overwrite: start again
+            shutil.rmtree(self.partial)
         if not existed and parallel.is_writer():
             try:
                 self.partial.mkdir(parents=True)
@@ -84,6 +92,16 @@ class RunDir:
             self.partial / "checkpoints",
             options=ocp.CheckpointManagerOptions(max_to_keep=None, create=True, enable_async_checkpointing=False),
         )
+
+    def discard_if_empty(self) -> None:
+        """Remove ``OUT.partial`` when it holds no layer checkpoint (a run that failed before its first
+        layer leaves nothing to resume, and nothing that blocks the corrected command)."""
+        if self.finished_layers():
+            return
+        self.manager.close()
+        parallel.sync("masq-run-discard")
+        if parallel.is_writer():
+            shutil.rmtree(self.partial, ignore_errors=True)
 
     def finished_layers(self) -> list[int]:
         return sorted(self.manager.all_steps())
@@ -108,7 +126,7 @@ class RunDir:
         parallel.sync("masq-run-finished")
         if parallel.is_writer():
             (self.partial / "run.json").unlink(missing_ok=True)
-            if self.out.exists() and overwrite:
-                shutil.rmtree(self.out)
+            if self.out.is_dir() and (overwrite or not any(self.out.iterdir())):
+                shutil.rmtree(self.out)  # checked before the run: a directory, empty or --overwrite
             os.replace(self.partial, self.out)
         parallel.sync("masq-run-renamed")

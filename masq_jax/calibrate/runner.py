@@ -16,11 +16,11 @@ continues an interrupted run bit for bit) and renamed to ``OUT`` only when compl
 from __future__ import annotations
 
 import dataclasses
-import math
+import sys
 import time
 import warnings
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -29,8 +29,9 @@ from masq_jax import artifact, parallel
 from masq_jax.calibrate.batch import PreparedData, prepare
 from masq_jax.calibrate.layer import (LayerResult, calibrate_layer, fp_layer_pass, propagate, state_template)
 from masq_jax.calibrate.loss_weights import resolve_loss_weights
+from masq_jax.calibrate.preflight import check_settings
 from masq_jax.calibrate.rundir import RunDir, fingerprint, write_json_atomic
-from masq_jax.errors import CheckpointError, SettingsError
+from masq_jax.errors import CheckpointError, MasqWarning
 from masq_jax.eval.sqnr import compare
 from masq_jax.methods import registry
 from masq_jax.methods.base import Method
@@ -87,7 +88,7 @@ class RunContext:
     def progress_bar(self, iterable, unit: str):
         from tqdm.auto import tqdm
 
-        return tqdm(iterable, desc=f"{self.st.method} {self.st.wbits}w{self.st.abits}a", unit=unit,
+        return tqdm(iterable, desc=f"{self.st.method} W{self.st.wbits}A{self.st.abits}", unit=unit,
                     disable=not self.progress, dynamic_ncols=True)
 
 
@@ -178,24 +179,12 @@ def independent(ctx: RunContext, layer_chunk: int = INDEPENDENT_CHUNK) -> list[L
     return results
 
 
-def check_group_size(cfg, st: QuantSettings) -> None:
-    """Fail before calibrating when the weight group size does not divide every linear's input."""
-    if st.group_size is None:
-        return
-    dims = sorted(set(decoder.input_dims(cfg).values()))
-    bad = [d for d in dims if d % st.group_size]
-    if bad:
-        common = math.gcd(*dims)
-        divisors = [g for g in (256, 128, 64, 32, 16) if common % g == 0]
-        raise SettingsError(f"--group-size {st.group_size} does not divide the linear input widths {bad} of this "
-                            f"model; use one of {divisors or [common]} (or 0 for per-channel)")
-
-
 def run_quantize(model, calibset, out: str, st: QuantSettings, *, eval_set=None, seq_len: int | None = None,
                  resume: bool = False, overwrite: bool = False, progress: bool = True, dtype=jnp.float32,
                  source_name: str | None = None, calib_record: dict | None = None,
                  timer: StageTimer | None = None, on_layer: LayerCallback | None = None,
-                 mesh=None, stream: bool = False, offload: str | None = None) -> dict[str, Any]:
+                 mesh=None, stream: bool = False, offload: str | None = None,
+                 warned: Sequence[str] = ()) -> dict[str, Any]:
     """Calibrate, write the artefact into ``out`` and return the report (see module docstring).
 
     ``model``: a checkpoint path (HF directory or .gguf) or an in-memory ``(DecoderConfig, params)``.
@@ -209,7 +198,10 @@ def run_quantize(model, calibset, out: str, st: QuantSettings, *, eval_set=None,
     ``models.StreamedLayers``): decoder layers are read from disk when calibrated, exported and
     evaluated, and not kept (host memory: a few layers plus the stored artefact, not the model).
     ``offload`` ("host" / "disk"): the calibration activations live in host memory or temporary
-    files and go to the devices a chunk at a time (``parallel.SampleLayout``).
+    files and go to the devices a chunk at a time (``parallel.SampleLayout``). ``warned``: lines the
+    caller has already shown the user (``masq_jax.quantize``'s calibration-data warnings), recorded
+    first in ``report["warnings"]``. A run that stops before its first layer checkpoint removes
+    ``OUT.partial``; a resumed one says where it resumes and records it (``resumed_from_layer``).
     """
     from masq_jax.loading import load_checkpoint
 
@@ -217,7 +209,7 @@ def run_quantize(model, calibset, out: str, st: QuantSettings, *, eval_set=None,
     timer = timer or StageTimer()
     in_memory = isinstance(model, tuple)
     model_path = source_name or ("<in-memory>" if in_memory else str(model))
-    report: dict[str, Any] = {"settings": st.to_json(), "model": model_path, "warnings": []}
+    report: dict[str, Any] = {"settings": st.to_json(), "model": model_path, "warnings": list(warned)}
     mesh = parallel.make_mesh(mesh)
     with timer("load_model"):
         cfg, params = model if in_memory else load_checkpoint(str(model), dtype, stream=stream)
@@ -235,16 +227,26 @@ def run_quantize(model, calibset, out: str, st: QuantSettings, *, eval_set=None,
                       "replicated_linears": parallel.rules.replicated_linears(params, mesh),
                       "device_bytes": {"params": parallel.device_bytes(params),
                                        "calibration": parallel.device_bytes((data.h0, data.batch))}}
-    report["warnings"] += method.warnings(cfg, data.token_counts, st)
-    for w in report["warnings"]:
-        warnings.warn(w, stacklevel=2)
-    check_group_size(cfg, st)
+    lacking = method.warnings(cfg, data.token_counts, st)
+    for w in lacking:
+        warnings.warn(w, MasqWarning, stacklevel=2)
+    report["warnings"] += lacking
+    check_settings(cfg, st)
     run = RunDir(out, fingerprint(st, cfg, params, calibset.fingerprint()), resume, overwrite)
-    with timer("loss_weights"):
-        weights, report["loss_weights"] = resolve_loss_weights(st, cfg, params, data)
-    ctx = RunContext(method, cfg, st, params, data, weights, run, timer, progress, on_layer)
-    strategy = independent if st.propagation == "independent" and method.trains(st) else sequential
-    results = strategy(ctx)
+    done = len(run.finished_layers()) if run.resumed else 0
+    report["resumed_from_layer"] = done if run.resumed else None
+    if run.resumed and parallel.is_writer():
+        print(f"masq: resuming {run.partial}: {done} of {cfg.num_layers} layers done, continuing at layer "
+              f"{done + 1} of {cfg.num_layers}", file=sys.stderr, flush=True)
+    try:
+        with timer("loss_weights"):
+            weights, report["loss_weights"] = resolve_loss_weights(st, cfg, params, data)
+        ctx = RunContext(method, cfg, st, params, data, weights, run, timer, progress, on_layer)
+        strategy = independent if st.propagation == "independent" and method.trains(st) else sequential
+        results = strategy(ctx)
+    except BaseException:
+        run.discard_if_empty()  # nothing checkpointed: nothing to resume, nothing to block the next run
+        raise
     with timer("export"):
         qparams = artifact.build_quantized_params(method, params, [r.factors for r in results],
                                                   [r.lora for r in results], st)
@@ -257,7 +259,7 @@ def run_quantize(model, calibset, out: str, st: QuantSettings, *, eval_set=None,
     report["layers"] = [ctx.rows[i] for i in range(cfg.num_layers)]
     guard = method.compensation_warnings([r.cmc for r in results])
     for w in guard:
-        warnings.warn(w, stacklevel=2)
+        warnings.warn(w, MasqWarning, stacklevel=2)
     report["warnings"] += guard
     with timer("evaluate"):
         report["evaluated_on"] = "held-out" if data_eval is not None else "calibration"

@@ -10,6 +10,8 @@ A family:
 * ``source(spec)``: the string an artefact records as its ``source_model`` (an absolute path);
 * ``load(spec, dtype, stream)``: ``(DecoderConfig, params)`` of its full-precision decoder
   (``stream`` leaves the layers on disk where the format allows);
+* ``config(spec)``: its ``DecoderConfig`` read from headers alone (config.json, the GGUF metadata),
+  without the weights, so that options are checked before anything large loads; None when unknown;
 * ``load_model(spec, ...)``: the callable model ``masq_jax.load`` returns (FP: ``models.Model`` on an
   optional mesh);
 * ``reference(spec)``: another spec whose front end and weights stand for this one (an artefact's
@@ -44,6 +46,23 @@ class ModelFamily:
 
     def source(self, spec: str) -> str:
         return os.path.abspath(spec)
+
+    def config(self, spec: str):
+        """The ``DecoderConfig`` from config.json or the GGUF header (no weights read), or None."""
+        from masq_jax.models.config import config_from_hf
+
+        if os.path.isfile(spec) and spec.endswith(".gguf"):
+            import gguf
+
+            from masq_jax.models.gguf_loader import gguf_hf_config
+
+            try:
+                reader = gguf.GGUFReader(spec)  # memory-mapped: the header only is read
+            except (ValueError, OSError):
+                return None  # the loader reports an unreadable file in its own words
+            return config_from_hf(gguf_hf_config(reader))
+        hf = read_json(spec) if os.path.isdir(spec) else None
+        return None if hf is None else config_from_hf(hf)
 
     def load(self, spec: str, dtype: Any = jnp.float32, stream: bool = False):
         """A checkpoint ``masq_jax.models`` reads (HF directory or .gguf; quantized ones refused)."""

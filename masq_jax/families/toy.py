@@ -120,6 +120,9 @@ class Toy(ModelFamily):
     def source(self, spec):
         return spec
 
+    def config(self, spec):
+        return make_config(spec[len(PREFIX):])
+
     def load(self, spec, dtype=jnp.float32, stream: bool = False):
         cfg = make_config(spec[len(PREFIX):])
         return cfg, random_params(cfg, dtype=dtype)

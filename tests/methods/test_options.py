@@ -63,11 +63,11 @@ def test_the_cli_generates_the_flag_in_the_methods_help_group(scaled, capsys):
     with pytest.raises(SystemExit):
         cli.build_parser().parse_args(["quantize", "--help"])
     out = capsys.readouterr().out
-    group = out[out.index("scaled_rtn options:"):]
+    group = out[out.index("(scaled_rtn options):"):]
     assert "read by --method scaled_rtn" in group and "--scale-pow" in group and "(default 0.5)" in group
-    mas = out[out.index("mas options:"):out.index("masquant options:")]
+    mas = out[out.index("(mas options):"):out.index("(masquant options):")]
     assert "read by --method mas, masquant" in mas and "--lr" in mas
-    masquant = out[out.index("masquant options:"):]
+    masquant = out[out.index("(masquant options):"):]
     for flag in ("--rank", "--rank-floor", "--cov-shrinkage", "--rank-budget", "--cmc-solver"):
         assert flag in masquant
 

@@ -18,6 +18,9 @@ class OmniSmolLM2(CheckpointDirFamily):
     archs = ("qwen2_5_omni_thinker",)
     config_key = CONFIG_KEY
 
+    def config(self, spec):
+        return None  # the embedded GGUF's decoder in the Thinker layout: known once loaded
+
     def load(self, spec, dtype=jnp.float32, stream: bool = False):
         from masq_jax.families.omni_smollm2.checkpoint import load_checkpoint_dir
 
