@@ -2,8 +2,9 @@
 
 Directory layout (``--out``; README "The artefact"):
   config.json          the original HF config plus ``quantization_config``
-  model.safetensors    unquantized params in their original dtype (``embed``, ``final_norm``,
-                       ``lm_head``, ``layers.input_norm``, ``layers.post_attn_norm``) and, per linear
+  model.safetensors    unquantized params (``embed``, ``final_norm``, ``lm_head`` unless it is the
+                       embedding itself: then stored once and re-tied on load,
+                       ``layers.input_norm``, ``layers.post_attn_norm``) and, per linear
                        ``layers.<name>.{qvalue,scale,zero_point,smooth,lora_l,lora_r,bias}`` stacked
                        over layers (``[L, ...]``; ``[L, 3, ...]`` for per-modality weights)
   report.json          settings, per-stage time and peak memory, per-layer loss and SQNR
@@ -82,6 +83,16 @@ def quantization_config(method: Method, st: QuantSettings, cfg: DecoderConfig, e
     }
 
 
+def tied_head(params: dict, tie_word_embeddings: bool) -> bool:
+    """Whether the output head is the embedding matrix (stored once): the config ties them, or the
+    checkpoint carries an ``lm_head`` bit-identical to ``embed``."""
+    head = params.get("lm_head")
+    if tie_word_embeddings or head is None:
+        return True
+    embed = params["embed"]
+    return head.shape == embed.shape and head.dtype == embed.dtype and bool(np.array_equal(head, embed))
+
+
 def _flatten(params: dict) -> dict[str, jax.Array]:
     flat = {key: value for key, value in params.items() if key != "layers"}
     for key, value in params["layers"].items():
@@ -100,10 +111,17 @@ def write_artifact(tmp_dir: Path, hf_config: dict, params: dict, qconfig: dict) 
     Sharded arrays are gathered whole first; in a multi-process run only process 0 writes."""
     from masq_jax import parallel
 
-    flat = {k: parallel.to_host(v) for k, v in _flatten(params).items()}  # every process takes part
+    host = {k: parallel.to_host(v) for k, v in _flatten(params).items()}  # every process takes part
+    tied = tied_head(host, bool(hf_config.get("tie_word_embeddings")))
+    flat = {k: v for k, v in host.items() if not (tied and k == "lm_head")}
     if parallel.is_writer():
         tmp_dir.mkdir(parents=True, exist_ok=True)
         cfg = dict(hf_config)
+        if tied:  # the head is the embedding: one copy on disk, ``read_artifact`` re-ties it
+            cfg["tie_word_embeddings"] = True
+            qconfig = {**qconfig, "tied_embeddings": True}
+            if "decoder_config" in qconfig:
+                qconfig["decoder_config"] = {**qconfig["decoder_config"], "tie_word_embeddings": True}
         cfg["quantization_config"] = qconfig
         (tmp_dir / "config.json").write_text(json.dumps(cfg, indent=2, sort_keys=True))
         save_file(flat, str(tmp_dir / "model.safetensors"), metadata={"format": FORMAT})
@@ -131,6 +149,8 @@ def read_artifact(path: str | os.PathLike, dtype=None, implementation: str | Non
     if qc.get("quant_method") != FORMAT:
         raise ArtifactError(f"{path}: quantization_config.quant_method is {qc.get('quant_method')!r}, not {FORMAT!r}")
     cfg = _decoder_config(qc, hf) if "decoder_config" in qc else config_from_hf(hf)
+    if "lm_head" not in flat and not cfg.tie_word_embeddings:  # re-tie: the head is the embedding
+        cfg = dataclasses.replace(cfg, tie_word_embeddings=True)
     cast = (lambda v: v) if dtype is None else (lambda v: v.astype(dtype))
     params: dict = {"layers": {}}
     for key, value in flat.items():

@@ -36,6 +36,11 @@ class ArtifactInfo:
         return bool(self.quantization_config.get("per_modality_weights"))
 
     @property
+    def tied_embeddings(self) -> bool:
+        """The output head is the embedding matrix, stored once (``embed``) and re-tied on load."""
+        return bool(self.quantization_config.get("tied_embeddings"))
+
+    @property
     def tied_smoothing(self) -> bool:
         """Calibrated with ``--tie-smoothing``: q/k/v and gate/up share their smoothing vectors."""
         return bool((self.quantization_config.get("settings") or {}).get("tie_smoothing"))
