@@ -62,6 +62,8 @@ def _add_quantize(sub) -> None:
     q.add_argument("--offload-activations", choices=("host", "disk"), default=None,
                    help="keep calibration activations in host memory or temporary files, not on the devices")
     q.add_argument("--out", required=True, help="output directory (written atomically)")
+    q.add_argument("--store-dtype", choices=("bf16", "bfloat16", "float32"), default=None,
+                   help="dtype of the artefact's unquantized tensors: embeddings, head, norms, biases (default bf16)")
     q.add_argument("--resume", action="store_true", help="continue an interrupted run in OUT.partial")
     q.add_argument("--overwrite", action="store_true", help="replace an existing OUT")
     q.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -164,7 +166,7 @@ def cmd_quantize(a) -> int:
 
     opts = dict(preset=a.preset, wbits=a.wbits, abits=a.abits, group_size=a.group_size,
                 loss_weights=a.loss_weights, epochs=a.epochs, seed=a.seed, propagation=a.propagation,
-                train_matmul=a.train_matmul, tie_smoothing=a.tie_smoothing,
+                train_matmul=a.train_matmul, tie_smoothing=a.tie_smoothing, store_dtype=a.store_dtype,
                 **{name: getattr(a, name) for name in registry.all_options()})  # every method's options
     results = {}
     for name in a.method:

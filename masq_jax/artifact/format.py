@@ -21,6 +21,7 @@ import os
 from pathlib import Path
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from safetensors.flax import load_file
 from safetensors.numpy import save_file
@@ -106,14 +107,27 @@ def _flatten(params: dict) -> dict[str, jax.Array]:
     return flat
 
 
-def write_artifact(tmp_dir: Path, hf_config: dict, params: dict, qconfig: dict) -> None:
+def store_cast(flat: dict[str, np.ndarray], store_dtype: str | None) -> dict[str, np.ndarray]:
+    """The unquantized float tensors (embeddings, head, norms, biases) cast to ``store_dtype``; integer
+    codes, scales, zero points, smoothing vectors and low-rank factors keep their dtypes."""
+    if store_dtype is None:
+        return flat
+    dt = np.dtype(jnp.dtype(store_dtype))
+    keep = tuple(f".{f}" for f in QLINEAR_FIELDS if f != "bias")
+    return {k: v.astype(dt) if np.issubdtype(v.dtype, np.floating) and not k.endswith(keep) else v
+            for k, v in flat.items()}
+
+
+def write_artifact(tmp_dir: Path, hf_config: dict, params: dict, qconfig: dict, store_dtype: str | None = None) -> None:
     """Write config.json and model.safetensors into ``tmp_dir`` (the caller renames it into place).
-    Sharded arrays are gathered whole first; in a multi-process run only process 0 writes."""
+    Sharded arrays are gathered whole first; in a multi-process run only process 0 writes.
+    ``store_dtype`` ("bfloat16" / "float32"; None: as they are): the unquantized tensors' dtype on disk."""
     from masq_jax import parallel
 
     host = {k: parallel.to_host(v) for k, v in _flatten(params).items()}  # every process takes part
     tied = tied_head(host, bool(hf_config.get("tie_word_embeddings")))
-    flat = {k: v for k, v in host.items() if not (tied and k == "lm_head")}
+    flat = store_cast({k: v for k, v in host.items() if not (tied and k == "lm_head")}, store_dtype)
+    del host
     if parallel.is_writer():
         tmp_dir.mkdir(parents=True, exist_ok=True)
         cfg = dict(hf_config)
@@ -122,6 +136,8 @@ def write_artifact(tmp_dir: Path, hf_config: dict, params: dict, qconfig: dict) 
             qconfig = {**qconfig, "tied_embeddings": True}
             if "decoder_config" in qconfig:
                 qconfig["decoder_config"] = {**qconfig["decoder_config"], "tie_word_embeddings": True}
+        if store_dtype is not None:
+            qconfig = {**qconfig, "store_dtype": store_dtype}
         cfg["quantization_config"] = qconfig
         (tmp_dir / "config.json").write_text(json.dumps(cfg, indent=2, sort_keys=True))
         save_file(flat, str(tmp_dir / "model.safetensors"), metadata={"format": FORMAT})
@@ -131,7 +147,8 @@ def write_artifact(tmp_dir: Path, hf_config: dict, params: dict, qconfig: dict) 
 def read_artifact(path: str | os.PathLike, dtype=None, implementation: str | None = "xla", mesh=None,
                   merge: bool | None = None):
     """Load an artefact directory into a ``QuantizedModel``; ``dtype`` casts the unquantized tensors
-    (embeddings, norms, head; the integer weights, scales and factors keep theirs). ``mesh`` places
+    (embeddings, norms, head, biases; the integer weights, scales and factors keep theirs), default
+    float32, the dtype it was calibrated in, whatever the dtype it is stored in (``store_dtype``). ``mesh`` places
     the params by calibration's rules (``masq_jax.parallel.rules``): integer weights, scales and
     low-rank factors split along ``model``. ``merge``: q/k/v and gate/up as merged GEMMs
     (``artifact.qmodel.merge_tied``); None = when calibrated with ``--tie-smoothing``."""
@@ -151,7 +168,7 @@ def read_artifact(path: str | os.PathLike, dtype=None, implementation: str | Non
     cfg = _decoder_config(qc, hf) if "decoder_config" in qc else config_from_hf(hf)
     if "lm_head" not in flat and not cfg.tie_word_embeddings:  # re-tie: the head is the embedding
         cfg = dataclasses.replace(cfg, tie_word_embeddings=True)
-    cast = (lambda v: v) if dtype is None else (lambda v: v.astype(dtype))
+    cast = lambda v: v.astype(jnp.float32 if dtype is None else dtype)  # noqa: E731
     params: dict = {"layers": {}}
     for key, value in flat.items():
         if not key.startswith("layers."):
@@ -168,7 +185,8 @@ def read_artifact(path: str | os.PathLike, dtype=None, implementation: str | Non
         weight = QArray(qvalue=g["qvalue"], scale=g["scale"], zero_point=g["zero_point"], bits=qc["wbits"],
                         symmetric=qc["w_symmetric"], group_size=qc["group_size"],
                         shape=(g["scale"].shape[-3], g["smooth"].shape[-1]), bound=bound)
-        params["layers"][name] = QLinear(weight, g["smooth"], g["lora_l"], g["lora_r"], g["bias"], abits=qc["abits"],
+        bias = None if g["bias"] is None else g["bias"].astype(jnp.float32)  # stored in store_dtype
+        params["layers"][name] = QLinear(weight, g["smooth"], g["lora_l"], g["lora_r"], bias, abits=qc["abits"],
                                          act_bound=bound)
     hf["quantization_config"] = qc  # cfg.hf_config is the artefact's whole config.json
     if ArtifactInfo(qc).wants_merge(merge):

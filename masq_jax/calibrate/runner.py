@@ -252,7 +252,7 @@ def run_quantize(model, calibset, out: str, st: QuantSettings, *, eval_set=None,
         qconfig = artifact.format.quantization_config(method, st, cfg, {
             "source_model": source, "decoder_config": artifact.format.decoder_config_json(cfg),
             "calibration": calib_record})
-        artifact.write_artifact(run.partial, cfg.hf_config, qparams, qconfig)
+        artifact.write_artifact(run.partial, cfg.hf_config, qparams, qconfig, st.store_dtype)
         del qparams  # on disk now; the evaluation reads it back
     report["layers"] = [ctx.rows[i] for i in range(cfg.num_layers)]
     guard = method.compensation_warnings([r.cmc for r in results])

@@ -28,7 +28,7 @@ MIDS = jnp.array([[0, 0, 1, 1, 1, 2, 2, 0, 0, 0, 0, 0]])
 def quantize(tmp_path, name, cfg, params):
     calib = synthetic_calibset(SyntheticSpec(hidden_size=cfg.hidden_size, samples=2, text_len=8, image_h=2, image_w=2,
                                              audio_len=4, vary=False, seed=0))
-    st = QuantSettings(method="rtn", wbits=8, abits=8, samples=2)
+    st = QuantSettings(method="rtn", wbits=8, abits=8, samples=2, store_dtype="float32")
     run_quantize((cfg, params), calib, str(tmp_path / name), st, progress=False)
     return tmp_path / name
 
