@@ -139,6 +139,10 @@ def print_summary(name: str, rep: dict, out: str) -> None:
     if rep.get("perplexity"):
         pp = rep["perplexity"]
         print(f"  perplexity: FP {pp['fp']:.3f}  quantized {pp['quantized']:.3f}  ({pp['tokens']} tokens)")
+    if rep.get("artifact_bytes"):
+        from masq_jax.artifact.info import describe_bytes
+
+        print("  artefact " + describe_bytes(rep["artifact_bytes"]))
     print(f"  time {rep['stages']['total_seconds']:.1f} s; warnings: {len(rep['warnings'])}")
 
 

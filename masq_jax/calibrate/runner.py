@@ -265,6 +265,8 @@ def run_quantize(model, calibset, out: str, st: QuantSettings, *, eval_set=None,
         report["mesh"]["device_bytes"]["quantized_params"] = parallel.device_bytes(qmodel.params)
         report.update(compare(cfg, params, qmodel, data if data_eval is None else data_eval))
     report["stages"] = timer.as_dict()
+    if parallel.is_writer():
+        report["artifact_bytes"] = artifact.info.artifact_bytes(run.partial)
     write_json_atomic(run.partial / "report.json", report)
     run.finish(overwrite)
     return report
