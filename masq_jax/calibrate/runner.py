@@ -26,6 +26,7 @@ import jax
 import jax.numpy as jnp
 
 from masq_jax import artifact, parallel
+from masq_jax.artifact.support import copy_support_files
 from masq_jax.calibrate.batch import PreparedData, prepare
 from masq_jax.calibrate.layer import (LayerResult, calibrate_layer, fp_layer_pass, propagate, state_template)
 from masq_jax.calibrate.loss_weights import resolve_loss_weights
@@ -254,6 +255,8 @@ def run_quantize(model, calibset, out: str, st: QuantSettings, *, eval_set=None,
             "calibration": calib_record})
         artifact.write_artifact(run.partial, cfg.hf_config, qparams, qconfig, st.store_dtype)
         del qparams  # on disk now; the evaluation reads it back
+        if parallel.is_writer():  # tokenizer, chat template, processor: generation without the source
+            report["support_files"] = copy_support_files(source, run.partial)
     report["layers"] = [ctx.rows[i] for i in range(cfg.num_layers)]
     guard = method.compensation_warnings([r.cmc for r in results])
     for w in guard:

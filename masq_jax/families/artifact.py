@@ -1,6 +1,7 @@
 """A masq-jax artefact directory (``masq quantize``'s output) as a model source: it loads as a
 ``QuantizedModel``; its front end and full-precision reference are those of its source model,
-read from its metadata (``artifact.info``)."""
+read from its metadata (``artifact.info``). When the source has moved or gone, the front end is
+built from the tokenizer files the artefact carries (``artifact.support``; text prompts)."""
 
 from __future__ import annotations
 
@@ -28,4 +29,22 @@ class Artifact(ModelFamily):
         return source
 
     def frontend(self, spec):
-        return None  # the source model's (``reference``)
+        """None (the source model's, through ``reference``) while the source is there; else a text
+        front end from the tokenizer the artefact carries."""
+        from masq_jax.artifact.support import has_tokenizer
+        from masq_jax.families import find
+
+        source = read_info(spec).source_model
+        try:
+            if source:
+                find(source)
+                return None
+        except MasqError:
+            pass  # moved or gone
+        if has_tokenizer(spec):
+            from masq_jax.families.frontends import TextFrontEnd
+
+            return TextFrontEnd(spec)
+        raise MasqError(f"{spec}: its source model {source or '(none recorded)'} is not here and the artefact carries "
+                        "no tokenizer (made before artefacts were self-contained); re-run masq quantize, or put the "
+                        "source back at that path")
