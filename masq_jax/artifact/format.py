@@ -2,12 +2,14 @@
 
 Directory layout (``--out``; README "The artefact"):
   config.json          the original HF config plus ``quantization_config``
-  model.safetensors    unquantized params (``embed``, ``final_norm``, ``lm_head`` unless it is the
-                       embedding itself: then stored once and re-tied on load,
-                       ``layers.input_norm``, ``layers.post_attn_norm``) and, per linear
-                       ``layers.<name>.{qvalue,scale,zero_point,smooth,lora_l,lora_r,bias}`` stacked
-                       over layers (``[L, ...]``; ``[L, 3, ...]`` for per-modality weights)
-  report.json          settings, per-stage time and peak memory, per-layer loss and SQNR
+  model.safetensors    unquantized params in ``store_dtype`` (bf16 by default): ``embed``,
+                       ``final_norm``, ``lm_head`` unless it is the embedding itself (then stored
+                       once and re-tied on load), ``layers.input_norm``, ``layers.post_attn_norm``;
+                       per linear ``layers.<name>.{qvalue,scale,zero_point,smooth,lora_l,lora_r,bias}``
+                       stacked over layers (``[L, ...]``; ``[L, 3, ...]`` for per-modality weights;
+                       ``bias`` in ``store_dtype``, the rest as the method exports them)
+  tokenizer*, ...      what generation needs from the source (``artifact.support``)
+  report.json          settings, per-stage time and peak memory, per-layer loss and SQNR, ``artifact_bytes``
   checkpoints/         orbax checkpoints of the calibration state (one step per finished layer)
 
 What a linear stores is the method's ``export_linear``; this module only lays it out.

@@ -26,21 +26,19 @@ class Artifact(ModelFamily):
         source = read_info(spec).source_model
         if not source:
             raise MasqError(f"{spec}: the artefact does not name its source model; pass --reference")
+        if not _present(source):
+            raise MasqError(f"{spec}: its source model {source} is not there (moved or deleted); pass --reference "
+                            "with the full-precision model")
         return source
 
     def frontend(self, spec):
         """None (the source model's, through ``reference``) while the source is there; else a text
         front end from the tokenizer the artefact carries."""
         from masq_jax.artifact.support import has_tokenizer
-        from masq_jax.families import find
 
         source = read_info(spec).source_model
-        try:
-            if source:
-                find(source)
-                return None
-        except MasqError:
-            pass  # moved or gone
+        if source and _present(source):
+            return None
         if has_tokenizer(spec):
             from masq_jax.families.frontends import TextFrontEnd
 
@@ -48,3 +46,14 @@ class Artifact(ModelFamily):
         raise MasqError(f"{spec}: its source model {source or '(none recorded)'} is not here and the artefact carries "
                         "no tokenizer (made before artefacts were self-contained); re-run masq quantize, or put the "
                         "source back at that path")
+
+
+def _present(source: str) -> bool:
+    """Whether a recorded source model can still be loaded (a model family recognises it)."""
+    from masq_jax.families import find
+
+    try:
+        find(source)
+    except MasqError:
+        return False
+    return True

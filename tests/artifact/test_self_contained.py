@@ -108,3 +108,17 @@ def test_a_gguf_source_gives_its_tokenizer(tmp_path):
     chat = [{"role": "user", "content": "What is 2 + 3? Answer briefly."}]
     assert ours.apply_chat_template(chat, tokenize=True) == theirs.apply_chat_template(chat, tokenize=True)
     assert ours.eos_token_id == theirs.eos_token_id and ours.get_vocab() == theirs.get_vocab()
+
+
+def test_a_missing_source_is_named_when_a_reference_is_needed(made, tmp_path):
+    root, src, art = made
+    from masq_jax.errors import MasqError
+    from masq_jax.loading import reference_of
+
+    assert reference_of(str(art)) == str(src)
+    gone = tmp_path / "art"
+    shutil.copytree(art, gone)
+    cfg = gone / "config.json"
+    cfg.write_text(cfg.read_text().replace(str(src), str(tmp_path / "gone")))
+    with pytest.raises(MasqError, match=r"its source model .*gone is not there \(moved or deleted\); pass --reference"):
+        reference_of(str(gone))
