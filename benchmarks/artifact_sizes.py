@@ -76,13 +76,13 @@ def fmt_mb(n: int) -> str:
 def table(rows: list[dict]) -> str:
     from masq_jax.artifact.info import describe_bytes
 
-    head = (f"{'model':<14}{'preset':<7}{'method':<12}{'source MB':>10}{'before MB':>11}{'after MB':>10}"
-            f"{'after/src':>10}{'peak host GB':>13}  breakdown (after)")
+    head = (f"{'model':<14}{'preset':<12}{'method':<12}{'source MB':>10}{'before MB':>11}{'after MB':>10}"
+            f"{'after/src':>10}{'peak host GiB':>14}  breakdown (after)")
     lines = [head, "-" * len(head)]
     for r in rows:
-        lines.append(f"{r['model']:<14}{r['preset']:<7}{r['method']:<12}{fmt_mb(r['source_bytes']):>10}"
+        lines.append(f"{r['model']:<14}{r['preset']:<12}{r['method']:<12}{fmt_mb(r['source_bytes']):>10}"
                      f"{fmt_mb(r['before']):>11}{fmt_mb(r['total']):>10}{r['total'] / r['source_bytes']:>10.2f}"
-                     f"{r['process_peak_host_bytes'] / 2**30:>13.2f}  {describe_bytes(r['breakdown'])}")
+                     f"{r['process_peak_host_bytes'] / 2**30:>14.2f}  {describe_bytes(r['breakdown'])}")
     return "\n".join(lines)
 
 
