@@ -43,7 +43,9 @@ class Artifact(ModelFamily):
             from masq_jax.families.frontends import TextFrontEnd
 
             return TextFrontEnd(spec)
-        raise MasqError(f"{spec}: its source model {source or '(none recorded)'} is not here and the artefact carries "
+        if not source:
+            return None  # ``reference`` says the artefact names no source
+        raise MasqError(f"{spec}: its source model {source} is not here and the artefact carries "
                         "no tokenizer (made before artefacts were self-contained); re-run masq quantize, or put the "
                         "source back at that path")
 
