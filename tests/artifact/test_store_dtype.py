@@ -24,7 +24,8 @@ PARAMS = random_params(CFG, seed=1)
 UNQUANTIZED = ("embed", "lm_head", "final_norm", "layers.input_norm", "layers.post_attn_norm")
 
 
-@pytest.fixture(scope="module", params=["rtn", "smoothquant", pytest.param("masquant", marks=pytest.mark.slow)])
+@pytest.fixture(scope="module", params=["rtn", pytest.param("smoothquant", marks=pytest.mark.slow),
+                                               pytest.param("masquant", marks=pytest.mark.slow)])
 def pair(request, tmp_path_factory):
     root = tmp_path_factory.mktemp(request.param)
     calib = synthetic_calibset(SyntheticSpec(hidden_size=CFG.hidden_size, samples=4, text_len=8, image_h=4,
