@@ -133,6 +133,8 @@ def _add_quantize(sub) -> None:
     out = q.add_argument_group("output")
     out.add_argument("--out", required=True, help="output directory, written as OUT.partial and renamed when "
                                                   "complete (required)")
+    out.add_argument("--store-dtype", choices=("bf16", "bfloat16", "float32"), default=None,
+                     help="dtype of the artefact's unquantized tensors: embeddings, head, norms, biases (default: bf16)")
     out.add_argument("--resume", action="store_true", help="continue the interrupted run in OUT.partial")
     out.add_argument("--overwrite", action="store_true",
                      help="replace an existing OUT directory or start OUT.partial again")
@@ -226,6 +228,10 @@ def print_summary(name: str, rep: dict, out: str) -> None:
     if rep.get("perplexity"):
         pp = rep["perplexity"]
         print(f"  perplexity: FP {pp['fp']:.3f}  quantized {pp['quantized']:.3f}  ({pp['tokens']} tokens)")
+    if rep.get("artifact_bytes"):
+        from masq_jax.artifact.info import describe_bytes
+
+        print("  artefact " + describe_bytes(rep["artifact_bytes"]))
     print(f"  time {rep['stages']['total_seconds']:.1f} s; warnings: {len(rep['warnings'])}")
 
 
@@ -253,7 +259,7 @@ def cmd_quantize(a) -> int:
 
     opts = dict(wbits=a.wbits, abits=a.abits, group_size=a.group_size,
                 loss_weights=a.loss_weights, epochs=a.epochs, seed=a.seed, propagation=a.propagation,
-                train_matmul=a.train_matmul, tie_smoothing=a.tie_smoothing,
+                train_matmul=a.train_matmul, tie_smoothing=a.tie_smoothing, store_dtype=a.store_dtype,
                 **{name: getattr(a, name) for name in registry.all_options()})  # every method's options
     results = {}
 

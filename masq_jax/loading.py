@@ -51,8 +51,8 @@ def load(model: str | os.PathLike | None, dtype: Any = None, *, implementation: 
     """A callable model — ``model(input_ids=..., inputs_embeds=..., position_ids=...,
     attention_mask=..., modality_ids=...) -> logits`` — for any spec: a ``QuantizedModel`` for a
     masq-jax artefact directory (``implementation`` picks its ``kernels.qmatmul``), else a
-    full-precision ``masq_jax.models.Model``. ``dtype`` casts the unquantized tensors (FP default
-    float32; an artefact keeps the dtypes it was written with). ``mesh`` (``"data=D,model=M"`` or a
+    full-precision ``masq_jax.models.Model``. ``dtype`` casts the unquantized tensors (default
+    float32, also for an artefact whose unquantized tensors are stored in bf16). ``mesh`` (``"data=D,model=M"`` or a
     ``jax.sharding.Mesh``) places the params as calibration does: the linears split along ``model``;
     ``generate`` and ``__call__`` then run on the mesh. ``merge`` (artefacts only): q/k/v and gate/up
     as merged GEMMs; None = when the artefact was calibrated with ``--tie-smoothing``."""

@@ -20,6 +20,9 @@ from masq_jax.modality import NAMES
 PROPAGATIONS = ("sequential", "independent")
 TRAIN_MATMULS = ("auto", "float32", "bfloat16")  # auto: bfloat16 on GPU/TPU, float32 on CPU
 BOUNDS = ("qmax", "qmax+0.5")
+# The dtype of an artefact's unquantized tensors (embeddings, head, norms, biases); "bf16" is read as bfloat16.
+STORE_DTYPES = ("bfloat16", "float32")
+STORE_DTYPE_ALIASES = {"bf16": "bfloat16", "fp32": "float32", "f32": "float32"}
 
 # docs/method.md §1 table: (wbits, abits, group_size, weight symmetric)
 PRESETS: dict[str, tuple[int, int, int | None, bool]] = {
@@ -64,6 +67,7 @@ class QuantSettings:
     train_matmul: str = "auto"  # MAS products: float32 HIGHEST or bf16 tensor cores (core.matmul)
     bound: str = SPEC_BOUND  # the symmetric quantization bound: "qmax" (the reference) or "qmax+0.5"
     tie_smoothing: bool = False  # one vector per input group and modality (q/k/v, gate/up): merged GEMMs
+    store_dtype: str = "bfloat16"  # the artefact's unquantized tensors (integer weights and scales keep theirs)
     options: tuple[tuple[str, Any], ...] = ()  # the chosen method's options, (name, value) in declaration order
 
     def __init__(self, *, options: Any = (), **values: Any):
@@ -96,6 +100,8 @@ class QuantSettings:
         _choice("--propagation", self.propagation, PROPAGATIONS)
         _choice("--train-matmul", self.train_matmul, TRAIN_MATMULS)
         _choice("--bound", self.bound, BOUNDS)
+        object.__setattr__(self, "store_dtype", STORE_DTYPE_ALIASES.get(self.store_dtype, self.store_dtype))
+        _choice("--store-dtype", self.store_dtype, STORE_DTYPES)
         if not isinstance(self.tie_smoothing, bool):
             raise SettingsError(f"tie_smoothing must be True or False, got {self.tie_smoothing!r}")
         if self.train_matmul == "auto":  # recorded resolved, so the artefact says what ran

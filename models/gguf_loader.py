@@ -1,19 +1,26 @@
 """Load a llama/qwen2-architecture GGUF file: dequantize with the `gguf` package (NumPy, no torch)
-and undo llama.cpp's q/k row permutation for llama (as transformers' GGUF loader does)."""
+and undo llama.cpp's q/k row permutation for llama (as transformers' GGUF loader does). A GGUF whose
+tensors are already quantized (Q4_0, Q5_0, Q8_0, K-quants...) loads, with one ``MasqWarning``
+naming its tensor types: its "full-precision" weights carry that rounding before masq's."""
 
 from __future__ import annotations
 
+import collections
 import re
+import warnings
 from typing import Any
 
 import jax.numpy as jnp
 import numpy as np
 
+from masq_jax.errors import MasqWarning
 from masq_jax.models.config import DecoderConfig, config_from_hf
 from masq_jax.models.errors import ModelLoadError, UnsupportedArchitectureError
 from masq_jax.models.params import assemble, map_keys
 
 GGUF_ARCHITECTURES = ("llama", "qwen2")
+FLOAT_TYPES = ("F32", "F16", "BF16", "F64")  # tensor types that are not a quantization
+_WARNED: set[str] = set()  # GGUF paths already warned about in this process (one line each)
 
 _LAYER = {
     "attn_q.weight": ("q_proj", "w"), "attn_q.bias": ("q_proj", "b"),
@@ -87,6 +94,23 @@ def gguf_hf_config(reader) -> dict:
     }
 
 
+def quantized_types(reader) -> dict[str, int]:
+    """The quantized tensor types of a GGUF and how many tensors have each (most first); {} when
+    every tensor is F32 / F16 / BF16."""
+    counts = collections.Counter(t.tensor_type.name for t in reader.tensors)
+    return {k: n for k, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])) if k not in FLOAT_TYPES}
+
+
+def warn_if_quantized(path: str, reader) -> None:
+    """One ``MasqWarning`` (once per path and process) when the GGUF's weights are already quantized."""
+    types = quantized_types(reader)
+    if types and path not in _WARNED:
+        _WARNED.add(path)
+        listed = ", ".join(f"{k} x{n}" for k, n in types.items())
+        warnings.warn(f"source GGUF {path} is already quantized ({listed}): its weights carry one rounding before "
+                      "masq's", MasqWarning, stacklevel=3)
+
+
 def load_gguf(path: str, dtype: Any = jnp.float32, stream: bool = False) -> tuple[DecoderConfig, dict]:
     """(config, params) from a .gguf file, weights dequantized to float32 then cast to ``dtype``;
     ``stream`` dequantizes a layer only when it is asked for (``params.StreamedLayers``)."""
@@ -97,6 +121,7 @@ def load_gguf(path: str, dtype: Any = jnp.float32, stream: bool = False) -> tupl
     except (ValueError, OSError) as e:
         raise ModelLoadError(f"{path}: not a readable GGUF file ({e})") from None
     hf = gguf_hf_config(reader)
+    warn_if_quantized(path, reader)
     cfg = config_from_hf(hf)
     tensors = {t.name: t for t in reader.tensors}
     mapped, _ = map_keys(tensors, _rules())

@@ -2,11 +2,14 @@
 
 Directory layout (``--out``; README "The artefact"):
   config.json          the original HF config plus ``quantization_config``
-  model.safetensors    unquantized params in their original dtype (``embed``, ``final_norm``,
-                       ``lm_head``, ``layers.input_norm``, ``layers.post_attn_norm``) and, per linear
-                       ``layers.<name>.{qvalue,scale,zero_point,smooth,lora_l,lora_r,bias}`` stacked
-                       over layers (``[L, ...]``; ``[L, 3, ...]`` for per-modality weights)
-  report.json          settings, per-stage time and peak memory, per-layer loss and SQNR
+  model.safetensors    unquantized params in ``store_dtype`` (bf16 by default): ``embed``,
+                       ``final_norm``, ``lm_head`` unless it is the embedding itself (then stored
+                       once and re-tied on load), ``layers.input_norm``, ``layers.post_attn_norm``;
+                       per linear ``layers.<name>.{qvalue,scale,zero_point,smooth,lora_l,lora_r,bias}``
+                       stacked over layers (``[L, ...]``; ``[L, 3, ...]`` for per-modality weights;
+                       ``bias`` in ``store_dtype``, the rest as the method exports them)
+  tokenizer*, ...      what generation needs from the source (``artifact.support``)
+  report.json          settings, per-stage time and peak memory, per-layer loss and SQNR, ``artifact_bytes``
   checkpoints/         orbax checkpoints of the calibration state (one step per finished layer)
 
 What a linear stores is the method's ``export_linear``; this module only lays it out.
@@ -20,6 +23,7 @@ import os
 from pathlib import Path
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from safetensors.flax import load_file
 from safetensors.numpy import save_file
@@ -82,6 +86,16 @@ def quantization_config(method: Method, st: QuantSettings, cfg: DecoderConfig, e
     }
 
 
+def tied_head(params: dict, tie_word_embeddings: bool) -> bool:
+    """Whether the output head is the embedding matrix (stored once): the config ties them, or the
+    checkpoint carries an ``lm_head`` bit-identical to ``embed``."""
+    head = params.get("lm_head")
+    if tie_word_embeddings or head is None:
+        return True
+    embed = params["embed"]
+    return head.shape == embed.shape and head.dtype == embed.dtype and bool(np.array_equal(head, embed))
+
+
 def _flatten(params: dict) -> dict[str, jax.Array]:
     flat = {key: value for key, value in params.items() if key != "layers"}
     for key, value in params["layers"].items():
@@ -95,15 +109,37 @@ def _flatten(params: dict) -> dict[str, jax.Array]:
     return flat
 
 
-def write_artifact(tmp_dir: Path, hf_config: dict, params: dict, qconfig: dict) -> None:
+def store_cast(flat: dict[str, np.ndarray], store_dtype: str | None) -> dict[str, np.ndarray]:
+    """The unquantized float tensors (embeddings, head, norms, biases) cast to ``store_dtype``; integer
+    codes, scales, zero points, smoothing vectors and low-rank factors keep their dtypes."""
+    if store_dtype is None:
+        return flat
+    dt = np.dtype(jnp.dtype(store_dtype))
+    keep = tuple(f".{f}" for f in QLINEAR_FIELDS if f != "bias")
+    return {k: v.astype(dt) if np.issubdtype(v.dtype, np.floating) and not k.endswith(keep) else v
+            for k, v in flat.items()}
+
+
+def write_artifact(tmp_dir: Path, hf_config: dict, params: dict, qconfig: dict, store_dtype: str | None = None) -> None:
     """Write config.json and model.safetensors into ``tmp_dir`` (the caller renames it into place).
-    Sharded arrays are gathered whole first; in a multi-process run only process 0 writes."""
+    Sharded arrays are gathered whole first; in a multi-process run only process 0 writes.
+    ``store_dtype`` ("bfloat16" / "float32"; None: as they are): the unquantized tensors' dtype on disk."""
     from masq_jax import parallel
 
-    flat = {k: parallel.to_host(v) for k, v in _flatten(params).items()}  # every process takes part
+    host = {k: parallel.to_host(v) for k, v in _flatten(params).items()}  # every process takes part
+    tied = tied_head(host, bool(hf_config.get("tie_word_embeddings")))
+    flat = store_cast({k: v for k, v in host.items() if not (tied and k == "lm_head")}, store_dtype)
+    del host
     if parallel.is_writer():
         tmp_dir.mkdir(parents=True, exist_ok=True)
         cfg = dict(hf_config)
+        if tied:  # the head is the embedding: one copy on disk, ``read_artifact`` re-ties it
+            cfg["tie_word_embeddings"] = True
+            qconfig = {**qconfig, "tied_embeddings": True}
+            if "decoder_config" in qconfig:
+                qconfig["decoder_config"] = {**qconfig["decoder_config"], "tie_word_embeddings": True}
+        if store_dtype is not None:
+            qconfig = {**qconfig, "store_dtype": store_dtype}
         cfg["quantization_config"] = qconfig
         (tmp_dir / "config.json").write_text(json.dumps(cfg, indent=2, sort_keys=True))
         save_file(flat, str(tmp_dir / "model.safetensors"), metadata={"format": FORMAT})
@@ -113,7 +149,8 @@ def write_artifact(tmp_dir: Path, hf_config: dict, params: dict, qconfig: dict) 
 def read_artifact(path: str | os.PathLike, dtype=None, implementation: str | None = "xla", mesh=None,
                   merge: bool | None = None):
     """Load an artefact directory into a ``QuantizedModel``; ``dtype`` casts the unquantized tensors
-    (embeddings, norms, head; the integer weights, scales and factors keep theirs). ``mesh`` places
+    (embeddings, norms, head, biases; the integer weights, scales and factors keep theirs), default
+    float32, the dtype it was calibrated in, whatever the dtype it is stored in (``store_dtype``). ``mesh`` places
     the params by calibration's rules (``masq_jax.parallel.rules``): integer weights, scales and
     low-rank factors split along ``model``. ``merge``: q/k/v and gate/up as merged GEMMs
     (``artifact.qmodel.merge_tied``); None = when calibrated with ``--tie-smoothing``."""
@@ -131,7 +168,9 @@ def read_artifact(path: str | os.PathLike, dtype=None, implementation: str | Non
     if qc.get("quant_method") != FORMAT:
         raise ArtifactError(f"{path}: quantization_config.quant_method is {qc.get('quant_method')!r}, not {FORMAT!r}")
     cfg = _decoder_config(qc, hf) if "decoder_config" in qc else config_from_hf(hf)
-    cast = (lambda v: v) if dtype is None else (lambda v: v.astype(dtype))
+    if "lm_head" not in flat and not cfg.tie_word_embeddings:  # re-tie: the head is the embedding
+        cfg = dataclasses.replace(cfg, tie_word_embeddings=True)
+    cast = lambda v: v.astype(jnp.float32 if dtype is None else dtype)  # noqa: E731
     params: dict = {"layers": {}}
     for key, value in flat.items():
         if not key.startswith("layers."):
@@ -148,7 +187,8 @@ def read_artifact(path: str | os.PathLike, dtype=None, implementation: str | Non
         weight = QArray(qvalue=g["qvalue"], scale=g["scale"], zero_point=g["zero_point"], bits=qc["wbits"],
                         symmetric=qc["w_symmetric"], group_size=qc["group_size"],
                         shape=(g["scale"].shape[-3], g["smooth"].shape[-1]), bound=bound)
-        params["layers"][name] = QLinear(weight, g["smooth"], g["lora_l"], g["lora_r"], g["bias"], abits=qc["abits"],
+        bias = None if g["bias"] is None else g["bias"].astype(jnp.float32)  # stored in store_dtype
+        params["layers"][name] = QLinear(weight, g["smooth"], g["lora_l"], g["lora_r"], bias, abits=qc["abits"],
                                          act_bound=bound)
     hf["quantization_config"] = qc  # cfg.hf_config is the artefact's whole config.json
     if ArtifactInfo(qc).wants_merge(merge):

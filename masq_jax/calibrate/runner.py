@@ -26,6 +26,7 @@ import jax
 import jax.numpy as jnp
 
 from masq_jax import artifact, parallel
+from masq_jax.artifact.support import copy_support_files
 from masq_jax.calibrate.batch import PreparedData, prepare
 from masq_jax.calibrate.layer import (LayerResult, calibrate_layer, fp_layer_pass, propagate, state_template)
 from masq_jax.calibrate.loss_weights import resolve_loss_weights
@@ -254,8 +255,10 @@ def run_quantize(model, calibset, out: str, st: QuantSettings, *, eval_set=None,
         qconfig = artifact.format.quantization_config(method, st, cfg, {
             "source_model": source, "decoder_config": artifact.format.decoder_config_json(cfg),
             "calibration": calib_record})
-        artifact.write_artifact(run.partial, cfg.hf_config, qparams, qconfig)
+        artifact.write_artifact(run.partial, cfg.hf_config, qparams, qconfig, st.store_dtype)
         del qparams  # on disk now; the evaluation reads it back
+        if parallel.is_writer():  # tokenizer, chat template, processor: generation without the source
+            report["support_files"] = copy_support_files(source, run.partial)
     report["layers"] = [ctx.rows[i] for i in range(cfg.num_layers)]
     guard = method.compensation_warnings([r.cmc for r in results])
     for w in guard:
@@ -267,6 +270,8 @@ def run_quantize(model, calibset, out: str, st: QuantSettings, *, eval_set=None,
         report["mesh"]["device_bytes"]["quantized_params"] = parallel.device_bytes(qmodel.params)
         report.update(compare(cfg, params, qmodel, data if data_eval is None else data_eval))
     report["stages"] = timer.as_dict()
+    if parallel.is_writer():
+        report["artifact_bytes"] = artifact.info.artifact_bytes(run.partial)
     write_json_atomic(run.partial / "report.json", report)
     run.finish(overwrite)
     return report

@@ -11,9 +11,7 @@ names, and its tokenizer is converted by transformers when that is installed.
 from __future__ import annotations
 
 import dataclasses
-import os
 import re
-import shutil
 from pathlib import Path
 from typing import Callable
 
@@ -21,9 +19,6 @@ import numpy as np
 
 from masq_jax.serving.fold import ExportError
 
-# Never copied from the source directory: its weights and config (the export writes its own).
-NOT_COPIED = ("config.json", "model.safetensors.index.json")
-NOT_COPIED_SUFFIXES = (".safetensors", ".bin", ".gguf", ".pth", ".msgpack", ".h5", ".lock")
 # Parts of a checkpoint beside the text decoder, left in full precision (compressed-tensors ``ignore``).
 FP_PARTS = {"visual": "re:.*visual.*", "audio_tower": "re:.*audio_tower.*", "talker": "re:.*talker.*",
             "token2wav": "re:.*token2wav.*"}
@@ -103,22 +98,8 @@ def source_layout(source: str | None, arch: str, num_layers: int, multimodal: bo
 def copy_source_files(layout: SourceLayout, out: Path) -> list[str]:
     """Tokenizer / processor files into ``out``: from the source directory every file beside its
     weights and config (tokenizer, processor, chat template, generation config, an Omni model's
-    ``spk_dict.pt``), or converted from a GGUF by transformers when it is installed; returns the
-    names written."""
-    if layout.directory is not None:
-        written = []
-        for p in sorted(Path(layout.directory).iterdir()):
-            if p.is_file() and p.name not in NOT_COPIED and not p.name.endswith(NOT_COPIED_SUFFIXES):
-                shutil.copy2(p, out / p.name)
-                written.append(p.name)
-        return written
-    if layout.gguf is not None:
-        try:
-            from transformers import AutoTokenizer
-        except ImportError:
-            return []
-        tok = AutoTokenizer.from_pretrained(os.path.dirname(layout.gguf), gguf_file=os.path.basename(layout.gguf))
-        before = set(os.listdir(out))
-        tok.save_pretrained(str(out))
-        return sorted(set(os.listdir(out)) - before)
-    return []
+    ``spk_dict.pt``), or converted from a GGUF by transformers; returns the names written
+    (``artifact.support.copy_support_files``)."""
+    from masq_jax.artifact.support import any_file, copy_support_files
+
+    return copy_support_files(layout.directory or layout.gguf, out, keep=any_file)

@@ -45,7 +45,7 @@ def calib(samples=8, audio_len=8, seed=0):
 @pytest.mark.parametrize("bits", [pytest.param((4, 8)), pytest.param((8, 8), marks=pytest.mark.slow)])
 def test_paper_flag_reproduces_the_earlier_artefact(tmp_path, bits):
     st = QuantSettings(method="masquant", wbits=bits[0], abits=bits[1], epochs=1, samples=8, rank=8, rank_floor=0,
-                       cmc_deploy="paper")
+                       cmc_deploy="paper", store_dtype="float32")  # the earlier artefact stored float32
     run_quantize((CFG, PARAMS), calib(), str(tmp_path / "q"), st, progress=False)
     assert hashlib.sha256(Path(tmp_path / "q" / "model.safetensors").read_bytes()).hexdigest() == GOLDEN[bits]
 

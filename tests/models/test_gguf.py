@@ -156,3 +156,56 @@ def test_smollm2_greedy_generation_equals_transformers(smollm2):
                           pad_token_id=0)[:, ids.shape[1]:].numpy()
     np.testing.assert_array_equal(ours, ref)
     assert "Paris" in tok.decode(ours[0])  # real weights answer the question
+
+
+def test_already_quantized_gguf_warns_once_with_its_types(tmp_path):
+    """A GGUF holding quantized tensors: one MasqWarning naming each type with its count (most first);
+    a float-only GGUF, none."""
+    import warnings
+
+    import gguf
+
+    from masq_jax.errors import MasqWarning
+    from masq_jax.models import gguf_loader
+
+    def write(path, quantized: dict[str, tuple[str, int]]):
+        w = gguf.GGUFWriter(str(path), "llama")
+        rng = np.random.default_rng(0)
+        for name, (kind, rows) in quantized.items():
+            a = rng.standard_normal((rows, 64)).astype(np.float32)
+            if kind == "F32":
+                w.add_tensor(name, a)
+            else:
+                qt = gguf.GGMLQuantizationType[kind]
+                w.add_tensor(name, gguf.quants.quantize(a, qt), raw_dtype=qt)
+        w.write_header_to_file()
+        w.write_kv_data_to_file()
+        w.write_tensors_to_file()
+        w.close()
+        return gguf.GGUFReader(str(path))
+
+    mixed = write(tmp_path / "q.gguf", {"a": ("Q8_0", 4), "b": ("Q4_0", 4), "c": ("Q8_0", 4), "d": ("F32", 4)})
+    assert gguf_loader.quantized_types(mixed) == {"Q8_0": 2, "Q4_0": 1}
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        gguf_loader.warn_if_quantized(str(tmp_path / "q.gguf"), mixed)
+        gguf_loader.warn_if_quantized(str(tmp_path / "q.gguf"), mixed)  # the same file again: no second line
+    assert len(seen) == 1 and seen[0].category is MasqWarning
+    msg = str(seen[0].message)
+    assert "already quantized (Q8_0 x2, Q4_0 x1)" in msg and "one rounding before masq's" in msg
+    plain = write(tmp_path / "f.gguf", {"a": ("F32", 4), "b": ("F16", 4)})
+    assert gguf_loader.quantized_types(plain) == {}
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        gguf_loader.warn_if_quantized(str(tmp_path / "f.gguf"), plain)
+    assert not seen
+
+
+@needs_smollm2
+def test_smollm2_gguf_is_named_already_quantized():
+    """The embedded SmolLM2 GGUF (Q4_1 with a Q8_0 embedding): its types and counts, from the header."""
+    import gguf
+
+    from masq_jax.models import gguf_loader
+
+    assert gguf_loader.quantized_types(gguf.GGUFReader(smollm2_gguf())) == {"Q4_1": 210, "Q8_0": 1}

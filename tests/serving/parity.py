@@ -53,8 +53,10 @@ def build_source(kind: str, path: str, **text) -> str:
 def quantize(src: str, out: str, method: str, preset: str, **options) -> str:
     import masq_jax
 
+    # float32 storage: the exact-token checks were set on these values (bf16-rounded embeddings move a
+    # near-tie of the int8 end-to-end path; the export writes whatever the artefact stores)
     masq_jax.quantize(src, out, method=method, calib="synthetic", samples=4, eval_samples=2, progress=False,
-                      epochs=1, **{**PRESETS[preset], **options})
+                      epochs=1, **{"store_dtype": "float32", **PRESETS[preset], **options})
     return out
 
 
