@@ -23,7 +23,8 @@ def run(capsys, *argv):
 
 
 def one_line_error(err: str) -> str:
-    lines = [ln for ln in err.strip().splitlines() if ln.startswith("masq:")]
+    """The one ``masq: error:`` line (warnings, e.g. an already-quantized GGUF source, may precede it)."""
+    lines = [ln for ln in err.strip().splitlines() if ln.startswith("masq: error")]
     assert len(lines) == 1, err
     assert "Traceback" not in err
     return lines[0]
