@@ -10,16 +10,11 @@ import numpy as np
 import pytest
 
 from masq_jax.cli import main
+from tests.cli.runner import run
 from masq_jax.families.toy import make_config, random_params
 
 pytestmark = pytest.mark.filterwarnings("ignore")
 TINY_OMNI = Path(__file__).resolve().parents[1] / "checkpoints" / "tiny-omni"
-
-
-def run(capsys, *argv):
-    code = main(list(argv))
-    cap = capsys.readouterr()
-    return code, cap.out, cap.err
 
 
 def one_line_error(err: str) -> str:

@@ -10,15 +10,10 @@ import pytest
 
 import masq_jax.api
 from masq_jax.cli import main
+from tests.cli.runner import run
 
 TOY = ["quantize", "--model", "toy:tiny", "--calib", "synthetic:hidden=64", "--samples", "2", "--eval-samples", "0",
        "--epochs", "0", "--quiet"]
-
-
-def run(capsys, *argv):
-    code = main(list(argv))
-    cap = capsys.readouterr()
-    return code, cap.out, cap.err
 
 
 def error_line(err: str) -> str:

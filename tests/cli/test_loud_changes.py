@@ -9,14 +9,9 @@ import json
 import numpy as np
 
 from masq_jax.cli import main
+from tests.cli.runner import run
 
 TOY = ["quantize", "--model", "toy:tiny", "--method", "rtn", "--epochs", "0"]
-
-
-def run(capsys, *argv):
-    code = main(list(argv))
-    cap = capsys.readouterr()
-    return code, cap.out, cap.err
 
 
 def warning_lines(err: str) -> list[str]:

@@ -10,16 +10,11 @@ import pytest
 
 import masq_jax.calibrate.runner as runner
 from masq_jax.cli import main
+from tests.cli.runner import run
 from masq_jax.errors import SettingsError
 
 TOY = ["quantize", "--model", "toy:tiny", "--calib", "synthetic:hidden=64", "--method", "rtn", "--samples", "2",
        "--eval-samples", "0", "--quiet"]
-
-
-def run(capsys, *argv):
-    code = main(list(argv))
-    cap = capsys.readouterr()
-    return code, cap.out, cap.err
 
 
 def masq_lines(err: str) -> list[str]:
