@@ -85,6 +85,13 @@ def deployment_counts(rep) -> str:
     return " ".join(f"{m[0]}:" + "/".join(f"{n}{ABBR[k]}" for k, n in sorted(c[m].items())) for m in MODS if c[m])
 
 
+def guard_counts(rep) -> str:
+    """The run's own verdict: per modality, how many linears its guard names as below MAS on the
+    validation fold (``masquant: <linear> <modality>: ...`` lines of ``report["warnings"]``)."""
+    named = [w.split()[2].rstrip(":") for w in rep.get("warnings", []) if w.startswith("masquant: ")]
+    return "guard " + " ".join(f"{m[0]}:{named.count(m)}" for m in MODS)
+
+
 def cell(model, cal, held, preset, ranks, base=None):
     """SmoothQuant, MAS and MASQuant (each variant at each rank) on one data split; prints the rows."""
     base = base or {}
@@ -99,13 +106,13 @@ def cell(model, cal, held, preset, ranks, base=None):
             ok = goal(h, mas[1], sq[1])
             verdicts.append((rank, v, ok))
             print(f"  {'masquant ' + v:<16}{rank:>6}  {fmt(c)}   {fmt(h)}   {fmt_d(deltas(h, mas[1]))}  "
-                  f"{fmt_d(deltas(h, sq[1]))}  {t:6.1f} {t / mas[2]:5.2f}x  {ok:<10} {deployment_counts(rep)}",
+                  f"{fmt_d(deltas(h, sq[1]))}  {t:6.1f} {t / mas[2]:5.2f}x  {ok:<10} {deployment_counts(rep)}  {guard_counts(rep)}",
                   flush=True)
     return {"sq": sq, "mas": mas, "verdicts": verdicts}
 
 
 HEAD = (f"  {'method':<16}{'rank':>6}  {'calibration (all/text/vision/audio)':<27}   {'held-out':<27}   "
-        f"{'- MAS (t/v/a)':<20} {'- SmoothQuant (t/v/a)':<20}  {'s':>6} {'×mas':>6}  goal       deployments")
+        f"{'- MAS (t/v/a)':<20} {'- SmoothQuant (t/v/a)':<20}  {'s':>6} {'×mas':>6}  goal       deployments, guard (linears named below MAS)")
 
 
 def main() -> None:
