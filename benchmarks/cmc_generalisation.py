@@ -237,11 +237,10 @@ def real_model(name: str, ranks, presets) -> list:
     if name == "tiny-omni":
         cal, held = load_calibration(f"{path}/calib.npz", path, cfg, 120, 8, 0, None)
     else:
+        import sys
         from pathlib import Path
 
         from masq_jax.calib import load_npz
-        import sys
-        from pathlib import Path
 
         sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # examples/ is not installed
         from examples.omni_smollm2.table import write_calib
