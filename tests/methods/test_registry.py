@@ -82,7 +82,7 @@ def text_only(calibset):
 def test_per_modality_smoothquant_is_smoothquant_on_text_only_data(tmp_path):
     """With text alone, text's own statistics are the all-token statistics: smoothquant_pm's text
     vector is SmoothQuant's (to float rounding), and so is its held-out SQNR (why the Qwen2.5-0.5B
-    table has no smoothquant_pm column)."""
+    table measures smoothquant_pm at one preset only)."""
     base = dict(wbits=4, abits=8, samples=4, rank=8, rank_floor=0)
     reps, models = {}, {}
     for label in ("smoothquant_pm", "smoothquant"):
