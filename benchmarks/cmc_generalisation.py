@@ -106,13 +106,15 @@ def cell(model, cal, held, preset, ranks, base=None):
             ok = goal(h, mas[1], sq[1])
             verdicts.append((rank, v, ok))
             print(f"  {'masquant ' + v:<16}{rank:>6}  {fmt(c)}   {fmt(h)}   {fmt_d(deltas(h, mas[1]))}  "
-                  f"{fmt_d(deltas(h, sq[1]))}  {t:6.1f} {t / mas[2]:5.2f}x  {ok:<10} {deployment_counts(rep)}  {guard_counts(rep)}",
+                  f"{fmt_d(deltas(h, sq[1]))}  {t:6.1f} {t / mas[2]:5.2f}x  {ok:<10} {deployment_counts(rep)}  "
+                  f"{guard_counts(rep)}",
                   flush=True)
     return {"sq": sq, "mas": mas, "verdicts": verdicts}
 
 
 HEAD = (f"  {'method':<16}{'rank':>6}  {'calibration (all/text/vision/audio)':<27}   {'held-out':<27}   "
-        f"{'- MAS (t/v/a)':<20} {'- SmoothQuant (t/v/a)':<20}  {'s':>6} {'×mas':>6}  goal       deployments, guard (linears named below MAS)")
+        f"{'- MAS (t/v/a)':<20} {'- SmoothQuant (t/v/a)':<20}  {'s':>6} {'×mas':>6}  goal       "
+        "deployments, guard (linears named below MAS)")
 
 
 def main() -> None:
