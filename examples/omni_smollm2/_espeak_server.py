@@ -3,7 +3,10 @@
 eSpeak NG keeps state across utterances that neither ``espeak_Terminate`` nor its seeds reset (the
 same call gives different samples the second time), so this process loads the library once and
 forks a child per request: every utterance starts from the same fresh state, and the output is a
-function of the request alone. Protocol: one request a line on stdin, ``voice<TAB>rate<TAB>pitch<TAB>text``;
+function of the request alone. The breathy voice variants (``+f2``) draw noise from libc's ``rand()``
+and from eSpeak's own generator, which the library seeds from the clock: the child seeds both, or
+the same request gives other samples in another process (measured: 16 % of omni-SmolLM2's audio
+calibration tokens differed between two runs). Protocol: one request a line on stdin, ``voice<TAB>rate<TAB>pitch<TAB>text``;
 the answer on stdout is an 8-byte little-endian sample count (negative: an error code), then int16
 samples. The first answer (to no request) is the sample rate.
 """
@@ -37,7 +40,8 @@ def main() -> None:
                 return 0
 
             lib.espeak_SetSynthCallback(collect)
-            ctypes.CDLL(None).srand(0)
+            ctypes.CDLL(None).srand(0)  # the breath noise draws from libc's rand() ...
+            lib.espeak_ng_SetRandSeed(ctypes.c_long(0))  # ... and from eSpeak's own generator (seeded by the clock)
             err = lib.espeak_SetVoiceByName(voice.encode())
             if err == 0:
                 lib.espeak_SetParameter(1, int(speed), 0)

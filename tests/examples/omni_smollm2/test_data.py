@@ -80,3 +80,18 @@ def test_bad_arguments_are_one_clear_error():
         data.examples("tts", "test", 1)
     with pytest.raises(data.TaskDataError, match="n must be >= 0"):
         data.examples("ocr", "test", -1)
+
+
+def test_speech_is_the_same_in_a_fresh_synthesis_process():
+    """The breathy voices draw noise from eSpeak's clock-seeded generator: a new server process some
+    seconds later must give the same samples (else calibration sets differ from run to run)."""
+    import time
+
+    from examples.omni_smollm2 import speech
+
+    first = speech.engine().synth("seven four two", "en+f2", 160, 50)
+    for _ in range(2):
+        speech.engine().proc.kill()
+        speech.engine().proc.wait()
+        time.sleep(1.5)
+        assert np.array_equal(speech.engine().synth("seven four two", "en+f2", 160, 50), first)
