@@ -86,10 +86,20 @@ def deployment_counts(rep) -> str:
 
 
 def guard_counts(rep) -> str:
-    """The run's own verdict: per modality, how many linears its guard names as below MAS on the
-    validation fold (``masquant: <linear> <modality>: ...`` lines of ``report["warnings"]``)."""
-    named = [w.split()[2].rstrip(":") for w in rep.get("warnings", []) if w.startswith("masquant: ")]
-    return "guard " + " ".join(f"{m[0]}:{named.count(m)}" for m in MODS)
+    """The run's own verdict: per modality, how many linears its per-linear guard names as below MAS
+    on the validation fold (``masquant: <linear> <modality>: ...`` lines of ``report["warnings"]``),
+    and its fold check: the shipped model's hidden-state SQNR minus MAS's on the fold (``fold``, dB,
+    t/v/a; ``!`` where the run warned)."""
+    lines = [w.split() for w in rep.get("warnings", []) if w.startswith("masquant: ")]
+    named = [w[2].rstrip(":") for w in lines if w[1] != "model"]
+    warned = {w[2].rstrip(":") for w in lines if w[1] == "model"}
+    out = "guard " + " ".join(f"{m[0]}:{named.count(m)}" for m in MODS)
+    fold = rep.get("validation_fold")
+    if fold:
+        out += "  fold " + "/".join("—" if fold["shipped"][m] is None or fold["mas"][m] is None else
+                                    f"{fold['shipped'][m] - fold['mas'][m]:+.2f}" + ("!" if m in warned else "")
+                                    for m in MODS)
+    return out
 
 
 def cell(model, cal, held, preset, ranks, base=None):
@@ -114,7 +124,7 @@ def cell(model, cal, held, preset, ranks, base=None):
 
 HEAD = (f"  {'method':<16}{'rank':>6}  {'calibration (all/text/vision/audio)':<27}   {'held-out':<27}   "
         f"{'- MAS (t/v/a)':<20} {'- SmoothQuant (t/v/a)':<20}  {'s':>6} {'×mas':>6}  goal       "
-        "deployments, guard (linears named below MAS)")
+        "deployments, guard (linears named below MAS), fold check (shipped − MAS, t/v/a)")
 
 
 def main() -> None:

@@ -52,16 +52,21 @@ def build_quantized_params(method: Method, params: dict, factors: list[dict], lo
     n = len(factors)
     for i in range(n):
         lp = layer_params(params, i)
-        out = {name: v for name, v in lp.items() if name not in LINEAR_NAMES}
-        for name in LINEAR_NAMES:
-            lora = loras[i].get(name) if loras and loras[i] else None
-            out[name] = method.export_linear(lp[name], factors[i][name], lora, st)
+        out = export_layer(method, lp, factors[i], loras[i] if loras else None, st)
         host = jax.tree_util.tree_map(parallel.to_host, out)
         if stacked is None:
             stacked = jax.tree_util.tree_map(lambda a: np.empty((n,) + a.shape, a.dtype), host)
         jax.tree_util.tree_map(lambda dst, src: dst.__setitem__(i, src), stacked, host)
         del lp, out, host
     return {**params, "layers": stacked}
+
+
+def export_layer(method: Method, lp: dict, factors: dict, lora: dict | None, st: QuantSettings) -> dict:
+    """One decoder layer's params with its seven linears replaced by the method's stored QLinears."""
+    out = {name: v for name, v in lp.items() if name not in LINEAR_NAMES}
+    for name in LINEAR_NAMES:
+        out[name] = method.export_linear(lp[name], factors[name], lora.get(name) if lora else None, st)
+    return out
 
 
 def quantization_config(method: Method, st: QuantSettings, cfg: DecoderConfig, extra: dict | None = None) -> dict:

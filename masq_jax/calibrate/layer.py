@@ -57,6 +57,7 @@ class LayerResult:
     losses: list[float]  # mean block loss per epoch ([] when the method does not train)
     alphas: dict[str, float]  # searched α per linear ({} when the method does not search)
     cmc: dict | None = None  # what the method's compensation chose (ranks, shrinkage, validated SQNR)
+    trained: dict | None = None  # a compensating method's vectors before compensation (its MAS model; fold check)
 
     def to_state(self, st: QuantSettings) -> dict:
         """The orbax checkpoint of this layer (fixed shapes, see ``state_template``)."""
@@ -69,6 +70,8 @@ class LayerResult:
             state["lora"] = {n: {"l": v[0], "r": v[1]} for n, v in self.lora.items()}
         if self.cmc is not None:
             state["cmc"] = {k: np.asarray(v, np.float32) for k, v in self.cmc.items()}
+        if self.trained is not None:
+            state["trained"] = self.trained
         return state
 
     @classmethod
@@ -78,7 +81,7 @@ class LayerResult:
         alphas = {n: float(a) for n, a in zip(decoder.LINEAR_NAMES, np.asarray(state["info"]["alpha"]))
                   if not math.isnan(a)}
         cmc = {k: np.asarray(v) for k, v in state["cmc"].items()} if "cmc" in state else None
-        return cls(state["factors"], lora, losses, alphas, cmc)
+        return cls(state["factors"], lora, losses, alphas, cmc, state.get("trained"))
 
     def report(self) -> dict:
         """This layer's entry in report.json (loss per epoch and α where they exist)."""
@@ -99,6 +102,8 @@ def state_template(cfg, st: QuantSettings, method: Method) -> dict:
     info = {"loss": np.zeros((max(st.epochs, 1),), np.float32),
             "alpha": np.zeros((len(decoder.LINEAR_NAMES),), np.float32)}
     state = {"factors": f, "info": info}
+    if compensates:
+        state["trained"] = {n: np.zeros_like(v) for n, v in f.items()}
     if compensates and any(ranks.values()):
         state["lora"] = {n: {"l": np.zeros((3, shapes[n][1], ranks[n]), np.float32),
                              "r": np.zeros((3, ranks[n], shapes[n][0]), np.float32)} for n in decoder.LINEAR_NAMES}
@@ -203,11 +208,12 @@ def calibrate_layer(method: Method, cfg, st: QuantSettings, lp, fp: FPLayer, h_q
             factors, per_epoch = method.learn(cfg, st, lp, factors, h, target, batch, modality_weights, key)
             factors = jax.block_until_ready(factors)
             losses = np.asarray(per_epoch).tolist()
-    lora, info = {}, None
+    lora, info, trained = {}, None, None
     if method.compensates:
+        trained = factors
         with timer("cmc"):
             factors, lora, info = jax.block_until_ready(method.compensate_layer(cfg, lp, factors, fp.stats, st))
-    return LayerResult(factors, lora, losses, alphas, info)
+    return LayerResult(factors, lora, losses, alphas, info, trained)
 
 
 # ------------------------------------------------------------------------------------------------

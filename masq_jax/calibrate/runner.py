@@ -28,6 +28,7 @@ import jax.numpy as jnp
 from masq_jax import artifact, parallel
 from masq_jax.artifact.support import copy_support_files
 from masq_jax.calibrate.batch import PreparedData, prepare
+from masq_jax.calibrate.fold_check import fold_check, fold_set, fold_warnings
 from masq_jax.calibrate.layer import (LayerResult, calibrate_layer, fp_layer_pass, propagate, state_template)
 from masq_jax.calibrate.loss_weights import resolve_loss_weights
 from masq_jax.calibrate.preflight import check_settings
@@ -173,7 +174,7 @@ def independent(ctx: RunContext, layer_chunk: int = INDEPENDENT_CHUNK) -> list[L
         for j, i in enumerate(idx):
             factors, lora, info = compensated.get(i, (pick(f_chunk, j), {}, None))
             results[i] = ctx.restore(i) if i in done else LayerResult(
-                factors, lora, [float(x) for x in losses[j]], {}, info)
+                factors, lora, [float(x) for x in losses[j]], {}, info, pick(f_chunk, j) if i in compensated else None)
             ctx.finish_layer(i, results[i], seconds, save=i not in done)
         bar.set_postfix(loss=f"{float(losses[:, -1].mean()):.4g}")
     bar.close()
@@ -261,6 +262,12 @@ def run_quantize(model, calibset, out: str, st: QuantSettings, *, eval_set=None,
             report["support_files"] = copy_support_files(source, run.partial)
     report["layers"] = [ctx.rows[i] for i in range(cfg.num_layers)]
     guard = method.compensation_warnings([r.cmc for r in results])
+    fold = fold_set(calibset) if method.compensates and method.gram_statistics(st) == "validation" else None
+    if fold is not None:
+        with timer("fold_check"):
+            report["validation_fold"] = fold_check(cfg, params, method, st, results,
+                                                   prepare(cfg, params, fold, seq_len, mesh, offload=offload))
+        guard += fold_warnings(method.name, report["validation_fold"])
     for w in guard:
         warnings.warn(w, MasqWarning, stacklevel=2)
     report["warnings"] += guard

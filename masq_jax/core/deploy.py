@@ -40,6 +40,7 @@ LABELS = ("branch", "text-vector", "shared", "channels", "shared+channels")
 # fitted against it) or the channel option.
 CODES = ((BRANCH, TEXT_VECTOR, CHANNELS), (SHARED, SHARED, SHARED_CHANNELS))
 HIGHEST = jax.lax.Precision.HIGHEST
+GUARD_DB = 0.3  # the guards name what stays further than this below MAS on the validation fold (the goal's allowance)
 
 
 def path_error(x: jax.Array, ref: jax.Array, smooth: jax.Array, wq: jax.Array, activations: QuantSpec,

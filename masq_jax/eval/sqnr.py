@@ -9,6 +9,7 @@ so memory stays at two hidden-state tensors whatever the depth.
 from __future__ import annotations
 
 import functools
+from typing import Callable
 
 import jax
 import numpy as np
@@ -44,24 +45,37 @@ def sqnr_report(per_layer_sums: list[list[tuple[float, int]]]) -> dict:
 def layer_sqnr(cfg, params: dict, qmodel, data) -> tuple[dict, jax.Array, jax.Array]:
     """``(sqnr report, final FP hidden states, final quantized hidden states)`` of ``qmodel`` (a
     ``QuantizedModel``) against the FP ``params`` on prepared ``data``."""
-    qparams = qmodel.params
-    per_layer = []
-    h_fp, h_q = data.h0, data.h0
+    qlayers = qmodel.params["layers"]
+    tables, h_fp, h_q = streams_sqnr(cfg, params, {"q": (lambda i: jax.tree_util.tree_map(lambda a: a[i], qlayers),
+                                                         qmodel.linears)}, data)
+    return tables["q"], h_fp, h_q["q"]
+
+
+def streams_sqnr(cfg, params: dict, models: dict[str, tuple[Callable[[int], dict], Callable]],
+                 data) -> tuple[dict[str, dict], jax.Array, dict[str, jax.Array]]:
+    """``({name: sqnr report}, final FP hidden states, {name: final hidden states})`` of several
+    quantized models run side by side on ``data``: ``models[name] = (layer i -> its quantized layer
+    params, its linear factory)`` (``artifact.qmodel.QuantizedLinears``); one FP pass serves them all."""
+    per_layer = {k: [] for k in models}
+    h_fp, h_q = data.h0, {k: data.h0 for k in models}
     for i in range(cfg.num_layers):
         lp = layer_params(params, i)  # FP layers may stream from disk
-        lq = jax.tree_util.tree_map(lambda a: a[i], qparams["layers"])
-        new_fp, new_q, sums = [], [], None
+        lq = {k: layer(i) for k, (layer, _) in models.items()}
+        new_fp, new_q, sums = [], {k: [] for k in models}, {k: None for k in models}
         for c in data.chunks():
             part = data.take(data.batch, c)
             f = _layer(cfg, lp, data.take(h_fp, c), part, None)
-            q = _layer(cfg, lq, data.take(h_q, c), part, qmodel.linears)
-            chunk_sums = metrics.sqnr_sums(f, q, part.modality_ids, part.valid)
-            sums = chunk_sums if sums is None else [(a + c, b + d) for (a, b), (c, d) in zip(sums, chunk_sums)]
             new_fp.append(f)
-            new_q.append(q)
-        h_fp, h_q = data.put(new_fp), data.put(new_q)
-        per_layer.append(sums)
-    return sqnr_report(per_layer), h_fp, h_q
+            for k, (_, linears) in models.items():
+                q = _layer(cfg, lq[k], data.take(h_q[k], c), part, linears)
+                chunk_sums = metrics.sqnr_sums(f, q, part.modality_ids, part.valid)
+                sums[k] = chunk_sums if sums[k] is None else [(a + c, b + d) for (a, b), (c, d) in
+                                                              zip(sums[k], chunk_sums)]
+                new_q[k].append(q)
+        h_fp, h_q = data.put(new_fp), {k: data.put(v) for k, v in new_q.items()}
+        for k in models:
+            per_layer[k].append(sums[k])
+    return {k: sqnr_report(v) for k, v in per_layer.items()}, h_fp, h_q
 
 
 def compare(cfg, params: dict, qmodel, data) -> dict:

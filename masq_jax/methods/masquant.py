@@ -35,7 +35,7 @@ INFO_KEYS = ("rank", "storage_rank", "shrinkage", "val_sqnr", "mas_val_sqnr", "n
 # output SQNRs (dB) of the chosen deployment, of MAS (one weight per modality), of the paper's form
 # and of the shared (SmoothQuant) vector.
 DEPLOY_KEYS = ("deploy", "out_sqnr", "mas_out_sqnr", "paper_out_sqnr", "shared_out_sqnr")
-GUARD_DB = 0.3  # the guard names every unit whose validated output SQNR is further than this below MAS's
+GUARD_DB = deploy.GUARD_DB  # the guard names every unit whose validated output SQNR is further than this below MAS's
 
 
 def _check_rank(v):
