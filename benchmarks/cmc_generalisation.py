@@ -222,18 +222,18 @@ def cost(name: str, layers: int, preset: str, repeats: int = 2, rank: float = 0.
     model = (cfg, toy.random_params(cfg, 0))
     cal = synthetic_calibset(samples=samples, seed=0, **synth)
     print(f"\nrun cost, {name} ({cfg.num_layers} layers, hidden {cfg.hidden_size}), {preset.upper()}, "
-          f"{samples} samples, rank {rank} (whole run without evaluation; stage seconds: train / cmc / fp_pass)")
+          f"{samples} samples, rank {rank} (whole run without evaluation; stage seconds: train / cmc / fp_pass / fold_check)")
     arms = [("mas", {})] + [(f"masquant {v}", kw) for v, kw in VARIANTS.items()]
     warm = {arm: [] for arm, _ in arms}
     for rep_i in range(repeats + 1):
         label = "cold" if rep_i == 0 else f"warm{rep_i}"
         for arm, kw in arms:
             wall, cpu, rep = timed_run(model, cal, arm.split()[0], preset, rank, **kw)
-            st = {k: rep["stages"].get(k, {}).get("seconds", 0.0) for k in ("train", "cmc", "fp_pass")}
+            st = {k: rep["stages"].get(k, {}).get("seconds", 0.0) for k in ("train", "cmc", "fp_pass", "fold_check")}
             if rep_i:
                 warm[arm].append((wall, cpu))
             print(f"  {label:<6} {arm:<16} wall {wall:7.1f} s  cpu {cpu:7.1f} s   "
-                  f"({st['train']:.1f} / {st['cmc']:.1f} / {st['fp_pass']:.1f})", flush=True)
+                  f"({st['train']:.1f} / {st['cmc']:.1f} / {st['fp_pass']:.1f} / {st['fold_check']:.1f})", flush=True)
     med = {arm: [statistics.median(v[k] for v in runs) for k in (0, 1)] for arm, runs in warm.items()}
     for arm, (wall, cpu) in med.items():
         print(f"  median {arm:<16} wall {wall:7.1f} s ({wall / med['mas'][0]:4.2f}x mas)  "
