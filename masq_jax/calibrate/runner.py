@@ -172,9 +172,10 @@ def independent(ctx: RunContext, layer_chunk: int = INDEPENDENT_CHUNK) -> list[L
                             method.compensate_layer(cfg, pick(lps, j), pick(f_chunk, j), stats[i], st))
         seconds = (time.perf_counter() - t0) / len(idx)
         for j, i in enumerate(idx):
-            factors, lora, info = compensated.get(i, (pick(f_chunk, j), {}, None))
+            trained = pick(f_chunk, j)
+            factors, lora, info = compensated.get(i, (trained, {}, None))
             results[i] = ctx.restore(i) if i in done else LayerResult(
-                factors, lora, [float(x) for x in losses[j]], {}, info, pick(f_chunk, j) if i in compensated else None)
+                factors, lora, [float(x) for x in losses[j]], {}, info, trained if i in compensated else None)
             ctx.finish_layer(i, results[i], seconds, save=i not in done)
         bar.set_postfix(loss=f"{float(losses[:, -1].mean()):.4g}")
     bar.close()
