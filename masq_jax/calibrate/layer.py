@@ -23,6 +23,7 @@ from masq_jax.calibrate.batch import LayerBatch, PreparedData
 from masq_jax.core import stats as core_stats
 from masq_jax.methods.base import Method
 from masq_jax.models import decoder
+from masq_jax.modality import TEXT
 from masq_jax.settings import QuantSettings
 
 SEARCH_TOKENS = 2048  # tokens of the FP layer inputs kept for the AWQ / MBQ grid searches
@@ -129,7 +130,8 @@ def fp_layer_pass(cfg, lp, h, data: PreparedData, *, with_gram: bool | str,
                   search_tokens: int = SEARCH_TOKENS) -> FPLayer:
     """Run the FP layer over all samples chunk by chunk (``data.layout``), accumulating statistics
     and a token sample (the linear inputs of the first valid tokens in calibration-set order, up to
-    ``search_tokens``). ``with_gram="validation"`` also keeps the Gram matrices of the validation
+    ``search_tokens``). ``with_gram="validation"`` (CMC's statistics) collects the Gram matrices of the
+    non-text modalities only (text's stay zero: CMC never whitens text), also those of the validation
     fold (``validation_rows``) for CMC's selection, and the fold's first ``VALIDATION_TOKENS`` tokens
     of each modality (``val_x`` [T, in] per group, ordered text, vision, audio; ``val_mid`` [T]) on
     which compensation scores its deployments (``core.deploy``)."""
@@ -147,11 +149,12 @@ def fp_layer_pass(cfg, lp, h, data: PreparedData, *, with_gram: bool | str,
         part = data.take(data.batch, c)
         valid, mid = layout.take_host(data.host_valid, c), layout.take_host(data.host_modality_ids, c)
         gram_index = val_index = val_valid = None
+        gram_valid = valid & (mid != TEXT) if with_gram == "validation" else valid  # CMC never whitens text
         if with_gram:
-            gram_index = place(core_stats.modality_token_index(mid, valid, shards=layout.shards))
+            gram_index = place(core_stats.modality_token_index(mid, gram_valid, shards=layout.shards))
         if with_gram == "validation":
             val_valid = valid & layout.take_host(val_rows, c)[:, None]
-            val_index = place(core_stats.modality_token_index(mid, val_valid, shards=layout.shards))
+            val_index = place(core_stats.modality_token_index(mid, val_valid & (mid != TEXT), shards=layout.shards))
             idx = _fold_tokens(mid, val_valid, val_got)
             val_mid.append(mid.reshape(-1)[idx])
             val_valid = layout.place(val_valid)

@@ -22,6 +22,7 @@ from typing import Literal
 
 import jax
 import jax.numpy as jnp
+from jax.scipy.linalg import solve_triangular
 import numpy as np
 
 from masq_jax.core import stats
@@ -129,9 +130,62 @@ def _floored_sqrt(eigenvalues: jax.Array, eig_floor: float | None = None) -> tup
     return sq, jnp.where(sq > 0, 1.0 / jnp.where(sq > 0, sq, 1.0), 0.0)
 
 
+SOLVERS = ("svd", "gram", "output")
+
+
 def _check_svd(svd: str) -> None:
-    if svd not in ("svd", "gram"):
-        raise CoreInputError(f"svd must be 'svd' (exact) or 'gram' (eigh of the smaller Gram matrix), got {svd!r}")
+    if svd not in SOLVERS:
+        raise CoreInputError(f"svd must be 'svd' (exact), 'gram' (eigh of the smaller Gram matrix) or 'output' (one "
+                             f"eigh of the output side per fit), got {svd!r}")
+
+
+def _output_factors(a: jax.Array, c: jax.Array, rank: int, aat: jax.Array | None = None
+                    ) -> tuple[jax.Array, jax.Array]:
+    """The whitened fit with one ``eigh`` of a min(in, out)-sized matrix (``a`` = ΔWᵀ [in, out], ``c`` the
+    covariance, damped by the caller). ``out ≤ in``: the output-side form ``(L, R) = (A V_r, V_rᵀ)``,
+    ``V_r`` the top eigenvectors of ``Aᵀ c A``: ``X̃ A V_r V_rᵀ`` is the best rank-r approximation of
+    ``X̃ A`` whatever ``c``'s conditioning (docs/method.md §5's ``T⁻¹ (TA)_r`` when ``c`` is invertible).
+    ``in < out``: §5 with ``T`` the Cholesky factor instead of ``eigh(c)``'s square root, ``U_r`` from
+    ``eigh(T AAᵀ Tᵀ)``, ``(L, R) = (T⁻¹ U_r, U_rᵀ T A)`` (``aat``: ``AAᵀ`` when the caller has it; an
+    eigenvalue floor and pseudo-inverse stand in for a Cholesky that fails)."""
+    in_dim, out_dim = a.shape
+    if out_dim <= in_dim:
+        g = jnp.dot(a.T, jnp.dot(c, a, precision=HIGHEST), precision=HIGHEST)
+        _, v = jnp.linalg.eigh(0.5 * (g + g.T))
+        v = v[:, ::-1][:, :rank]
+        return jnp.dot(a, v, precision=HIGHEST), v.T
+    aat = jnp.dot(a, a.T, precision=HIGHEST) if aat is None else aat
+    c = 0.5 * (c + c.T)
+    chol = jnp.linalg.cholesky(c)
+
+    def triangular():
+        t = chol.T
+        return t, solve_triangular(t, jnp.eye(in_dim, dtype=t.dtype), lower=False)
+
+    t, t_inv = jax.lax.cond(jnp.all(jnp.isfinite(chol)), triangular, lambda: whitening(c))
+    bbt = jnp.dot(t, jnp.dot(aat, t.T, precision=HIGHEST), precision=HIGHEST)  # (TA)(TA)ᵀ [in, in]
+    _, u = jnp.linalg.eigh(0.5 * (bbt + bbt.T))
+    u = u[:, ::-1][:, :rank]
+    return jnp.dot(t_inv, u, precision=HIGHEST), jnp.dot(jnp.dot(t.T, u, precision=HIGHEST).T, a, precision=HIGHEST)
+
+
+def _output_curve(a: jax.Array, l: jax.Array, r: jax.Array, cov_val: jax.Array, g_val: jax.Array | None = None
+                  ) -> jax.Array:
+    """``validation_curve`` for output-side factors (``L = A V``, ``R = Vᵀ``; ``_output_factors`` with
+    ``out ≤ in``): then ``Lᵀ C_val A Rᵀ = Lᵀ C_val L``, so the cross term is that matrix's diagonal and
+    no ``[in, out]`` product with ``C_val`` is needed per candidate; ``g_val = Aᵀ C_val A`` (out < in)
+    replaces ``C_val``."""
+    if g_val is not None:
+        v = r.T
+        total = jnp.trace(g_val)
+        q = jnp.dot(v.T, jnp.dot(g_val, v, precision=HIGHEST), precision=HIGHEST)
+    else:
+        total = jnp.sum(a * jnp.dot(cov_val, a, precision=HIGHEST))
+        q = jnp.dot(l.T, jnp.dot(cov_val, l, precision=HIGHEST), precision=HIGHEST)
+    m = q * jnp.dot(r, r.T, precision=HIGHEST)
+    block = jnp.diagonal(jnp.cumsum(jnp.cumsum(m, axis=0), axis=1))
+    curve = total - 2.0 * jnp.cumsum(jnp.diagonal(q)) + block
+    return jnp.concatenate([total[None], curve])
 
 
 def _truncated_svd(a, rank: int, svd: str = "svd"):
@@ -170,9 +224,11 @@ def low_rank_compensation(
 
     ``delta_w`` [out, in]; ``cov`` [in, in]; ``rank`` a static int in 0..min(in, out). ``fit``:
     "whitened" (docs/method.md §5 with a floored/damped spectrum), "plain" (truncated SVD of ΔWᵀ), or "auto"
-    (both, keep the smaller true residual). ``svd``: "svd" (exact) or "gram": every decomposition an
+    (both, keep the smaller true residual). ``svd``: "svd" (exact), "gram": every decomposition an
     eigh of a min(in, out)-sized matrix — the whitened solution from the output side when
-    ``out < in`` (``_output_side``; ``eig_floor`` unused there), else ``_truncated_svd``'s Gram form.
+    ``out < in`` (``_output_side``; ``eig_floor`` unused there), else ``_truncated_svd``'s Gram form —
+    or "output": ``_output_factors``, one eigh per whitened fit at any shape (a Cholesky factor
+    instead of the covariance's eigh where ``in < out``).
     Returned in the compute dtype (float32 / float64 with x64).
     """
     _check_fit(fit)
@@ -186,12 +242,17 @@ def low_rank_compensation(
     a = delta_w.astype(dt).T  # [in, out]
     if rank == 0:
         return jnp.zeros((in_dim, 0), dt), jnp.zeros((0, out_dim), dt)
+    plain_svd = "gram" if svd == "output" else svd
     if fit == "plain":
-        return _truncated_svd(a, rank, svd)
+        return _truncated_svd(a, rank, plain_svd)
     c = cov.astype(dt)
     c = 0.5 * (c + c.T)
     ca = jnp.dot(c, a, precision=HIGHEST)  # C ΔWᵀ: the output-side Gram and the residuals reuse it
-    if svd == "gram" and out_dim < in_dim:
+    if svd == "output":
+        damped = c if (isinstance(damping, (int, float)) and damping == 0) else (
+            c + (jnp.asarray(damping, dt) * jnp.trace(c) / in_dim) * jnp.eye(in_dim, dtype=dt))
+        l_w, r_w = _output_factors(a, damped, rank)
+    elif svd == "gram" and out_dim < in_dim:
         l_w, r_w = _output_side(a, ca, rank, damping, in_dim, jnp.trace(c))
     else:
         t, t_pinv = whitening(cov, eig_floor=eig_floor, damping=damping)
@@ -199,7 +260,7 @@ def low_rank_compensation(
         l_w = jnp.dot(t_pinv, u2, precision=HIGHEST)
     if fit == "whitened":
         return l_w, r_w
-    l_p, r_p = _truncated_svd(a, rank, svd)
+    l_p, r_p = _truncated_svd(a, rank, plain_svd)
     res_w = _xnorm2_lowrank(a, ca, c, l_w, r_w)
     res_p = _xnorm2_lowrank(a, ca, c, l_p, r_p)
     use_w = jnp.isfinite(res_w) & (res_w <= res_p)
@@ -254,8 +315,10 @@ def validated_fit(delta_w: jax.Array, cov_fit: jax.Array, cov_val: jax.Array, sh
     the first on ties).
 
     One decomposition serves every candidate where it can: shrinking towards ``tr(C)/d·I`` keeps
-    ``C``'s eigenvectors (only the eigenvalues move), and with ``svd="gram"`` and ``out < in`` the
-    output-side Gram is ``(1−ρ)·ΔW C ΔWᵀ + ρ·tr(C)/d·ΔW ΔWᵀ`` (one small eigh per candidate).
+    ``C``'s eigenvectors (only the eigenvalues move), and with ``svd="gram"`` and ``out < in`` (or
+    ``svd="output"`` and ``out ≤ in``) the output-side Gram is ``(1−ρ)·ΔW C ΔWᵀ + ρ·tr(C)/d·ΔW ΔWᵀ``
+    (one small eigh per candidate); ``svd="output"`` with ``in < out``: one Cholesky and one eigh per
+    candidate (``_output_factors``).
     ``return_factors``: also the chosen candidate's fit-fold factors ``(L [in, max_rank], R [max_rank,
     out])`` (what the validation curve scored), as a third element."""
     _check_svd(svd)
@@ -269,15 +332,26 @@ def validated_fit(delta_w: jax.Array, cov_fit: jax.Array, cov_val: jax.Array, sh
     c = 0.5 * (c + c.T)
     mu = jnp.trace(c) / in_dim
     curves, factors = [], []
-    if svd == "gram" and out_dim < in_dim:
+    if svd == "output" and out_dim > in_dim:
+        aat = jnp.dot(a, a.T, precision=HIGHEST)
+        cv = cov_val.astype(dt)
+        for rho in shrinkages:
+            damped = (1.0 - rho) * c + (rho * mu) * jnp.eye(in_dim, dtype=dt)
+            factors.append(_output_factors(a, damped, full, aat))
+            curves.append(validation_curve(delta_w, *factors[-1], cv))
+    elif (svd == "gram" and out_dim < in_dim) or svd == "output":  # output side, one small eigh per candidate
         g0 = jnp.dot(a.T, jnp.dot(c, a, precision=HIGHEST), precision=HIGHEST)
         g1 = jnp.dot(a.T, a, precision=HIGHEST)
+        cv = cov_val.astype(dt)
+        g_val = jnp.dot(a.T, jnp.dot(cv, a, precision=HIGHEST), precision=HIGHEST) if (
+            svd == "output" and out_dim < in_dim) else None
         for rho in shrinkages:
             g = (1.0 - rho) * g0 + (rho * mu) * g1
             _, v = jnp.linalg.eigh(0.5 * (g + g.T))
             v = v[:, ::-1][:, :full]
             factors.append((jnp.dot(a, v, precision=HIGHEST), v.T))
-            curves.append(validation_curve(delta_w, *factors[-1], cov_val))
+            curves.append(_output_curve(a, *factors[-1], cv, g_val) if svd == "output"
+                          else validation_curve(delta_w, *factors[-1], cov_val))
     else:
         s, u = jnp.linalg.eigh(c)
         ua = jnp.dot(u.T, a, precision=HIGHEST)

@@ -342,3 +342,77 @@ def test_validated_fit_picks_the_shrinkage_that_generalises():
     assert int(best) == int(np.argmin(brute))
     np.testing.assert_allclose(np.asarray(curves)[:, rank], brute, rtol=2e-3)
     assert brute[int(best)] < brute[0]  # shrinking beats the raw covariance of 30 tokens in 48 dims
+
+
+# ----------------------------------------------------------------------------------------------
+# the "output" solver: one eigh per whitened fit, output-side factors (L = ΔWᵀV, R = Vᵀ)
+
+
+@pytest.mark.parametrize("din,dout", [(48, 40), (40, 40), (40, 48), (24, 64)])
+@pytest.mark.parametrize("kind,tokens", [("normal", 400), ("normal", 20), ("dead", 400), ("huge", 400)])
+def test_output_solver_is_the_spec_whitened_fit(din, dout, kind, tokens):
+    """Any shape (out < in, out = in, out > in through the Cholesky factor): the product is docs/method.md
+    §5's ``T⁻¹(TΔWᵀ)_r`` on the damped covariance (float64 NumPy), with ``out ≤ in`` in the output-side
+    form (``L = ΔWᵀ Rᵀ``), and the residual is never above the spec's (to the gram solver's float32 bar)."""
+    x, dw = _problem(11, tokens=tokens, din=din, dout=dout, kind=kind)
+    c = _cov(x)
+    damp = 0.05
+    cd = c + damp * np.trace(c) / din * np.eye(din)
+    scale = np.trace(cd) * (dw.astype(np.float64) ** 2).sum()
+    for r in (1, 6, min(din, dout)):
+        l, rr = cmc.low_rank_compensation(jnp.asarray(dw), jnp.asarray(c, jnp.float32), r, fit="whitened",
+                                          svd="output", damping=damp)
+        assert l.shape == (din, r) and rr.shape == (r, dout)
+        l, rr = np.asarray(l, np.float64), np.asarray(rr, np.float64)
+        if dout <= din:
+            np.testing.assert_allclose(l, dw.T.astype(np.float64) @ rr.T, rtol=1e-4, atol=1e-4 * np.abs(l).max())
+        lr_ref, rr_ref = np_lowrank_whitened(dw, cd, r)
+        res, res_ref = np_xnorm_residual(dw, cd, l, rr), np_xnorm_residual(dw, cd, lr_ref, rr_ref)
+        assert res <= res_ref * (1 + 1e-3) + 1e-7 * scale, (r, res, res_ref)
+        if kind == "normal" and tokens == 400:  # well conditioned: the product itself is the spec's
+            ref = lr_ref @ rr_ref
+            np.testing.assert_allclose(l @ rr, ref, rtol=1e-3, atol=2e-3 * np.abs(ref).max())
+
+
+@pytest.mark.parametrize("din,dout", [(40, 48), (24, 64)])
+def test_output_solver_survives_a_singular_covariance(din, dout):
+    """in < out and no damping on a rank-3 covariance (the Cholesky factor fails; the eigenvalue floor and
+    pseudo-inverse take over): finite factors whose residual matches the best rank-r one (float64)."""
+    x, dw = _problem(12, tokens=400, din=din, dout=dout, kind="lowrank")
+    c = _cov(x)
+    for r in (2, 3, 8):
+        l, rr = cmc.low_rank_compensation(jnp.asarray(dw), jnp.asarray(c, jnp.float32), r, fit="whitened",
+                                          svd="output")
+        l, rr = np.asarray(l, np.float64), np.asarray(rr, np.float64)
+        assert np.isfinite(l).all() and np.isfinite(rr).all()
+        b = np.linalg.cholesky(c + 1e-9 * np.trace(c) * np.eye(din)).T @ dw.T.astype(np.float64)
+        sig = np.linalg.svd(b, compute_uv=False)
+        best = float(np.sum(sig[r:] ** 2))  # ‖X(ΔWᵀ − LR)‖² can go no lower than the tail of X ΔWᵀ's spectrum
+        total = float(np.sum(sig ** 2))
+        assert np_xnorm_residual(dw, c, l, rr) <= best + 1e-4 * total, r
+
+
+@pytest.mark.parametrize("din,dout", [(48, 40), (40, 40), (40, 48)])
+def test_validated_fit_output_solver_matches_brute_force(din, dout):
+    """``validated_fit(svd="output")``: each candidate's curve is the float64 validation residual of every
+    prefix of the spec's whitened factors on the shrunk fit covariance, the choice the brute-force one,
+    and the returned factors are what the curve scored."""
+    rng = np.random.default_rng(13)
+    scales = np.exp(rng.uniform(-1, 1, din))
+    x_fit = rng.standard_normal((30, din)) * scales
+    x_val = rng.standard_normal((500, din)) * scales
+    dw = rng.standard_normal((dout, din))
+    c_fit, c_val = x_fit.T @ x_fit, x_val.T @ x_val
+    rhos, rank, cap = [0.05, 0.4], 6, 12
+    curves, best, (l, r) = cmc.validated_fit(jnp.asarray(dw, jnp.float32), jnp.asarray(c_fit, jnp.float32),
+                                             jnp.asarray(c_val, jnp.float32), [jnp.float32(v) for v in rhos], rank,
+                                             max_rank=cap, svd="output", return_factors=True)
+    brute = []
+    for rho in rhos:
+        c = (1 - rho) * c_fit + rho * np.trace(c_fit) / din * np.eye(din)
+        lr, rr = np_lowrank_whitened(dw, c, cap)
+        brute.append([np_xnorm_residual(dw, c_val, lr[:, :k], rr[:k]) for k in range(cap + 1)])
+    np.testing.assert_allclose(np.asarray(curves), brute, rtol=2e-3, atol=1e-6 * brute[0][0])
+    assert int(best) == int(np.argmin([b[rank] for b in brute]))
+    got = [np_xnorm_residual(dw, c_val, np.asarray(l)[:, :k], np.asarray(r)[:k]) for k in range(cap + 1)]
+    np.testing.assert_allclose(got, brute[int(best)], rtol=2e-3, atol=1e-6 * brute[0][0])

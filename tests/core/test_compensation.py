@@ -37,14 +37,15 @@ def _np_shrink(c, rho):
     return (1 - rho) * c + rho * np.trace(c) / c.shape[0] * np.eye(c.shape[0])
 
 
+@pytest.mark.parametrize("svd", ["svd", "output"])
 @pytest.mark.parametrize("shrinkage", ["auto", 0.3])
-def test_validate_matches_float64_brute_force(shrinkage):
+def test_validate_matches_float64_brute_force(shrinkage, svd):
     w, s, gram, count, gram_val, count_val = _problem()
     x = compensation.linear_inputs(*(jnp.asarray(a) for a in (w, s)), SPEC, *(jnp.asarray(a, jnp.float32) for a in
                                                                             (gram, count, gram_val, count_val)))
     cap, rank = 12, 5
     curve, mas, choice = (np.asarray(v) for v in compensation.validate(x, SPEC, shrinkage=shrinkage, rank=rank,
-                                                                        storage_rank=cap, svd="svd"))
+                                                                        storage_rank=cap, svd=svd))
     wq = np_fake_quant(w.astype(np.float64) * s[0], 4)
     for j, m in enumerate((1, 2)):
         inv = 1.0 / s[m].astype(np.float64)
@@ -65,13 +66,14 @@ def test_validate_matches_float64_brute_force(shrinkage):
         np.testing.assert_allclose(curve[j], curves[best], rtol=2e-3, atol=1e-6)
 
 
-def test_fit_is_the_shrunk_whitened_refit_on_all_tokens_with_allocated_columns():
+@pytest.mark.parametrize("svd", ["svd", "output"])
+def test_fit_is_the_shrunk_whitened_refit_on_all_tokens_with_allocated_columns(svd):
     w, s, gram, count, _, _ = _problem(1)
     x = compensation.linear_inputs(jnp.asarray(w), jnp.asarray(s), SPEC, jnp.asarray(gram, jnp.float32),
                                    jnp.asarray(count))
     cap, alloc = 10, np.array([3, 7])
     l, r, rho = compensation.fit(x, storage_rank=cap, choice=np.array([0, 0]), alloc=alloc, shrinkage=0.2,
-                                 svd="svd", mode="whitened")
+                                 svd=svd, mode="whitened")
     l, r = np.asarray(l, np.float64), np.asarray(r, np.float64)
     assert l.shape == (3, DIN, cap) and r.shape == (3, cap, DOUT)
     assert not l[0].any() and not r[0].any()
