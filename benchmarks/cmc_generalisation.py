@@ -186,9 +186,9 @@ def main() -> None:
 
 
 def timed_run(model, cal, method: str, preset: str, rank: float, **kw) -> tuple[float, float, dict]:
-    """``(wall seconds, CPU seconds, report)`` of one whole calibration run without evaluation. CPU
-    seconds (every thread of this process) are the fairer figure on a shared machine: other jobs
-    stretch wall time, not the work done."""
+    """``(wall seconds, CPU seconds, report)`` of one whole run (``masq quantize``'s: its closing evaluation
+    is on the calibration set, no held-out set being given). CPU seconds (every thread of this process)
+    are the fairer figure on a shared machine: other jobs stretch wall time, not the work done."""
     from masq_jax.calibrate.runner import run_quantize
     from masq_jax.settings import make_settings
 
@@ -200,9 +200,10 @@ def timed_run(model, cal, method: str, preset: str, rank: float, **kw) -> tuple[
 
 
 def cost(name: str, layers: int, preset: str, repeats: int = 2, rank: float = 0.25) -> None:
-    """Whole-run seconds (calibration stages; no evaluation) of ``mas`` and ``masquant`` (at ``rank``,
-    each variant) side by side in one process: a cold pass (compiles included), then ``repeats`` warm
-    passes with the arms interleaved; the ratio is of the warm medians, wall and CPU.
+    """Whole-run seconds (every stage, the closing evaluation on the calibration set included) of ``mas``
+    and ``masquant`` (at ``rank``, each variant) side by side in one process: a cold pass (compiles
+    included), then ``repeats`` warm passes with the arms interleaved; the ratio is of the warm medians,
+    wall and CPU.
     ``wide``: toy:wide, 32 samples as above; ``smollm2``: SmolLM2-135M's dimensions as an Omni Thinker
     (576 wide, 1536 MLP, 9 heads / 3 KV heads of 64; random weights), 16 samples of 256 tokens."""
     import dataclasses
@@ -222,7 +223,8 @@ def cost(name: str, layers: int, preset: str, repeats: int = 2, rank: float = 0.
     model = (cfg, toy.random_params(cfg, 0))
     cal = synthetic_calibset(samples=samples, seed=0, **synth)
     print(f"\nrun cost, {name} ({cfg.num_layers} layers, hidden {cfg.hidden_size}), {preset.upper()}, "
-          f"{samples} samples, rank {rank} (whole run without evaluation; stage seconds: train / cmc / fp_pass / fold_check)")
+          f"{samples} samples, rank {rank} (whole run, evaluation on the calibration set included; "
+          f"stage seconds: train / cmc / fp_pass / fold_check)")
     arms = [("mas", {})] + [(f"masquant {v}", kw) for v, kw in VARIANTS.items()]
     warm = {arm: [] for arm, _ in arms}
     for rep_i in range(repeats + 1):

@@ -1,4 +1,5 @@
-"""CMC solver speed: dense SVDs (``svd``, baseline) vs min(in, out)-sized eighs (``gram``), per linear.
+"""CMC solver speed: dense SVDs (``svd``, baseline) vs min(in, out)-sized eighs (``gram``) vs one eigh per
+whitened fit (``output``, the default), per linear.
 
     python benchmarks/cmc_solver.py                          # Omni-3B q, k, gate, down (GPU; down is slow on CPU)
     python benchmarks/cmc_solver.py --shapes q,k,gate --tokens 2048   # CPU-friendly subset
@@ -7,7 +8,7 @@ One layer's worth of one linear: the quantizer's refit, ``core.compensation.fit`
 ``linear_inputs`` (vision + audio, fit "auto", the fixed shrinkage ρ = 1e-2/1.01), on random weights
 and Gram matrices from ``--tokens`` correlated activations. Prints
 wall time (median of ``--reps`` after one compile run), the ratio to ``svd`` and the relative
-difference of the whitened residual ``‖X̃(ΔWᵀ − LR)‖`` between the two solvers (same optimum).
+difference of the whitened residual ``‖X̃(ΔWᵀ − LR)‖`` of each against ``svd``'s (same optimum).
 """
 
 from __future__ import annotations
@@ -70,13 +71,14 @@ def main() -> None:
     a = ap.parse_args()
     print(f"device: {jax.devices()[0].device_kind}; {a.config}; compensation.fit (vision+audio, auto, damping 1e-2), "
           f"rank ratio {a.rank} (floor 32), covariance of {a.tokens} tokens; median of {a.reps}")
-    print(f"{'linear':<7}{'in x out':>14}{'rank':>6}{'svd s':>10}{'gram s':>10}{'gram vs svd':>13}{'resid diff':>12}")
+    print(f"{'linear':<7}{'in x out':>14}{'rank':>6}{'svd s':>10}{'gram s':>10}{'output s':>10}{'gram vs svd':>13}"
+          f"{'output vs svd':>15}{'gram resid':>12}{'output resid':>14}")
     for name in a.shapes.split(","):
         din, dout = shapes(a.config)[name]
         rank = cmc.resolve_rank(a.rank, din, dout)
         w, s, grams, counts = problem(din, dout, a.tokens)
         times, out = {}, {}
-        for solver in ("svd", "gram"):
+        for solver in ("svd", "gram", "output"):
             f = jax.jit(lambda w, s, g, n, solver=solver: stored(w, s, g, n, rank, solver))
             out[solver] = jax.block_until_ready(f(w, s, grams, counts))
             runs = []
@@ -85,9 +87,11 @@ def main() -> None:
                 jax.block_until_ready(f(w, s, grams, counts))
                 runs.append(time.perf_counter() - t0)
             times[solver] = statistics.median(runs)
-        r_svd, r_gram = residual(w, s, grams, *out["svd"]), residual(w, s, grams, *out["gram"])
+        res = {k: residual(w, s, grams, *v) for k, v in out.items()}
+        diff = {k: (res[k] - res["svd"]) / res["svd"] for k in ("gram", "output")}
         print(f"{name:<7}{f'{din}x{dout}':>14}{rank:>6}{times['svd']:>10.3f}{times['gram']:>10.3f}"
-              f"{times['svd'] / times['gram']:>12.1f}x{(r_gram - r_svd) / r_svd:>+12.1e}", flush=True)
+              f"{times['output']:>10.3f}{times['svd'] / times['gram']:>12.1f}x{times['svd'] / times['output']:>14.1f}x"
+              f"{diff['gram']:>+12.1e}{diff['output']:>+14.1e}", flush=True)
 
 
 if __name__ == "__main__":

@@ -91,7 +91,8 @@ def test_speech_is_the_same_in_a_fresh_synthesis_process():
 
     first = speech.engine().synth("seven four two", "en+f2", 160, 50)
     for _ in range(2):
-        speech.engine().proc.kill()
-        speech.engine().proc.wait()
+        old = speech.engine()  # one object: a second engine() after the kill may already start a new server
+        old.proc.kill()
+        old.proc.wait()
         time.sleep(1.5)
         assert np.array_equal(speech.engine().synth("seven four two", "en+f2", 160, 50), first)
