@@ -10,6 +10,7 @@ from the same generator (same channel profiles, other draws). MASQuant variants:
   modality (the earlier default; bit for bit its artefact);
 * ``auto``  — the default: per linear and modality, the deployment the validation fold prefers
   (branch, text's vector, or one shared vector; ``core.deploy``).
+* ``oas``   — ``--cov-shrinkage oas``: the default with one shrinkage candidate (OAS) instead of two.
 
     python benchmarks/cmc_generalisation.py                        # the full grid (long)
     python benchmarks/cmc_generalisation.py --presets w4a8 --ranks 0.1 --sweep ''   # one cell
@@ -29,7 +30,7 @@ import warnings
 
 COLS = ("all", "text", "vision", "audio")
 MODS = ("text", "vision", "audio")
-VARIANTS = {"paper": dict(cmc_deploy="paper"), "auto": {}}
+VARIANTS = {"paper": dict(cmc_deploy="paper"), "auto": {}, "oas": dict(cov_shrinkage="oas")}
 SYNTH = dict(hidden_size=512, text_len=32, image_h=4, image_w=4, audio_len=24, vision_scale=30.0)
 MAS_TOL = 0.3  # dB: the goal's allowance below MAS
 # report labels -> short: b(ranch), t(ext vector), s(hared), c(hannels), sc (shared + channels)
@@ -136,7 +137,7 @@ def main() -> None:
     ap.add_argument("--sweep-rank", type=float, default=0.25)
     ap.add_argument("--sweep-presets", default=None, help="presets of the sweep (default: --presets)")
     ap.add_argument("--held-out", type=int, default=32)
-    ap.add_argument("--variants", default="paper,auto", help="MASQuant variants (of: paper, auto)")
+    ap.add_argument("--variants", default="paper,auto", help="MASQuant variants (of: paper, auto, oas)")
     ap.add_argument("--cost", default="", help="only the run-cost table on these configs (of: wide, smollm2)")
     ap.add_argument("--cost-layers", type=int, default=30, help="decoder layers of the smollm2-dims config")
     ap.add_argument("--cost-rank", type=float, default=0.25, help="rank ratio of the run-cost table")

@@ -89,7 +89,7 @@ def test_cmc_options_and_their_bad_values(tiny_hf_dir, tmp_path, capsys):
         main(bad + ["--rank-budget", "lots"])
     assert e.value.code == 2 and "neither 'auto' nor 'off' nor a number" in capsys.readouterr().err
     code, _, err = run(capsys, *bad, "--cov-shrinkage", "1.5")
-    assert code == 2 and "--cov-shrinkage takes 'auto' or a number in [0, 1]" in one_line_error(err)
+    assert code == 2 and "--cov-shrinkage takes 'auto', 'oas' or a number in [0, 1]" in one_line_error(err)
     assert not (tmp_path / "bad").exists()
 
 

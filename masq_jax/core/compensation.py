@@ -31,9 +31,11 @@ FIXED_RHO = FIXED_DAMPING / (1.0 + FIXED_DAMPING)
 
 def shrinkage_candidates(shrinkage: str | float, cov_fit: jax.Array, n_fit) -> list[jax.Array]:
     """Shrinkage amounts ρ tried for one covariance: with ``"auto"`` OAS's and the fixed damping's
-    (the fold picks), else the one given."""
+    (the fold picks), with ``"oas"`` OAS's alone, else the one given."""
     if shrinkage == "auto":
         return [shrink_mod.oas_shrinkage(cov_fit, n_fit), jnp.float32(FIXED_RHO)]
+    if shrinkage == "oas":
+        return [shrink_mod.oas_shrinkage(cov_fit, n_fit)]
     return [jnp.float32(float(shrinkage))]
 
 

@@ -10,13 +10,14 @@ the ``--cov-shrinkage`` given), scored on the validation fold at every rank from
 those validated curves (``core.rank_budget``); then the branch is refitted on all tokens at the
 allocated rank (stored zero-padded to the linear's storage rank). A unit whose validated error stays
 above MAS's own (one weight per modality) is reported with the rank it would need.
+
+Cost: every whitened fit is one eigh (``--cmc-solver auto`` → ``output``, ``core.cmc``).
 """
 
 from __future__ import annotations
 
 import functools
 import math
-from concurrent.futures import ThreadPoolExecutor
 
 import jax
 import jax.numpy as jnp
@@ -36,7 +37,6 @@ INFO_KEYS = ("rank", "storage_rank", "shrinkage", "val_sqnr", "mas_val_sqnr", "n
 # output SQNRs (dB) of the chosen deployment, of MAS (one weight per modality), of the paper's form
 # and of the shared (SmoothQuant) vector.
 DEPLOY_KEYS = ("deploy", "out_sqnr", "mas_out_sqnr", "paper_out_sqnr", "shared_out_sqnr")
-CMC_WORKERS = 2  # CMC programs run at once on one device (``in_groups``)
 GUARD_DB = deploy.GUARD_DB  # the guard names every unit whose validated output SQNR is further than this below MAS's
 
 
@@ -49,8 +49,8 @@ def _check_rank(v):
 
 
 def _check_shrinkage(v):
-    if v != "auto" and (isinstance(v, (str, bool)) or not 0.0 <= float(v) <= 1.0):
-        return f"--cov-shrinkage takes 'auto' or a number in [0, 1], got {v!r}"
+    if v not in ("auto", "oas") and (isinstance(v, (str, bool)) or not 0.0 <= float(v) <= 1.0):
+        return f"--cov-shrinkage takes 'auto', 'oas' or a number in [0, 1], got {v!r}"
     return None
 
 
@@ -65,8 +65,9 @@ OPTIONS = (
            parse=number("a ratio <= 1 or an absolute rank"), check=_check_rank),
     Option("rank_floor", 32, "lower bound on the CMC rank (the reference's)", parse=int),
     Option("cov_shrinkage", "auto", "CMC whitening-covariance shrinkage ρ towards tr(C)/d·I: 'auto' (OAS or the "
-           "fixed 1e-2 damping, whichever a validation fold of samples prefers) or a fixed ρ in [0, 1]",
-           parse=words_or_number("auto"), check=_check_shrinkage),
+           "fixed 1e-2 damping, whichever a validation fold of samples prefers), 'oas' (OAS alone: one fit per "
+           "linear and modality on the fold, cheaper) or a fixed ρ in [0, 1]",
+           parse=words_or_number("auto", "oas"), check=_check_shrinkage),
     Option("rank_budget", "auto", "CMC ranks per linear and modality from validated error curves: 'auto' (the "
            "parameters --rank gives, reallocated), 'off' (--rank everywhere) or a mean rank",
            parse=words_or_number("auto", "off"), check=_check_budget),
@@ -115,7 +116,7 @@ class MASQuant(MAS):
         has_val = "gram_val" in stats[decoder.INPUT_OF["q_proj"]]
         shared = smoothquant_vectors(lp, stats, st) if has_val and st.cmc_deploy == "auto" else None
         if has_val:
-            val = jax.device_get(in_groups(_validate, cfg_shapes, lp, factors, stats, st, tuple(sorted(ranks.items())),
+            val = jax.device_get(_validate(lp, factors, stats, st, tuple(sorted(ranks.items())),
                                            tuple(sorted(budget.items())), shared))
             alloc, info = allocate_layer(val, stats, st, ranks, budget, cfg_shapes)
         else:
@@ -130,8 +131,8 @@ class MASQuant(MAS):
             codes = select_deployment(lp, factors, stats, st, val, alloc, shared, info)
             nt = list(NON_TEXT)
             deployed = {n: jnp.asarray(codes[n][nt] == deploy.BRANCH) for n in decoder.LINEAR_NAMES}
-        lora, rho = in_groups(_final, cfg_shapes, lp, factors, stats, st, tuple(sorted(ranks.items())),
-                              {n: jnp.asarray(alloc[n], jnp.int32) for n in alloc}, choice, has_val, deployed)
+        lora, rho = _final(lp, factors, stats, st, tuple(sorted(ranks.items())),
+                           {n: jnp.asarray(alloc[n], jnp.int32) for n in alloc}, choice, has_val, deployed)
         rho = jax.device_get(rho)
         info["shrinkage"][:] = [rho[n] for n in decoder.LINEAR_NAMES]
         if codes is not None:
@@ -226,38 +227,6 @@ def empty_info() -> dict[str, np.ndarray]:
     return info | {k: np.full((n, len(NAMES)), np.nan, np.float32) for k in DEPLOY_KEYS}
 
 
-def linear_groups(shapes: dict[str, tuple[int, int]], n: int) -> list[tuple[str, ...]]:
-    """The layer's linears in ``n`` groups of about equal CMC work (longest first onto the lightest
-    group): per linear its decompositions (``min(in, out)³``) and products (``in·out·max(in, out)``)."""
-    cost = {k: 4 * min(o, i) ** 3 + i * o * max(i, o) for k, (o, i) in shapes.items()}
-    groups, load = [[] for _ in range(n)], [0] * n
-    for k in sorted(cost, key=lambda k: -cost[k]):
-        j = load.index(min(load))
-        groups[j].append(k)
-        load[j] += cost[k]
-    return [tuple(k for k in decoder.LINEAR_NAMES if k in g) for g in groups if g]
-
-
-def cmc_workers() -> int:
-    """Concurrent CMC programs: ``CMC_WORKERS`` where one device runs the layer (XLA:CPU runs a
-    program's eighs one after another on one thread each), else 1 (programs with collectives must
-    be issued in one order everywhere)."""
-    return CMC_WORKERS if jax.device_count() == 1 else 1
-
-
-def in_groups(fn, shapes: dict[str, tuple[int, int]], *args):
-    """``fn(*args, names=group)`` per group of ``linear_groups``, concurrently (``cmc_workers``), the
-    per-linear dicts it returns (or a tuple of them) merged."""
-    groups = linear_groups(shapes, cmc_workers())
-    if len(groups) == 1:
-        return fn(*args, names=groups[0])
-    with ThreadPoolExecutor(len(groups)) as pool:
-        parts = list(pool.map(lambda g: jax.block_until_ready(fn(*args, names=g)), groups))
-    if isinstance(parts[0], tuple):
-        return tuple({k: v for part in parts for k, v in part[i].items()} for i in range(len(parts[0])))
-    return {k: v for part in parts for k, v in part.items()}
-
-
 def solver(st) -> str:
     """``--cmc-solver`` resolved: ``auto`` is ``output``, or ``gram`` with ``--cmc-deploy paper``."""
     if st.cmc_solver != "auto":
@@ -322,8 +291,8 @@ def _inputs(lp, factors, stats, name, st):
                                       g.get("gram_val"), g.get("count_val"))
 
 
-@functools.partial(jax.jit, static_argnames=("st", "ranks", "base", "names"))
-def _validate(lp, factors, stats, st, ranks, base, shared=None, names=decoder.LINEAR_NAMES):
+@functools.partial(jax.jit, static_argnames=("st", "ranks", "base"))
+def _validate(lp, factors, stats, st, ranks, base, shared=None):
     """Per linear: ``compensation.validate``'s relative validation-error curves ``[2, storage rank + 1]``
     (the shrinkage preferred at ``--rank``, ``base``), MAS's relative validation error ``[2]`` and the
     chosen candidate ``[2]``. With ``shared`` (the deployment's selection) also the fit-fold factors at
@@ -332,7 +301,7 @@ def _validate(lp, factors, stats, st, ranks, base, shared=None, names=decoder.LI
     ranks, base = dict(ranks), dict(base)
     select = shared is not None
     out = {}
-    for name in names:
+    for name in decoder.LINEAR_NAMES:
         x = _inputs(lp, factors, stats, name, st)
         res = compensation.validate(x, st.weights, shrinkage=st.cov_shrinkage, rank=base[name],
                                     storage_rank=ranks[name], svd=solver(st), return_factors=select)
@@ -348,15 +317,15 @@ def _validate(lp, factors, stats, st, ranks, base, shared=None, names=decoder.LI
     return out
 
 
-@functools.partial(jax.jit, static_argnames=("st", "ranks", "validated", "names"))
-def _final(lp, factors, stats, st, ranks, alloc, choice, validated, deployed=None, names=decoder.LINEAR_NAMES):
+@functools.partial(jax.jit, static_argnames=("st", "ranks", "validated"))
+def _final(lp, factors, stats, st, ranks, alloc, choice, validated, deployed=None):
     """``compensation.fit`` per linear: the refit on all tokens with the chosen shrinkage at the storage
     rank, columns beyond each modality's allocated rank zeroed. Returns the lora and the ρ used.
     Without a validation fold the fit keeps ``fit="auto"``'s in-sample guard against plain SVD.
     ``deployed`` ({linear: [2] bool}, the selection's whitened branches): fit only those."""
     ranks = dict(ranks)
     lora, rhos = {}, {}
-    for name in names:
+    for name in decoder.LINEAR_NAMES:
         x = _inputs(lp, factors, stats, name, st)
         l, r, rhos[name] = compensation.fit(x, storage_rank=ranks[name], choice=choice[name], alloc=alloc[name],
                                             shrinkage=st.cov_shrinkage, svd=solver(st),
@@ -417,10 +386,8 @@ def select_deployment(lp, factors, stats, st, val, alloc, shared, info) -> dict[
     counts = np.bincount(np.asarray(jax.device_get(stats[decoder.INPUT_OF["q_proj"]]["val_mid"])),
                          minlength=len(NAMES))[: len(NAMES)]
     fit = {n: {k: val[n][k] for k in ("l", "r", "order", "order_shared")} for n in decoder.LINEAR_NAMES}
-    shapes = {n: tuple(lp[n]["w"].shape) for n in decoder.LINEAR_NAMES}
-    errs = jax.device_get(in_groups(_score, shapes, lp, factors, stats, st, fit,
-                                    {n: jnp.asarray(alloc[n], jnp.int32) for n in alloc}, shared,
-                                    tuple(int(c) for c in counts)))
+    errs = jax.device_get(_score(lp, factors, stats, st, fit, {n: jnp.asarray(alloc[n], jnp.int32) for n in alloc},
+                                 shared, tuple(int(c) for c in counts)))
     groups = ([[n for n in decoder.LINEAR_NAMES if INIT_SOURCE.get(n, n) == g] for g in [*TIE_GROUPS, "down_proj"]]
               if st.tie_smoothing else [[n] for n in decoder.LINEAR_NAMES])
     codes = {}
@@ -453,8 +420,8 @@ def select_deployment(lp, factors, stats, st, val, alloc, shared, info) -> dict[
     return codes
 
 
-@functools.partial(jax.jit, static_argnames=("st", "counts", "names"))
-def _score(lp, factors, stats, st, fit, alloc, shared, counts, names=decoder.LINEAR_NAMES):
+@functools.partial(jax.jit, static_argnames=("st", "counts"))
+def _score(lp, factors, stats, st, fit, alloc, shared, counts):
     """Per linear, the squared output errors ``[3]`` on the fold's tokens (``val_x``, ordered by
     modality with ``counts`` tokens each) of every path in ``PATHS`` — MAS (one weight per modality),
     the paper's form (text weight + the fit-fold branch at its allocated rank), text's vector and the
@@ -462,7 +429,7 @@ def _score(lp, factors, stats, st, fit, alloc, shared, counts, names=decoder.LIN
     act = st.activations
     bounds = np.concatenate([[0], np.cumsum(counts)])
     out = {}
-    for name in names:
+    for name in decoder.LINEAR_NAMES:
         x = stats[decoder.INPUT_OF[name]]["val_x"]
         w = lp[name]["w"].astype(jnp.float32)
         s = factors[name].astype(jnp.float32)

@@ -38,7 +38,7 @@ def _np_shrink(c, rho):
 
 
 @pytest.mark.parametrize("svd", ["svd", "output"])
-@pytest.mark.parametrize("shrinkage", ["auto", 0.3])
+@pytest.mark.parametrize("shrinkage", ["auto", "oas", 0.3])
 def test_validate_matches_float64_brute_force(shrinkage, svd):
     w, s, gram, count, gram_val, count_val = _problem()
     x = compensation.linear_inputs(*(jnp.asarray(a) for a in (w, s)), SPEC, *(jnp.asarray(a, jnp.float32) for a in
@@ -56,7 +56,8 @@ def test_validate_matches_float64_brute_force(shrinkage, svd):
         ref = np.trace(wm @ c_val @ wm.T)
         e = wm - np_fake_quant(wm, 4)
         np.testing.assert_allclose(mas[j], np.trace(e @ c_val @ e.T) / ref, rtol=1e-4)
-        rhos = [_np_oas(c_fit, count[m] - count_val[m]), 0.01 / 1.01] if shrinkage == "auto" else [shrinkage]
+        oas = _np_oas(c_fit, count[m] - count_val[m])
+        rhos = {"auto": [oas, 0.01 / 1.01], "oas": [oas]}.get(shrinkage, [shrinkage])
         curves = []
         for rho in rhos:
             l, r = np_lowrank_whitened(dw, _np_shrink(c_fit, rho), cap)

@@ -58,24 +58,6 @@ def test_solver_auto_is_output_but_gram_for_the_paper_form():
     assert mq.solver(QuantSettings(**base, cmc_solver="gram")) == "gram"
 
 
-def test_linear_groups_split_the_work_and_threads_change_nothing(monkeypatch):
-    """The linears in balanced groups (each once); the groups run concurrently give the deployment,
-    vectors and branches of one program over all linears, bit for bit."""
-    shapes = decoder.linear_shapes(make_config("wide"))
-    groups = mq.linear_groups(shapes, 2)
-    assert sorted(n for g in groups for n in g) == sorted(decoder.LINEAR_NAMES) and len(groups) == 2
-    assert mq.linear_groups(shapes, 1) == [decoder.LINEAR_NAMES]
-    st = QuantSettings(method="masquant", wbits=4, abits=8, epochs=0, samples=8, rank=8, rank_floor=0)
-    method, stats, f = layer_case(st)
-    ranks = method.ranks(CFG, st)
-    runs = []
-    for workers in (1, 2):
-        monkeypatch.setattr(mq, "CMC_WORKERS", workers)
-        runs.append(jax.device_get(method.compensate(LP, f, stats, st, ranks)))
-    for a, b in zip(jax.tree_util.tree_leaves(runs[0]), jax.tree_util.tree_leaves(runs[1])):
-        np.testing.assert_array_equal(a, b)
-
-
 def layer_case(st, samples=8, audio_len=8, edit=None):
     """One layer's statistics and MAS-init vectors (``edit`` rewrites them: the constructed case)."""
     method = registry.get("masquant")
