@@ -143,11 +143,16 @@ def main() -> None:
     ap.add_argument("--cost-rank", type=float, default=0.25, help="rank ratio of the run-cost table")
     ap.add_argument("--cost-repeats", type=int, default=2, help="warm passes of the run-cost table (after a cold one)")
     ap.add_argument("--no-wide", action="store_true", help="skip toy:wide (only --models)")
+    ap.add_argument("--synth", default="", help="toy:wide's synthetic source overrides, e.g. "
+                    "vision_scale=42,vision_hot=6,audio_outliers=6,audio_outlier_factor=8 (calib.synthetic fields)")
     ap.add_argument("--models", default="", help="also: tiny-omni, omni-smollm2 (comma-separated; at --presets)")
     a = ap.parse_args()
     warnings.simplefilter("ignore")
     for v in set(VARIANTS) - set(a.variants.split(",")):
         del VARIANTS[v]
+    for item in filter(None, a.synth.split(",")):
+        key, _, value = item.partition("=")
+        SYNTH[key.strip()] = float(value) if "." in value or "e" in value else int(value)
     from masq_jax.calib.synthetic import synthetic_calibset
     from masq_jax.families import toy
 
