@@ -10,8 +10,6 @@ the ``--cov-shrinkage`` given), scored on the validation fold at every rank from
 those validated curves (``core.rank_budget``); then the branch is refitted on all tokens at the
 allocated rank (stored zero-padded to the linear's storage rank). A unit whose validated error stays
 above MAS's own (one weight per modality) is reported with the rank it would need.
-
-Cost: every whitened fit is one eigh (``--cmc-solver auto`` → ``output``, ``core.cmc``).
 """
 
 from __future__ import annotations
@@ -71,10 +69,10 @@ OPTIONS = (
     Option("rank_budget", "auto", "CMC ranks per linear and modality from validated error curves: 'auto' (the "
            "parameters --rank gives, reallocated), 'off' (--rank everywhere) or a mean rank",
            parse=words_or_number("auto", "off"), check=_check_budget),
-    Option("cmc_solver", "auto", "CMC decompositions: 'output' (one eigh of a min(in,out)-sized matrix per fit, "
-           "Cholesky whitening where in < out; the fewest), 'gram' (eigh of min(in,out)-sized Gram matrices after an "
-           "eigh of the covariance), 'svd' (dense SVDs) or 'auto' ('output'; 'gram' with --cmc-deploy paper, whose "
-           "earlier artefact it reproduces bit for bit)", choices=("auto", "output", "gram", "svd")),
+    Option("cmc_solver", "gram", "CMC decompositions: 'gram' (eigh of min(in,out)-sized Gram matrices after an eigh "
+           "of the covariance), 'output' (one eigh of a min(in,out)-sized matrix per fit, Cholesky whitening where "
+           "in < out; the fewest, the same fit up to rounding) or 'svd' (dense SVDs)",
+           choices=("gram", "output", "svd")),
     Option("cmc_deploy", "auto", "'auto': per linear and modality, the text weight plus a branch, text's vector, one "
            "shared vector, or the modality's vector on a few channels with an exact channel branch, whichever the "
            "validation fold prefers (docs/method.md §5); 'paper': the text weight plus a branch for every non-text "
@@ -227,13 +225,6 @@ def empty_info() -> dict[str, np.ndarray]:
     return info | {k: np.full((n, len(NAMES)), np.nan, np.float32) for k in DEPLOY_KEYS}
 
 
-def solver(st) -> str:
-    """``--cmc-solver`` resolved: ``auto`` is ``output``, or ``gram`` with ``--cmc-deploy paper``."""
-    if st.cmc_solver != "auto":
-        return st.cmc_solver
-    return "gram" if st.cmc_deploy == "paper" else "output"
-
-
 def _budget_rank(st) -> float:
     """The rank (ratio or absolute) whose parameters make a layer's budget."""
     return st.rank if st.rank_budget in ("auto", "off") else float(st.rank_budget)
@@ -304,7 +295,7 @@ def _validate(lp, factors, stats, st, ranks, base, shared=None):
     for name in decoder.LINEAR_NAMES:
         x = _inputs(lp, factors, stats, name, st)
         res = compensation.validate(x, st.weights, shrinkage=st.cov_shrinkage, rank=base[name],
-                                    storage_rank=ranks[name], svd=solver(st), return_factors=select)
+                                    storage_rank=ranks[name], svd=st.cmc_solver, return_factors=select)
         out[name] = {"curve": res[0], "mas": res[1], "choice": res[2]}
         if select:
             w, s = lp[name]["w"].astype(jnp.float32), factors[name].astype(jnp.float32)
@@ -328,7 +319,7 @@ def _final(lp, factors, stats, st, ranks, alloc, choice, validated, deployed=Non
     for name in decoder.LINEAR_NAMES:
         x = _inputs(lp, factors, stats, name, st)
         l, r, rhos[name] = compensation.fit(x, storage_rank=ranks[name], choice=choice[name], alloc=alloc[name],
-                                            shrinkage=st.cov_shrinkage, svd=solver(st),
+                                            shrinkage=st.cov_shrinkage, svd=st.cmc_solver,
                                             mode="whitened" if validated else "auto",
                                             deployed=None if deployed is None else deployed[name])
         lora[name] = (l, r)

@@ -177,7 +177,7 @@ def test_bf16_training_and_svd_solver_match_the_defaults(masquant_run, tmp_path)
     land where the float32 / Gram defaults do; the settings record what actually ran."""
     _, base = masquant_run
     assert base["settings"]["train_matmul"] == ("float32" if jax.default_backend() == "cpu" else "bfloat16")
-    assert base["settings"]["cmc_solver"] == "auto"
+    assert base["settings"]["cmc_solver"] == "gram"
     assert all(layer["seconds"] > 0 for layer in base["layers"])
     for kw in (dict(train_matmul="bfloat16"), dict(train_matmul="float32", cmc_solver="svd")):
         rep = run_quantize((CFG, PARAMS), calib(), str(tmp_path / "-".join(kw.values())), settings(**kw),

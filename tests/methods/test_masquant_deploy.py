@@ -50,14 +50,6 @@ def test_paper_flag_reproduces_the_earlier_artefact(tmp_path, bits):
     assert hashlib.sha256(Path(tmp_path / "q" / "model.safetensors").read_bytes()).hexdigest() == GOLDEN[bits]
 
 
-def test_solver_auto_is_output_but_gram_for_the_paper_form():
-    base = dict(method="masquant", wbits=4, abits=8, epochs=0, samples=8)
-    assert mq.solver(QuantSettings(**base)) == "output"
-    assert mq.solver(QuantSettings(**base, cmc_deploy="paper")) == "gram"  # the earlier artefact's decompositions
-    assert mq.solver(QuantSettings(**base, cmc_deploy="paper", cmc_solver="svd")) == "svd"
-    assert mq.solver(QuantSettings(**base, cmc_solver="gram")) == "gram"
-
-
 def layer_case(st, samples=8, audio_len=8, edit=None):
     """One layer's statistics and MAS-init vectors (``edit`` rewrites them: the constructed case)."""
     method = registry.get("masquant")
