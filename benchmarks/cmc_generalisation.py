@@ -152,7 +152,7 @@ def main() -> None:
         del VARIANTS[v]
     for item in filter(None, a.synth.split(",")):
         key, _, value = item.partition("=")
-        SYNTH[key.strip()] = float(value) if "." in value or "e" in value else int(value)
+        SYNTH[key.strip()] = int(value) if value.lstrip("-").isdigit() else float(value)
     from masq_jax.calib.synthetic import synthetic_calibset
     from masq_jax.families import toy
 

@@ -1,5 +1,5 @@
 """CMC solver speed: dense SVDs (``svd``, baseline) vs min(in, out)-sized eighs (``gram``) vs one eigh per
-whitened fit (``output``, the default), per linear.
+whitened fit (``output``, opt-in), per linear.
 
     python benchmarks/cmc_solver.py                          # Omni-3B q, k, gate, down (GPU; down is slow on CPU)
     python benchmarks/cmc_solver.py --shapes q,k,gate --tokens 2048   # CPU-friendly subset

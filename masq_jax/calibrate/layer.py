@@ -154,7 +154,7 @@ def fp_layer_pass(cfg, lp, h, data: PreparedData, *, with_gram: bool | str,
             gram_index = place(core_stats.modality_token_index(mid, gram_valid, shards=layout.shards))
         if with_gram == "validation":
             val_valid = valid & layout.take_host(val_rows, c)[:, None]
-            val_index = place(core_stats.modality_token_index(mid, val_valid & (mid != TEXT), shards=layout.shards))
+            val_index = place(core_stats.modality_token_index(mid, gram_valid & val_valid, shards=layout.shards))
             idx = _fold_tokens(mid, val_valid, val_got)
             val_mid.append(mid.reshape(-1)[idx])
             val_valid = layout.place(val_valid)

@@ -139,21 +139,13 @@ def _check_svd(svd: str) -> None:
                              f"eigh of the output side per fit), got {svd!r}")
 
 
-def _output_factors(a: jax.Array, c: jax.Array, rank: int, aat: jax.Array | None = None
-                    ) -> tuple[jax.Array, jax.Array]:
-    """The whitened fit with one ``eigh`` of a min(in, out)-sized matrix (``a`` = ΔWᵀ [in, out], ``c`` the
-    covariance, damped by the caller). ``out ≤ in``: the output-side form ``(L, R) = (A V_r, V_rᵀ)``,
-    ``V_r`` the top eigenvectors of ``Aᵀ c A``: ``X̃ A V_r V_rᵀ`` is the best rank-r approximation of
-    ``X̃ A`` whatever ``c``'s conditioning (docs/method.md §5's ``T⁻¹ (TA)_r`` when ``c`` is invertible).
-    ``in < out``: §5 with ``T`` the Cholesky factor instead of ``eigh(c)``'s square root, ``U_r`` from
-    ``eigh(T AAᵀ Tᵀ)``, ``(L, R) = (T⁻¹ U_r, U_rᵀ T A)`` (``aat``: ``AAᵀ`` when the caller has it; an
-    eigenvalue floor and pseudo-inverse stand in for a Cholesky that fails)."""
-    in_dim, out_dim = a.shape
-    if out_dim <= in_dim:
-        g = jnp.dot(a.T, jnp.dot(c, a, precision=HIGHEST), precision=HIGHEST)
-        _, v = jnp.linalg.eigh(0.5 * (g + g.T))
-        v = v[:, ::-1][:, :rank]
-        return jnp.dot(a, v, precision=HIGHEST), v.T
+def _cholesky_factors(a: jax.Array, c: jax.Array, rank: int, aat: jax.Array | None = None
+                      ) -> tuple[jax.Array, jax.Array]:
+    """§5's whitened fit for ``in < out`` with one ``eigh`` (``a`` = ΔWᵀ [in, out], ``c`` the covariance,
+    damped by the caller): ``T`` the Cholesky factor instead of ``eigh(c)``'s square root, ``U_r`` from
+    ``eigh(T AAᵀ Tᵀ)``, ``(L, R) = (T⁻¹ U_r, U_rᵀ T A)``. ``aat``: ``AAᵀ`` when the caller has it; an
+    eigenvalue floor and pseudo-inverse stand in for a Cholesky that fails."""
+    in_dim = a.shape[0]
     aat = jnp.dot(a, a.T, precision=HIGHEST) if aat is None else aat
     c = 0.5 * (c + c.T)
     chol = jnp.linalg.cholesky(c)
@@ -169,21 +161,14 @@ def _output_factors(a: jax.Array, c: jax.Array, rank: int, aat: jax.Array | None
     return jnp.dot(t_inv, u, precision=HIGHEST), jnp.dot(jnp.dot(t.T, u, precision=HIGHEST).T, a, precision=HIGHEST)
 
 
-def _output_curve(a: jax.Array, l: jax.Array, r: jax.Array, cov_val: jax.Array, g_val: jax.Array | None = None
-                  ) -> jax.Array:
-    """``validation_curve`` for output-side factors (``L = A V``, ``R = Vᵀ``; ``_output_factors`` with
-    ``out ≤ in``): then ``Lᵀ C_val A Rᵀ = Lᵀ C_val L``, so the cross term is that matrix's diagonal and
-    no ``[in, out]`` product with ``C_val`` is needed per candidate; ``g_val = Aᵀ C_val A`` (out < in)
-    replaces ``C_val``."""
-    if g_val is not None:
-        v = r.T
-        total = jnp.trace(g_val)
-        q = jnp.dot(v.T, jnp.dot(g_val, v, precision=HIGHEST), precision=HIGHEST)
-    else:
-        total = jnp.sum(a * jnp.dot(cov_val, a, precision=HIGHEST))
-        q = jnp.dot(l.T, jnp.dot(cov_val, l, precision=HIGHEST), precision=HIGHEST)
-    m = q * jnp.dot(r, r.T, precision=HIGHEST)
+def _output_curve(v: jax.Array, g_val: jax.Array) -> jax.Array:
+    """``validation_curve`` for output-side factors ``(L, R) = (A V, Vᵀ)`` from ``g_val = Aᵀ C_val A``:
+    then ``Lᵀ C_val A Rᵀ = Lᵀ C_val L = Vᵀ g_val V``, so the cross term is that matrix's diagonal and no
+    ``[in, out]`` product with ``C_val`` is needed per candidate."""
+    q = jnp.dot(v.T, jnp.dot(g_val, v, precision=HIGHEST), precision=HIGHEST)
+    m = q * jnp.dot(v.T, v, precision=HIGHEST)
     block = jnp.diagonal(jnp.cumsum(jnp.cumsum(m, axis=0), axis=1))
+    total = jnp.trace(g_val)
     curve = total - 2.0 * jnp.cumsum(jnp.diagonal(q)) + block
     return jnp.concatenate([total[None], curve])
 
@@ -227,8 +212,8 @@ def low_rank_compensation(
     (both, keep the smaller true residual). ``svd``: "svd" (exact), "gram": every decomposition an
     eigh of a min(in, out)-sized matrix — the whitened solution from the output side when
     ``out < in`` (``_output_side``; ``eig_floor`` unused there), else ``_truncated_svd``'s Gram form —
-    or "output": ``_output_factors``, one eigh per whitened fit at any shape (a Cholesky factor
-    instead of the covariance's eigh where ``in < out``).
+    or "output": one eigh per whitened fit at any shape (the output side whenever ``out ≤ in``,
+    ``_cholesky_factors`` where ``in < out``).
     Returned in the compute dtype (float32 / float64 with x64).
     """
     _check_fit(fit)
@@ -248,12 +233,12 @@ def low_rank_compensation(
     c = cov.astype(dt)
     c = 0.5 * (c + c.T)
     ca = jnp.dot(c, a, precision=HIGHEST)  # C ΔWᵀ: the output-side Gram and the residuals reuse it
-    if svd == "output":
+    if (svd == "gram" and out_dim < in_dim) or (svd == "output" and out_dim <= in_dim):
+        l_w, r_w = _output_side(a, ca, rank, damping, in_dim, jnp.trace(c))
+    elif svd == "output":
         damped = c if (isinstance(damping, (int, float)) and damping == 0) else (
             c + (jnp.asarray(damping, dt) * jnp.trace(c) / in_dim) * jnp.eye(in_dim, dtype=dt))
-        l_w, r_w = _output_factors(a, damped, rank)
-    elif svd == "gram" and out_dim < in_dim:
-        l_w, r_w = _output_side(a, ca, rank, damping, in_dim, jnp.trace(c))
+        l_w, r_w = _cholesky_factors(a, damped, rank)
     else:
         t, t_pinv = whitening(cov, eig_floor=eig_floor, damping=damping)
         u2, r_w = _truncated_svd(jnp.dot(t, a, precision=HIGHEST), rank, svd)
@@ -318,7 +303,7 @@ def validated_fit(delta_w: jax.Array, cov_fit: jax.Array, cov_val: jax.Array, sh
     ``C``'s eigenvectors (only the eigenvalues move), and with ``svd="gram"`` and ``out < in`` (or
     ``svd="output"`` and ``out ≤ in``) the output-side Gram is ``(1−ρ)·ΔW C ΔWᵀ + ρ·tr(C)/d·ΔW ΔWᵀ``
     (one small eigh per candidate); ``svd="output"`` with ``in < out``: one Cholesky and one eigh per
-    candidate (``_output_factors``).
+    candidate (``_cholesky_factors``).
     ``return_factors``: also the chosen candidate's fit-fold factors ``(L [in, max_rank], R [max_rank,
     out])`` (what the validation curve scored), as a third element."""
     _check_svd(svd)
@@ -334,23 +319,21 @@ def validated_fit(delta_w: jax.Array, cov_fit: jax.Array, cov_val: jax.Array, sh
     curves, factors = [], []
     if svd == "output" and out_dim > in_dim:
         aat = jnp.dot(a, a.T, precision=HIGHEST)
-        cv = cov_val.astype(dt)
         for rho in shrinkages:
             damped = (1.0 - rho) * c + (rho * mu) * jnp.eye(in_dim, dtype=dt)
-            factors.append(_output_factors(a, damped, full, aat))
-            curves.append(validation_curve(delta_w, *factors[-1], cv))
+            factors.append(_cholesky_factors(a, damped, full, aat))
+            curves.append(validation_curve(delta_w, *factors[-1], cov_val))
     elif (svd == "gram" and out_dim < in_dim) or svd == "output":  # output side, one small eigh per candidate
         g0 = jnp.dot(a.T, jnp.dot(c, a, precision=HIGHEST), precision=HIGHEST)
         g1 = jnp.dot(a.T, a, precision=HIGHEST)
-        cv = cov_val.astype(dt)
-        g_val = jnp.dot(a.T, jnp.dot(cv, a, precision=HIGHEST), precision=HIGHEST) if (
-            svd == "output" and out_dim < in_dim) else None
+        g_val = jnp.dot(a.T, jnp.dot(cov_val.astype(dt), a, precision=HIGHEST), precision=HIGHEST) if (
+            svd == "output") else None
         for rho in shrinkages:
             g = (1.0 - rho) * g0 + (rho * mu) * g1
             _, v = jnp.linalg.eigh(0.5 * (g + g.T))
             v = v[:, ::-1][:, :full]
             factors.append((jnp.dot(a, v, precision=HIGHEST), v.T))
-            curves.append(_output_curve(a, *factors[-1], cv, g_val) if svd == "output"
+            curves.append(_output_curve(v, g_val) if svd == "output"
                           else validation_curve(delta_w, *factors[-1], cov_val))
     else:
         s, u = jnp.linalg.eigh(c)
